@@ -1,0 +1,74 @@
+"""Configuration as frozen dataclasses, parsed once at the edge (CLI or server start-up)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from assistant.errors import BadInput
+
+__all__ = ["EngineConfig", "Profile", "default_data_dir", "resolve_profile"]
+
+
+class Profile(StrEnum):
+    OMNI = "omni"
+    OFFLINE = "offline"
+    TINY = "tiny"
+
+
+def default_data_dir() -> Path:
+    """The platform's user data folder, or $ASSISTANT_DATA_DIR."""
+    env = os.environ.get("ASSISTANT_DATA_DIR")
+    if env:
+        return Path(env)
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("assistant", appauthor=False))
+
+
+def cache_dir() -> Path:
+    """Where locally built models (tiny checkpoints, converted weights) are kept."""
+    env = os.environ.get("ASSISTANT_CACHE_DIR")
+    if env:
+        return Path(env)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("assistant", appauthor=False))
+
+
+def resolve_profile(name: str | None) -> Profile:
+    """An explicit profile, or `omni` when a CUDA GPU is present, else `offline`."""
+    if name:
+        try:
+            return Profile(name)
+        except ValueError as err:
+            raise BadInput(f"unknown profile {name!r}: choose omni, offline or tiny") from err
+    import torch
+
+    return Profile.OMNI if torch.cuda.is_available() else Profile.OFFLINE
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """What the engine loads and how it schedules."""
+
+    profile: Profile = Profile.TINY
+    model: str | None = None  # hub id or local path; None: the profile's default
+    architecture: str = "qwen2_5_omni"  # qwen2_5_omni | qwen3_omni (tiny picks by this)
+    device: str | None = None  # None: cuda if present, else cpu
+    max_batch: int = 16  # sessions decoded together
+    max_new_tokens: int = 256  # per reply (text tokens)
+    max_context_tokens: int = 8192  # prompt + reply
+    max_audio_tokens: int = 2048  # talker codec tokens per reply
+    batch_window_ms: int = 5  # how long the scheduler waits for more arrivals before a step
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1:
+            raise BadInput("max_batch must be at least 1")
+        if self.max_new_tokens < 1:
+            raise BadInput("max_new_tokens must be at least 1")
+        if self.architecture not in ("qwen2_5_omni", "qwen3_omni"):
+            raise BadInput(f"unknown architecture {self.architecture!r}: qwen2_5_omni or qwen3_omni")

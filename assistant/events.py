@@ -1,0 +1,78 @@
+"""The one event vocabulary every front end consumes.
+
+The engine emits these for a turn; the CLI, the mic loop, the web UI and the HTTP API all
+read the same types. Events flow one way: engine -> session -> front end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["AudioChunk", "Done", "Error", "Event", "TextDelta", "Timings", "Transcript"]
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A piece of the reply's text, in order."""
+
+    turn_id: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class AudioChunk:
+    """A piece of the spoken reply: mono float32 PCM in [-1, 1]."""
+
+    turn_id: str
+    pcm: np.ndarray = field(repr=False)  # shape (n_samples,), float32
+    sample_rate: int  # Hz
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.pcm) / self.sample_rate
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    """What the user said, when a front end or backend knows it (ASR or input text)."""
+
+    turn_id: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Timings:
+    """Per-turn timings in seconds from submission; None where the stage did not happen."""
+
+    queued_s: float = 0.0  # waited before the model took the turn
+    first_text_s: float | None = None
+    first_audio_s: float | None = None
+    total_s: float = 0.0
+    audio_s: float = 0.0  # seconds of speech generated
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The turn finished (or was cancelled); nothing follows it for this turn."""
+
+    turn_id: str
+    text: str
+    timings: Timings
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cancelled: bool = False
+    batch_size: int = 1  # the largest batch this turn's decoding shared
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """The turn failed; a person can read `message`, a program can branch on `code`."""
+
+    turn_id: str
+    code: str
+    message: str
+
+
+Event = TextDelta | AudioChunk | Transcript | Done | Error

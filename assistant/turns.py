@@ -1,0 +1,69 @@
+"""What a session hands the engine: a request built from history, persona and the new turn."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+
+from assistant.errors import BadInput
+
+__all__ = ["Message", "Request", "Turn", "new_turn_id"]
+
+Role = Literal["system", "user", "assistant"]
+
+
+def new_turn_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One user turn: any mix of text, images and speech (16 kHz mono float32)."""
+
+    text: str = ""
+    images: tuple[Image.Image, ...] = ()
+    audio: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        has_audio = self.audio is not None and len(self.audio) > 0
+        if not self.text.strip() and not self.images and not has_audio:
+            raise BadInput("the turn is empty: give text, an image or audio")
+        if self.audio is not None and self.audio.ndim != 1:
+            raise BadInput("audio must be mono")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message of the conversation as the model sees it."""
+
+    role: Role
+    text: str = ""
+    images: tuple[Image.Image, ...] = ()
+    audio: np.ndarray | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """Everything the backend needs for one reply; immutable once submitted."""
+
+    messages: tuple[Message, ...]  # earlier turns (assistant turns as text) + the new user turn last
+    system: str | None = None  # persona / instructions; backends place it where the model allows
+    speak: bool = True  # produce speech as well as text
+    voice: str | None = None  # a speaker of the core model; None: the backend's default
+    max_new_tokens: int = 256
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    seed: int | None = None
+    turn_id: str = field(default_factory=new_turn_id)
+
+    def __post_init__(self) -> None:
+        if not self.messages or self.messages[-1].role != "user":
+            raise BadInput("a request must end with a user message")
+        if self.max_new_tokens < 1:
+            raise BadInput("max_new_tokens must be at least 1")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise BadInput("temperature must be >= 0 and top_p in (0, 1]")
