@@ -9,6 +9,8 @@ import io
 import logging
 import os
 import wave
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -16,7 +18,16 @@ import numpy as np
 
 from assistant.errors import BadInput, MissingDependency
 
-__all__ = ["SAMPLE_RATE", "load_audio", "resample", "write_wav", "wav_bytes"]
+__all__ = [
+    "SAMPLE_RATE",
+    "AudioInfo",
+    "load_audio",
+    "probe_audio",
+    "resample",
+    "stream_audio",
+    "wav_bytes",
+    "write_wav",
+]
 
 log = logging.getLogger(__name__)
 
@@ -62,32 +73,95 @@ def load_audio(source: AudioSource, sample_rate: int = SAMPLE_RATE, channel: int
 
     Mono by default (channels averaged); `channel` picks one channel of a multi-channel file.
     Returns shape (n_samples,). Raises BadInput for anything that is not decodable audio.
+    For long files prefer `stream_audio`, which holds one window at a time.
+    """
+    parts = list(stream_audio(source, sample_rate=sample_rate, channel=channel))
+    if not parts:
+        return np.zeros(0, dtype=np.float32)
+    return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
+
+
+@dataclass(frozen=True, slots=True)
+class AudioInfo:
+    """What the container says about its first audio track, before decoding."""
+
+    duration_s: float | None  # None when the container does not know (raw streams)
+    channels: int
+    sample_rate: int  # Hz, of the source track
+
+
+def probe_audio(source: str | os.PathLike) -> AudioInfo:
+    """Read the container header of a file: duration, channel count, rate. Raises BadInput."""
+    with _open_container(source) as container:
+        stream = _audio_stream(container, source)
+        duration_s = None
+        if stream.duration is not None and stream.time_base is not None:
+            duration_s = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration_s = container.duration / 1_000_000  # av.time_base: microseconds
+        channels = stream.codec_context.channels or 1
+        return AudioInfo(duration_s=duration_s, channels=channels, sample_rate=stream.codec_context.sample_rate)
+
+
+def stream_audio(
+    source: AudioSource, sample_rate: int = SAMPLE_RATE, channel: int | None = None, window_s: float = 60.0
+) -> Iterator[np.ndarray]:
+    """Decode `source` lazily into float32 PCM windows of about `window_s` seconds (the last may be
+    shorter). Memory stays bounded by one window however long the file is. Same errors and channel
+    handling as `load_audio`; empty audio yields nothing.
     """
     import av
 
+    window = max(1, int(window_s * sample_rate))  # samples
     with _open_container(source) as container:
-        streams = [s for s in container.streams if s.type == "audio"]
-        if not streams:
-            raise BadInput(f"{_name(source)} has no audio track")
-        stream = streams[0]
+        stream = _audio_stream(container, source)
         stream.thread_type = "AUTO"
         layout = "mono" if channel is None else None
         resampler = av.AudioResampler(format="flt", layout=layout, rate=sample_rate)
         parts: list[np.ndarray] = []
+        buffered = 0
+        decoded_any = False
         try:
             for frame in container.decode(stream):
                 frame.pts = None
                 for out in resampler.resample(frame):
-                    parts.append(_frame_array(out, channel))
+                    arr = _frame_array(out, channel)
+                    parts.append(arr)
+                    buffered += len(arr)
+                    decoded_any = True
+                if buffered >= window:
+                    joined = np.concatenate(parts)
+                    yield from _split_windows(joined, window, keep_tail=True, parts=parts)
+                    buffered = sum(len(p) for p in parts)
             for out in resampler.resample(None):
                 parts.append(_frame_array(out, channel))
         except av.FFmpegError as err:
-            if not parts:
+            if not decoded_any:
                 raise BadInput(f"cannot decode audio from {_name(source)}: the file is corrupt") from err
             log.warning("audio stream ended early (corrupt tail): %s", err)
-    if not parts:
-        return np.zeros(0, dtype=np.float32)
-    return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
+        if parts:
+            yield from _split_windows(np.concatenate(parts), window, keep_tail=False, parts=parts)
+
+
+def _split_windows(joined: np.ndarray, window: int, keep_tail: bool, parts: list[np.ndarray]) -> Iterator[np.ndarray]:
+    """Yield full windows of `joined`; the remainder goes back into `parts` (or out, at the end)."""
+    parts.clear()
+    n_full = len(joined) // window
+    for i in range(n_full):
+        yield np.ascontiguousarray(joined[i * window : (i + 1) * window], dtype=np.float32)
+    rest = joined[n_full * window :]
+    if len(rest):
+        if keep_tail:
+            parts.append(rest)
+        else:
+            yield np.ascontiguousarray(rest, dtype=np.float32)
+
+
+def _audio_stream(container, source):
+    streams = [s for s in container.streams if s.type == "audio"]
+    if not streams:
+        raise BadInput(f"{_name(source)} has no audio track")
+    return streams[0]
 
 
 def _frame_array(frame, channel: int | None) -> np.ndarray:
