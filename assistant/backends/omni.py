@@ -1,0 +1,460 @@
+"""The omni backend: Qwen2.5-Omni and Qwen3-Omni through transformers' own classes.
+
+Text is decoded by our own loop over the thinker so that turns can join and leave a running
+batch at any step (continuous batching): every stream keeps its own KV cache rows, and the
+streams that are decoding text share one forward pass per step. When a stream's text is done,
+its speech (talker codes, then the waveform) is produced by the model's own talker and vocoder
+code, fed with the thinker states our loop recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from assistant.backends.base import Stream
+from assistant.errors import BadInput, Code, ModelError, ModelNotFound
+from assistant.turns import Message, Request
+
+__all__ = ["OmniBackend", "load_omni_backend"]
+
+log = logging.getLogger(__name__)
+
+SPEECH_RATE = 24_000  # Hz: both architectures' vocoders
+QWEN2_5_SYSTEM = (
+    "You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of perceiving "
+    "auditory and visual inputs, as well as generating text and speech."
+)  # Qwen2.5-Omni speaks only under this exact system prompt
+
+
+@dataclass(frozen=True)
+class _Arch:
+    name: str
+    model_cls: str
+    processor_cls: str
+    voices: tuple[str, ...]
+    default_voice: str
+
+
+ARCHS = {
+    "qwen2_5_omni": _Arch("qwen2_5_omni", "Qwen2_5OmniForConditionalGeneration", "Qwen2_5OmniProcessor",
+                          ("Chelsie", "Ethan"), "Chelsie"),
+    "qwen3_omni": _Arch("qwen3_omni", "Qwen3OmniMoeForConditionalGeneration", "Qwen3OmniMoeProcessor",
+                        ("Ethan", "Chelsie", "Aiden"), "Ethan"),
+}
+
+
+def _detect_arch(path: Path) -> str:
+    import json
+
+    cfg = json.loads((path / "config.json").read_text())
+    mt = cfg.get("model_type", "")
+    if mt.startswith("qwen3_omni"):
+        return "qwen3_omni"
+    if mt.startswith("qwen2_5_omni"):
+        return "qwen2_5_omni"
+    raise BadInput(f"{path} is a {mt or 'unknown'} model, not Qwen2.5-Omni or Qwen3-Omni")
+
+
+def _resolve(model: str) -> Path:
+    """A local folder, or a hub id already in the local Hugging Face cache. Never downloads."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelNotFound(f"{path} has no config.json: not a model folder")
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model, local_files_only=True))
+    except Exception as err:  # the hub library raises several types for "not cached"
+        raise ModelNotFound(
+            f"model {model!r} is not on this machine; fetch it once with "
+            f"`huggingface-cli download {model}` (or pass --model /path/to/folder)"
+        ) from err
+
+
+def load_omni_backend(model: str, device: str | None = None, dtype: torch.dtype | None = None,
+                      max_context_tokens: int = 8192) -> OmniBackend:
+    """Load an omni model (folder or cached hub id) onto `device` (default: cuda if present)."""
+    import transformers
+
+    path = _resolve(model)
+    arch = ARCHS[_detect_arch(path)]
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if dtype is None:
+        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    t0 = time.perf_counter()
+    try:
+        model_cls = getattr(transformers, arch.model_cls)
+        processor_cls = getattr(transformers, arch.processor_cls)
+        net = model_cls.from_pretrained(path, dtype=dtype, device_map=device).eval()
+        processor = processor_cls.from_pretrained(path)
+    except torch.cuda.OutOfMemoryError as err:
+        raise ModelError(f"not enough GPU memory to load {model}", Code.OUT_OF_MEMORY) from err
+    except (OSError, ValueError) as err:
+        raise ModelError(f"cannot load {model}: {err}") from err
+    if arch.name == "qwen3_omni":
+        talker_cfg = net.config.talker_config
+        if getattr(talker_cfg, "audio_config", None) is None:
+            # transformers 5.23's Qwen3-Omni talker reads audio_config.n_window when laying out
+            # positions for audio input, but its config does not carry it: lend the thinker's.
+            talker_cfg.audio_config = net.config.thinker_config.audio_config
+    log.info("loaded %s (%s) on %s in %.1f s", path.name, arch.name, device, time.perf_counter() - t0)
+    return OmniBackend(net, processor, arch, torch.device(device), max_context_tokens, path)
+
+
+@dataclass(eq=False)
+class OmniStream(Stream):
+    """One turn's model state: cache rows, sampling state and the thinker states speech needs."""
+
+    inputs: dict[str, Any] = field(default_factory=dict, repr=False)
+    cache: Any = field(default=None, repr=False)  # per-stream KV cache while not in the batch
+    tokens: list[int] = field(default_factory=list)
+    next_pos: int = 0  # rope position of the next input token
+    generator: torch.Generator | None = field(default=None, repr=False)
+    phase: str = "text"  # text -> speech -> finished
+    prompt_states: tuple | None = field(default=None, repr=False)  # (embeddings, last-needed layer)
+    step_states: list = field(default_factory=list, repr=False)
+    voice: str = ""
+    emitted_chars: int = 0
+    batch_size: int = 1
+
+    def close(self) -> None:
+        self.cache = None
+        self.inputs = {}
+        self.prompt_states = None
+        self.step_states = []
+
+
+class _Batch:
+    """The streams decoding text together, with one left-padded KV cache for all of them."""
+
+    def __init__(self) -> None:
+        self.streams: list[OmniStream] = []
+        self.cache = None
+        self.mask: torch.Tensor | None = None  # (B, T) 1 = real token
+
+
+class OmniBackend:
+    """Owns the omni model and processor; advances streams for the engine."""
+
+    name = "omni"
+    sample_rate = SPEECH_RATE
+
+    def __init__(self, model, processor, arch: _Arch, device: torch.device, max_context_tokens: int,
+                 path: Path | None = None) -> None:
+        self.model = model
+        self.processor = processor
+        self.arch = arch
+        self.device = device
+        self.max_context_tokens = max_context_tokens
+        self.path = path
+        self.voices = arch.voices
+        self.default_voice = arch.default_voice
+        self.thinker = model.thinker
+        self.text_config = model.config.thinker_config.get_text_config()
+        tok = processor.tokenizer
+        self.tokenizer = tok
+        self.eos_ids = {i for i in (tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>"))
+                        if isinstance(i, int) and i >= 0}
+        self.keep_layer = -1 if arch.name == "qwen2_5_omni" else model.config.talker_config.accept_hidden_layer
+        self.n_layers = self.text_config.num_hidden_layers
+        self._batch = _Batch()
+        self.last_batch_size = 0
+        self.has_talker = bool(getattr(model, "has_talker", False))
+        # Speech codes per text token, generously (~0.5 s of speech): 50 Hz codec vs 12.5 Hz.
+        self.codes_per_token = 25 if arch.name == "qwen2_5_omni" else 7
+
+    # ------------------------------------------------------------------ prompt
+    def _prompt(self, request: Request) -> tuple[str, list, list]:
+        """ChatML text with the model's own placeholders, and the images and audio in order."""
+        p = self.processor
+        parts: list[str] = []
+        images: list = []
+        audios: list[np.ndarray] = []
+        system, messages = self._system_and_messages(request)
+        if system:
+            parts.append(f"<|im_start|>system\n{system}<|im_end|>\n")
+        for m in messages:
+            body = ""
+            if m.audio is not None and len(m.audio):
+                body += p.audio_bos_token + p.audio_token + p.audio_eos_token
+                audios.append(m.audio.astype(np.float32))
+            for img in m.images:
+                body += p.vision_bos_token + p.image_token + p.vision_eos_token
+                images.append(img)
+            body += m.text
+            parts.append(f"<|im_start|>{m.role}\n{body}<|im_end|>\n")
+        parts.append("<|im_start|>assistant\n")
+        return "".join(parts), images, audios
+
+    def _system_and_messages(self, request: Request) -> tuple[str | None, list[Message]]:
+        messages = list(request.messages)
+        if self.arch.name == "qwen2_5_omni" and request.speak:
+            # Speech needs Qwen's fixed system prompt; the persona goes in as a first exchange.
+            if request.system:
+                messages = [Message("user", f"From now on: {request.system}"),
+                            Message("assistant", "Understood."), *messages]
+            return QWEN2_5_SYSTEM, messages
+        return request.system, messages
+
+    def _encode(self, request: Request) -> dict[str, Any]:
+        text, images, audios = self._prompt(request)
+        try:
+            inputs = self.processor(text=[text], images=images or None, audio=audios or None,
+                                    return_tensors="pt", padding=True)
+        except (ValueError, TypeError) as err:
+            raise BadInput(f"cannot prepare the input for the model: {err}") from err
+        return {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in inputs.items()}
+
+    # ------------------------------------------------------------------ start (prefill)
+    @torch.inference_mode()
+    def start(self, request: Request) -> OmniStream:
+        voice = request.voice or self.default_voice
+        if request.speak:
+            if not self.has_talker:
+                raise BadInput("this model was loaded without its speech output (talker)")
+            match = [v for v in self.voices if v.lower() == voice.lower()]
+            if not match:
+                raise BadInput(f"unknown voice {voice!r}; this model has: {', '.join(self.voices)}")
+            voice = match[0]
+        inputs = self._encode(request)
+        n_prompt = int(inputs["input_ids"].shape[1])
+        if n_prompt + request.max_new_tokens > self.max_context_tokens:
+            raise BadInput(
+                f"the conversation is {n_prompt} tokens; with a {request.max_new_tokens}-token reply it exceeds "
+                f"the {self.max_context_tokens}-token context", Code.CONTEXT_TOO_LONG)
+        stream = OmniStream(request=request, inputs=inputs, voice=voice, prompt_tokens=n_prompt)
+        if request.seed is not None:
+            stream.generator = torch.Generator(device="cpu").manual_seed(request.seed)
+        position_ids = self._prompt_positions(inputs)
+        out = self.thinker(
+            **{k: v for k, v in inputs.items() if k != "num_audio_tokens"},
+            position_ids=position_ids, use_cache=True, output_hidden_states=request.speak,
+        )
+        stream.cache = out.past_key_values
+        stream.next_pos = int(position_ids[..., -1].max().item()) + 1
+        if request.speak:
+            hs = out.hidden_states
+            stream.prompt_states = (hs[0], hs[self.keep_layer])
+        self._accept(stream, out.logits[:, -1, :])
+        return stream
+
+    def _prompt_positions(self, inputs: dict[str, Any]) -> torch.Tensor:
+        fam = inputs.get("feature_attention_mask")
+        audio_lengths = fam.sum(-1) if fam is not None else None
+        position_ids, _ = self.thinker.get_rope_index(
+            inputs["input_ids"], inputs.get("image_grid_thw"), inputs.get("video_grid_thw"),
+            inputs["attention_mask"], False, audio_lengths, None,
+        )
+        return position_ids
+
+    # ------------------------------------------------------------------ sampling
+    def _accept(self, stream: OmniStream, logits: torch.Tensor) -> None:
+        """Pick the next token for one stream from its (1, vocab) logits and emit text."""
+        req = stream.request
+        logits = logits.float().cpu()[0]
+        if req.temperature <= 0:
+            token = int(torch.argmax(logits))
+        else:
+            probs = torch.softmax(logits / req.temperature, dim=-1)
+            if req.top_p < 1.0:
+                sorted_p, idx = torch.sort(probs, descending=True)
+                keep = torch.cumsum(sorted_p, 0) - sorted_p < req.top_p
+                probs = torch.zeros_like(probs).scatter(0, idx[keep], sorted_p[keep])
+            token = int(torch.multinomial(probs, 1, generator=stream.generator))
+        if token in self.eos_ids:
+            self._end_text(stream)
+            return
+        stream.tokens.append(token)
+        stream.completion_tokens = len(stream.tokens)
+        text = self.tokenizer.decode(stream.tokens, skip_special_tokens=True)
+        if not text.endswith("\ufffd"):  # hold back half a multi-byte character
+            stream.emit_text(text[stream.emitted_chars:])
+            stream.emitted_chars = len(text)
+        if len(stream.tokens) >= req.max_new_tokens:
+            self._end_text(stream)
+
+    def _end_text(self, stream: OmniStream) -> None:
+        stream.phase = "speech" if stream.request.speak else "finished"
+        if stream.phase == "finished":
+            stream.done = True
+
+    # ------------------------------------------------------------------ step
+    @torch.inference_mode()
+    def step(self, streams: list[Stream]) -> None:
+        texting = [s for s in streams if isinstance(s, OmniStream) and s.phase == "text"]
+        self._sync_batch(texting)
+        self.last_batch_size = max(1, len(texting))  # what the engine's metrics record
+        if texting:
+            self._decode_step()
+        for s in streams:
+            if isinstance(s, OmniStream) and s.phase == "speech":
+                self._speak(s)
+                break  # one speech job per step keeps text streams moving
+
+    def _sync_batch(self, wanted: list[OmniStream]) -> None:
+        """Make the batch hold exactly `wanted` (order kept); rebuild its cache only on change."""
+        batch = self._batch
+        if [id(s) for s in batch.streams] == [id(s) for s in wanted]:
+            return
+        for i, s in enumerate(batch.streams):  # hand each leaving-or-staying row its own cache back
+            s.cache = self._row_cache(batch, i)
+        batch.streams = list(wanted)
+        if not wanted:
+            batch.cache, batch.mask = None, None
+            return
+        lengths = [s.cache.get_seq_length() for s in wanted]
+        total = max(lengths)
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.text_config)
+        for layer in range(self.n_layers):
+            ks, vs = [], []
+            for s, n in zip(wanted, lengths, strict=True):
+                k, v = s.cache.layers[layer].keys, s.cache.layers[layer].values
+                pad = total - n
+                if pad:
+                    k = torch.nn.functional.pad(k, (0, 0, pad, 0))
+                    v = torch.nn.functional.pad(v, (0, 0, pad, 0))
+                ks.append(k)
+                vs.append(v)
+            cache.update(torch.cat(ks), torch.cat(vs), layer)
+        mask = torch.zeros(len(wanted), total, dtype=torch.long, device=self.device)
+        for i, n in enumerate(lengths):
+            mask[i, total - n:] = 1
+        batch.cache, batch.mask = cache, mask
+        for s in wanted:
+            s.cache = None
+            s.batch_size = max(s.batch_size, len(wanted))
+
+    def _row_cache(self, batch: _Batch, row: int):
+        from transformers import DynamicCache
+
+        keep = batch.mask[row].bool()
+        cache = DynamicCache(config=self.text_config)
+        for layer in range(self.n_layers):
+            lay = batch.cache.layers[layer]
+            cache.update(lay.keys[row:row + 1, :, keep], lay.values[row:row + 1, :, keep], layer)
+        return cache
+
+    def _decode_step(self) -> None:
+        batch = self._batch
+        streams = batch.streams
+        n = len(streams)
+        input_ids = torch.tensor([[s.tokens[-1]] for s in streams], device=self.device)
+        positions = torch.tensor([s.next_pos for s in streams], device=self.device)
+        position_ids = positions.view(1, n, 1).expand(3, n, 1)
+        batch.mask = torch.cat([batch.mask, batch.mask.new_ones(n, 1)], dim=1)
+        speak = any(s.request.speak for s in streams)
+        out = self.thinker(input_ids=input_ids, attention_mask=batch.mask, position_ids=position_ids,
+                           past_key_values=batch.cache, use_cache=True, output_hidden_states=speak)
+        batch.cache = out.past_key_values
+        for i, s in enumerate(streams):
+            s.next_pos += 1
+            if s.request.speak:
+                s.step_states.append((out.hidden_states[0][i:i + 1], out.hidden_states[self.keep_layer][i:i + 1]))
+            self._accept(s, out.logits[i:i + 1, -1, :])
+
+    # ------------------------------------------------------------------ speech
+    def _speak(self, stream: OmniStream) -> None:
+        """Talker + vocoder for a finished text, through the model's own speech code."""
+        try:
+            wav = self._speech(stream)
+        except torch.cuda.OutOfMemoryError as err:
+            raise ModelError("out of GPU memory while speaking", Code.OUT_OF_MEMORY) from err
+        stream.emit_audio(wav, self.sample_rate)
+        stream.phase = "finished"
+        stream.done = True
+
+    def _speech(self, stream: OmniStream) -> np.ndarray:
+        if not stream.tokens:
+            return np.zeros(0, dtype=np.float32)
+        inputs = stream.inputs
+        input_ids = inputs["input_ids"]
+        eos = min(self.eos_ids)
+        sequences = torch.tensor([stream.tokens + [eos]], device=self.device)
+        sequences = torch.cat([input_ids, sequences], dim=1)
+        empty = [None] * (self.n_layers + 1)
+
+        def layers(embed, kept):
+            row = list(empty)
+            row[0] = embed
+            row[self.keep_layer] = kept
+            return tuple(row)
+
+        states = [layers(*stream.prompt_states)] + [layers(e, k) for e, k in stream.step_states]
+        from transformers.generation.utils import GenerateDecoderOnlyOutput
+
+        replay = GenerateDecoderOnlyOutput(sequences=sequences, hidden_states=tuple(states))
+        view = _ReplayView(self.model, replay)
+        kwargs = {"attention_mask": inputs["attention_mask"]}
+        for key in ("feature_attention_mask", "image_grid_thw", "input_features"):
+            if inputs.get(key) is not None:
+                kwargs[key] = inputs[key]
+        if inputs.get("pixel_values") is not None:  # the thinker_ prefix keeps it away from the talker
+            kwargs["thinker_pixel_values"] = inputs["pixel_values"]
+        # Cap the codes by the text's length (a runaway talker never stops otherwise).
+        max_codes = self.codes_per_token * len(stream.tokens) + 4 * self.codes_per_token
+        gen = stream.generator
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen)) if gen is not None else None
+        with _fork_rng(seed):
+            if self.arch.name == "qwen2_5_omni":
+                eos_codes = [self.model.talker.codec_pad_token, self.model.talker.codec_eos_token]
+                _, wav = type(self.model).generate(view, input_ids=input_ids, speaker=stream.voice,
+                                                   talker_eos_token_id=eos_codes, talker_max_new_tokens=max_codes, **kwargs)
+            else:
+                _, wav = type(self.model).generate(view, input_ids=input_ids, speaker=stream.voice,
+                                                   return_audio=True, talker_max_new_tokens=max_codes,
+                                                   thinker_eos_token_id=eos, **kwargs)
+        return wav.reshape(-1).float().cpu().numpy()
+
+
+class _ReplayThinker:
+    """Stands in for the thinker inside the model's own generate(): returns the states our
+    decode loop already computed instead of generating the text again."""
+
+    def __init__(self, thinker, result) -> None:
+        self._thinker = thinker
+        self._result = result
+
+    def generate(self, *args, **kwargs):
+        return self._result
+
+    def __getattr__(self, name):
+        return getattr(self._thinker, name)
+
+
+class _ReplayView:
+    """The model, with its thinker swapped for a replay: lets us call the model's own speech code."""
+
+    def __init__(self, model, result) -> None:
+        self._model = model
+        self.thinker = _ReplayThinker(model.thinker, result)
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+
+class _fork_rng:
+    """Seed torch's RNG for a block (the talker samples) and restore it afterwards."""
+
+    def __init__(self, seed: int | None) -> None:
+        self.seed = seed
+
+    def __enter__(self):
+        if self.seed is not None:
+            self._state = torch.random.get_rng_state()
+            torch.manual_seed(self.seed)
+
+    def __exit__(self, *exc):
+        if self.seed is not None:
+            torch.random.set_rng_state(self._state)
+        return False

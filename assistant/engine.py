@@ -1,0 +1,282 @@
+"""The engine: one object owns the core model; sessions submit turns and read events back.
+
+A single worker thread is the one gate in front of the model. Each loop it admits new turns
+(prefill), drops cancelled ones, and asks the backend to advance every active turn by one step,
+so turns that arrive together or while others run share forward passes (continuous batching).
+Events cross to the callers' asyncio loops with `call_soon_threadsafe`; model errors become
+`Error` events for the turns they hit, and the engine keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import torch
+
+from assistant.backends.base import Backend, Stream
+from assistant.config import EngineConfig, Profile
+from assistant.errors import AssistantError, Code, ModelError
+from assistant.events import AudioChunk, Done, Error, Event, TextDelta, Timings
+from assistant.turns import Request
+
+__all__ = ["Engine", "EngineMetrics", "load_backend", "load_engine"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OMNI_MODEL = "Qwen/Qwen2.5-Omni-7B"
+
+
+@dataclass
+class EngineMetrics:
+    """Counters a benchmark or a health endpoint can read (updated by the worker thread only)."""
+
+    steps: int = 0
+    turns_done: int = 0
+    turns_failed: int = 0
+    turns_cancelled: int = 0
+    batch_sizes: Counter = field(default_factory=Counter)  # decode-step batch size -> steps
+
+    @property
+    def max_batch(self) -> int:
+        return max(self.batch_sizes, default=0)
+
+
+@dataclass(eq=False)
+class _Turn:
+    request: Request
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue
+    submitted: float = field(default_factory=time.perf_counter)
+    started: float | None = None
+    first_text: float | None = None
+    first_audio: float | None = None
+    audio_s: float = 0.0
+    cancelled: bool = False
+    stream: Stream | None = None
+
+    def deliver(self, event: Event | None) -> None:
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
+
+
+class Engine:
+    """Owns a backend; schedules turns from any number of sessions onto it."""
+
+    def __init__(self, backend: Backend, config: EngineConfig | None = None) -> None:
+        self.backend = backend
+        self.config = config or EngineConfig()
+        self.metrics = EngineMetrics()
+        self._inbox: queue.Queue[_Turn] = queue.Queue()
+        self._turns: dict[str, _Turn] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def sample_rate(self) -> int:
+        return self.backend.sample_rate
+
+    @property
+    def voices(self) -> tuple[str, ...]:
+        return self.backend.voices
+
+    async def stream(self, request: Request) -> AsyncIterator[Event]:
+        """Submit `request` and yield its events until Done or Error. Closing the iterator
+        early (a closed tab, a barge-in) cancels the turn."""
+        if self._stop.is_set():
+            raise ModelError("the engine is shut down")
+        turn = _Turn(request, asyncio.get_running_loop(), asyncio.Queue())
+        with self._lock:
+            self._turns[request.turn_id] = turn
+        self._inbox.put(turn)
+        try:
+            while True:
+                event = await turn.queue.get()
+                if event is None or turn.cancelled:
+                    return
+                yield event
+                if isinstance(event, Done | Error):
+                    return
+        finally:
+            if not turn.cancelled and turn.request.turn_id in self._turns:
+                self.cancel(request.turn_id)
+
+    def cancel(self, turn_id: str) -> bool:
+        """Stop a turn: no more events reach its consumer; the worker frees its slot next step."""
+        with self._lock:
+            turn = self._turns.get(turn_id)
+        if turn is None:
+            return False
+        turn.cancelled = True
+        turn.deliver(None)
+        return True
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    # ------------------------------------------------------------------ worker
+    def _run(self) -> None:
+        torch.set_grad_enabled(False)
+        active: list[_Turn] = []
+        while not self._stop.is_set():
+            self._admit(active)
+            active = [t for t in active if not self._drop_if_cancelled(t)]
+            if not active:
+                continue
+            self._step(active)
+            active = [t for t in active if not self._finish_if_done(t)]
+
+    def _admit(self, active: list[_Turn]) -> None:
+        free = self.config.max_batch - len(active)
+        if free <= 0:
+            return
+        try:  # idle: wait a little for work; busy: only take what is already there
+            first = self._inbox.get(timeout=0.05) if not active else self._inbox.get_nowait()
+        except queue.Empty:
+            return
+        arrivals = [first]
+        deadline = time.perf_counter() + self.config.batch_window_ms / 1000
+        while len(arrivals) < free:
+            try:
+                arrivals.append(self._inbox.get(timeout=max(0.0, deadline - time.perf_counter())))
+            except queue.Empty:
+                break
+        for turn in arrivals:
+            if turn.cancelled:
+                self._forget(turn)
+                continue
+            turn.started = time.perf_counter()
+            try:
+                turn.stream = self.backend.start(turn.request)
+            except AssistantError as err:
+                self._fail(turn, err.code, err.message)
+                continue
+            except torch.cuda.OutOfMemoryError:
+                self._oom([turn])
+                continue
+            except Exception as err:
+                log.exception("prefill failed for turn %s", turn.request.turn_id)
+                self._fail(turn, Code.MODEL_ERROR, f"the model failed on this input: {type(err).__name__}")
+                continue
+            self._deliver_pending(turn)
+            if turn.stream.done:
+                self._finish_if_done(turn)
+            else:
+                active.append(turn)
+
+    def _step(self, active: list[_Turn]) -> None:
+        streams = [t.stream for t in active]
+        try:
+            self.backend.step(streams)
+        except torch.cuda.OutOfMemoryError:
+            self._oom(active)
+            return
+        except Exception as err:
+            code = err.code if isinstance(err, AssistantError) else Code.MODEL_ERROR
+            msg = err.message if isinstance(err, AssistantError) else f"the model failed: {type(err).__name__}"
+            log.exception("step failed; failing %d turn(s)", len(active))
+            for t in active:
+                self._fail(t, code, msg)
+            return
+        self.metrics.steps += 1
+        batched = getattr(self.backend, "last_batch_size", None)
+        self.metrics.batch_sizes[batched if batched is not None else len(streams)] += 1
+        for t in active:
+            self._deliver_pending(t)
+
+    def _deliver_pending(self, turn: _Turn) -> None:
+        now = time.perf_counter()
+        for ev in turn.stream.drain():
+            if isinstance(ev, TextDelta) and turn.first_text is None:
+                turn.first_text = now
+            elif isinstance(ev, AudioChunk):
+                turn.audio_s += ev.duration_s
+                if turn.first_audio is None:
+                    turn.first_audio = now
+            if not turn.cancelled:
+                turn.deliver(ev)
+
+    def _finish_if_done(self, turn: _Turn) -> bool:
+        s = turn.stream
+        if s is None:
+            return True  # failed
+        if not s.done:
+            return False
+        t0 = turn.submitted
+        timings = Timings(
+            queued_s=(turn.started or t0) - t0,
+            first_text_s=None if turn.first_text is None else turn.first_text - t0,
+            first_audio_s=None if turn.first_audio is None else turn.first_audio - t0,
+            total_s=time.perf_counter() - t0,
+            audio_s=turn.audio_s,
+        )
+        turn.deliver(Done(turn.request.turn_id, s.text, timings, s.prompt_tokens, s.completion_tokens,
+                          batch_size=getattr(s, "batch_size", 1)))
+        self.metrics.turns_done += 1
+        s.close()
+        self._forget(turn)
+        return True
+
+    def _drop_if_cancelled(self, turn: _Turn) -> bool:
+        if not turn.cancelled:
+            return False
+        if turn.stream is not None:
+            turn.stream.done = True
+            turn.stream.close()
+        self.metrics.turns_cancelled += 1
+        self._forget(turn)
+        return True
+
+    def _fail(self, turn: _Turn, code: str, message: str) -> None:
+        turn.deliver(Error(turn.request.turn_id, str(code), message))
+        self.metrics.turns_failed += 1
+        if turn.stream is not None:
+            turn.stream.done = True
+            turn.stream.close()
+        turn.stream = None
+        self._forget(turn)
+
+    def _oom(self, turns: list[_Turn]) -> None:
+        log.error("out of GPU memory; failing %d turn(s)", len(turns))
+        for t in turns:
+            self._fail(t, Code.OUT_OF_MEMORY, "the server ran out of GPU memory for this turn; try again")
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _forget(self, turn: _Turn) -> None:
+        with self._lock:
+            self._turns.pop(turn.request.turn_id, None)
+
+
+def load_backend(config: EngineConfig) -> Backend:
+    """Load the backend a profile names. Model loading happens here, never at import."""
+    if config.profile == Profile.TINY:
+        from assistant.backends.omni import load_omni_backend
+        from assistant.backends.tiny import tiny_model_path
+
+        path = config.model or str(tiny_model_path(config.architecture))
+        return load_omni_backend(path, device=config.device or "cpu", dtype=torch.float32,
+                                 max_context_tokens=config.max_context_tokens)
+    if config.profile == Profile.OMNI:
+        from assistant.backends.omni import load_omni_backend
+
+        return load_omni_backend(config.model or DEFAULT_OMNI_MODEL, device=config.device,
+                                 max_context_tokens=config.max_context_tokens)
+    try:
+        from assistant.backends.cascade import load_cascade_backend
+    except ImportError as err:
+        raise ModelError("the offline profile is not available in this build") from err
+    return load_cascade_backend(config)
+
+
+def load_engine(config: EngineConfig) -> Engine:
+    return Engine(load_backend(config), config)
