@@ -1,0 +1,117 @@
+"""The read path: hybrid recall of a user's memories for a query.
+
+Candidates come from two rankers: cosine similarity over the user's cached float32 embedding
+matrix (one matrix-vector product) and FTS5 BM25 over text indexed with speaker and date.
+They are fused by reciprocal rank, plus a small recency bonus, then trimmed to `k` and to a token
+budget. Only the given user's rows are ever read; an instance sees user-wide memories and its own.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+
+import numpy as np
+
+from assistant.errors import BadInput
+from memory.embed import get_embedder
+from memory.store import Store, count_tokens
+from memory.types import Instance, Memory, User, embedding_text
+
+__all__ = ["fts_query", "recall"]
+
+CANDIDATES = 50  # taken from each ranker before fusing
+RRF_K = 60  # reciprocal-rank constant
+RECENCY_HALF_LIFE_S = 30 * 86400.0
+RECENCY_WEIGHT = 0.3 / (RRF_K + 1)  # a fresh memory gains at most 30% of a first rank
+_STOPWORD_TEXT = (
+    "a an and are as at be been but by can could did do does for from had has have he her him his how i if in "
+    "into is it its me my of on or our she so than that the their them then there these they this to was we "
+    "were what when where which who whom why will with would you your yours am about"
+)
+_STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+
+
+def recall(
+    store: Store,
+    user: User,
+    query: str,
+    *,
+    instance: Instance | None = None,
+    k: int = 10,
+    token_budget: int | None = None,
+    now: float | None = None,
+) -> list[Memory]:
+    """The user's `k` memories most relevant to `query`, best first, `score` set.
+
+    With an instance: user-wide memories plus that instance's private ones. Without: all of the
+    user's memories (the user's own view, as in `assistant memory search`). `token_budget` stops
+    adding memories once their text would exceed it (estimated tokens).
+    """
+    if k < 1:
+        raise BadInput("k must be at least 1")
+    if instance is not None and instance.user_id != user.id:
+        raise BadInput("that instance belongs to another user")
+    query = (query or "").strip()
+    if not query:
+        return []
+    _embed_missing(store, user)
+    now = time.time() if now is None else now
+    scores = _vector_ranks(store, user, query, instance)
+    for rank, (mid, _bm25) in enumerate(
+        store.fts_search(user, fts_query(query), CANDIDATES) if fts_query(query) else []
+    ):
+        scores[mid] = scores.get(mid, 0.0) + 1.0 / (RRF_K + rank + 1)
+    found = store.get_memories(user, list(scores))
+    ranked: list[Memory] = []
+    for mid, memory in found.items():
+        if memory.status != "active":
+            continue
+        if instance is not None and memory.instance_id not in (None, instance.id):
+            continue
+        recency = math.exp(-max(0.0, now - memory.said_at) * math.log(2) / RECENCY_HALF_LIFE_S)
+        ranked.append(_with_score(memory, scores[mid] + RECENCY_WEIGHT * recency))
+    ranked.sort(key=lambda m: (-m.score, -m.id))
+    out, used = [], 0
+    for memory in ranked[:k]:
+        used += count_tokens(memory.text)
+        if token_budget is not None and used > token_budget:
+            break
+        out.append(memory)
+    return out
+
+
+def fts_query(text: str) -> str:
+    """An FTS5 query OR-ing the content words of `text`; '' when there are none."""
+    words = []
+    for word in re.findall(r"\w+", text.casefold()):
+        if (len(word) > 1 or not word.isascii()) and word not in _STOPWORDS and word not in words:
+            words.append(word)
+    return " OR ".join(f'"{w}"' for w in words[:24])
+
+
+def _vector_ranks(store: Store, user: User, query: str, instance: Instance | None) -> dict[int, float]:
+    index = store.vector_index(user)
+    if not len(index.ids):
+        return {}
+    sims = index.matrix @ get_embedder().embed_one(query)
+    if instance is not None:
+        sims = np.where((index.instance_ids == 0) | (index.instance_ids == instance.id), sims, -np.inf)
+    n = min(CANDIDATES, len(sims))
+    top = np.argpartition(-sims, n - 1)[:n]
+    top = top[np.argsort(-sims[top])]
+    return {int(index.ids[i]): 1.0 / (RRF_K + rank + 1) for rank, i in enumerate(top) if np.isfinite(sims[i])}
+
+
+def _embed_missing(store: Store, user: User) -> None:
+    """Embed memories stored without a vector (imported in bulk, or written by a lighter process)."""
+    while rows := store.unembedded(user):
+        vectors = get_embedder().embed([embedding_text(r["text"], r["kind"], r["speaker"]) for r in rows])
+        store.set_embeddings(user, [r["id"] for r in rows], vectors)
+
+
+def _with_score(memory: Memory, score: float) -> Memory:
+    from dataclasses import replace
+
+    return replace(memory, score=score)

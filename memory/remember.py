@@ -1,0 +1,148 @@
+"""The write path: after a turn, store the durable facts of the exchange.
+
+Facts come from the explicit-statement rules and, when the session gives one, from an `extract`
+callable (prompt -> the core model's answer). Slow work (the model, embeddings) happens before the
+write transaction; inside it, with the write lock held, each fact is checked against the current
+memories: a duplicate is skipped, a new value for a slot (key) or a stated correction supersedes
+the old fact (kept, marked superseded, with history), "forget" deletes the closest matches.
+Call it off the reply's latency path (a worker thread); it never raises for a bad model answer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+
+from assistant.errors import AssistantError, BadInput
+from memory.embed import get_embedder
+from memory.extract import build_extraction_prompt, parse_facts, rule_facts
+from memory.recall import recall
+from memory.store import NewMemory, Store, VectorIndex
+from memory.types import Exchange, Fact, Instance, RememberResult, User
+
+__all__ = ["Extractor", "remember"]
+
+log = logging.getLogger(__name__)
+
+Extractor = Callable[[str], str]  # prompt -> the model's answer
+DUPLICATE_SIM = 0.9  # cosine at or above which a new fact repeats a stored one
+CORRECTS_SIM = 0.75  # a stated `replaces` text must match a stored fact at least this well
+FORGET_SIM = 0.6  # "forget that X" removes stored facts at least this close to X
+KNOWN_FOR_PROMPT = 8  # related memories shown to the extractor
+
+
+def remember(
+    store: Store,
+    user: User,
+    exchange: Exchange,
+    *,
+    instance: Instance | None = None,
+    extract: Extractor | None = None,
+    rules: bool = True,
+) -> RememberResult:
+    """Extract facts from `exchange` and store them for `user` (private ones in `instance`)."""
+    if instance is not None and instance.user_id != user.id:
+        raise BadInput("that instance belongs to another user")
+    facts = rule_facts(exchange.user_text) if rules else []
+    rejected: list[tuple[str, str]] = []
+    if extract is not None:
+        model_facts, why = _ask_model(store, user, exchange, instance, extract)
+        rejected += why
+        seen = {f.key for f in facts if f.key} | {_norm(f.text) for f in facts}
+        facts += [f for f in model_facts if f.key not in seen and _norm(f.text) not in seen]
+    if not facts:
+        return RememberResult(rejected=tuple(rejected))
+    vectors = get_embedder().embed([f.text for f in facts])  # facts embed as plain text (see embedding_text)
+    replaced = np.zeros_like(vectors)  # vectors of the facts a correction names, made before the write lock
+    if any(f.replaces for f in facts):
+        replaced = get_embedder().embed([f.replaces or "" for f in facts])
+    result = _apply(store, user, instance, exchange, facts, vectors, replaced)
+    return RememberResult(
+        added=result.added,
+        superseded=result.superseded,
+        deleted=result.deleted,
+        duplicates=result.duplicates,
+        rejected=tuple(rejected) + result.rejected,
+    )
+
+
+def _ask_model(
+    store: Store, user: User, exchange: Exchange, instance: Instance | None, extract: Extractor
+) -> tuple[list[Fact], list[tuple[str, str]]]:
+    known = (
+        recall(store, user, exchange.user_text, instance=instance, k=KNOWN_FOR_PROMPT)
+        if exchange.user_text.strip()
+        else []
+    )
+    try:
+        answer = extract(build_extraction_prompt(exchange, known))
+    except (AssistantError, ValueError, RuntimeError, OSError, TimeoutError) as err:
+        log.warning("fact extraction failed: %s", err)
+        return [], [("", f"the extractor failed: {err}")]
+    facts, rejected = parse_facts(answer)
+    for text, why in rejected:
+        log.info("extracted fact rejected (%s): %s", why, text)
+    return facts, rejected
+
+
+def _apply(
+    store: Store,
+    user: User,
+    instance: Instance | None,
+    exchange: Exchange,
+    facts: list[Fact],
+    vectors: np.ndarray,
+    replaced: np.ndarray,
+) -> RememberResult:
+    added, superseded, deleted, duplicates, rejected = [], [], [], [], []
+    with store.transaction() as db:
+        index = store.vector_index(user)  # read under the write lock: no other writer can interleave
+        for n, (fact, vec) in enumerate(zip(facts, vectors, strict=True)):
+            instance_id = instance.id if (instance is not None and fact.scope == "instance") else None
+            visible = (index.instance_ids == 0) | (index.instance_ids == (instance.id if instance else -1))
+            sims = np.where(visible, index.matrix @ vec, -1.0) if len(index.ids) else np.zeros(0, np.float32)
+            if fact.action == "delete":
+                for i in np.flatnonzero(sims >= FORGET_SIM):
+                    if store.retire(db, user, int(index.ids[i]), "deleted", exchange.message_id):
+                        deleted.append(int(index.ids[i]))
+                continue
+            same_slot = store.active_by_key(db, user, fact.key, instance_id) if fact.key else []
+            if any(_norm(r["text"]) == _norm(fact.text) for r in same_slot):
+                duplicates.append(int(same_slot[0]["id"]))
+                continue
+            if not fact.key and len(sims) and sims.max() >= DUPLICATE_SIM:
+                duplicates.append(int(index.ids[int(sims.argmax())]))
+                continue
+            if any(_norm(fact.text) == _norm(f.text) for f in facts[:n] if f.action == "add"):
+                continue  # the same fact twice in one answer
+            try:
+                item = NewMemory(fact.text, kind=fact.kind, key=fact.key, speaker=exchange.speaker,
+                                 said_at=exchange.said_at, instance_id=instance_id, embedding=vec)  # fmt: skip
+                new_id = store.insert_memory(db, user, item, exchange.said_at, exchange.message_id)
+            except BadInput as err:
+                rejected.append((fact.text[:80], err.message))
+                continue
+            added.append(new_id)
+            old_ids = [int(r["id"]) for r in same_slot]
+            if fact.replaces and not old_ids:
+                old_ids = _closest(index, replaced[n], visible)
+            for old in old_ids:
+                if store.retire(db, user, old, "superseded", exchange.message_id, replaced_by=new_id):
+                    superseded.append(old)
+        store.bump(db, user)
+    return RememberResult(tuple(added), tuple(superseded), tuple(deleted), tuple(duplicates), tuple(rejected))
+
+
+def _closest(index: VectorIndex, vec: np.ndarray, visible: np.ndarray) -> list[int]:
+    """The stored fact a stated correction refers to, if one is close enough."""
+    if not len(index.ids):
+        return []
+    sims = np.where(visible, index.matrix @ vec, -1.0)
+    best = int(sims.argmax())
+    return [int(index.ids[best])] if sims[best] >= CORRECTS_SIM else []
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.casefold().replace(".", " ").split())

@@ -1,0 +1,123 @@
+"""The SQLite schema and its versioned migrations (PRAGMA user_version holds the version)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "connect", "migrate"]
+
+# Each entry moves the schema from version i to i + 1; never edit a shipped one, append a new one.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL,
+        mem_version INTEGER NOT NULL DEFAULT 0   -- bumped by every memory write; invalidates caches
+    );
+    CREATE TABLE personas (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        name TEXT NOT NULL COLLATE NOCASE,
+        voice TEXT,
+        style TEXT NOT NULL DEFAULT '',
+        language TEXT NOT NULL DEFAULT 'en',
+        greeting TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        UNIQUE (user_id, name)
+    );
+    CREATE TABLE instances (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        persona TEXT NOT NULL COLLATE NOCASE,
+        name TEXT NOT NULL COLLATE NOCASE,
+        created_at REAL NOT NULL,
+        UNIQUE (user_id, name)
+    );
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        instance_id INTEGER NOT NULL REFERENCES instances(id) ON DELETE CASCADE,
+        role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
+        text TEXT NOT NULL,
+        attachments TEXT NOT NULL DEFAULT '[]',   -- JSON list of paths under the data dir
+        timings TEXT NOT NULL DEFAULT '{}',       -- JSON object, seconds
+        interrupted INTEGER NOT NULL DEFAULT 0,
+        turn_id TEXT,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX messages_by_instance ON messages (instance_id, id);
+    CREATE TABLE memories (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        instance_id INTEGER REFERENCES instances(id) ON DELETE CASCADE,  -- NULL: user-wide
+        kind TEXT NOT NULL,
+        key TEXT,                 -- a slot such as 'user.name': a new value supersedes the old
+        text TEXT NOT NULL,
+        speaker TEXT,
+        said_at REAL NOT NULL,    -- when it was said (unix seconds)
+        source_id TEXT,
+        embedding BLOB,           -- float32[384], L2-normalised; NULL until embedded
+        status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'superseded', 'deleted')),
+        superseded_by INTEGER REFERENCES memories(id) ON DELETE SET NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX memories_by_user ON memories (user_id, status, id);
+    CREATE INDEX memories_by_key ON memories (user_id, key) WHERE key IS NOT NULL AND status = 'active';
+    CREATE VIRTUAL TABLE memories_fts USING fts5(body, tokenize = 'unicode61 remove_diacritics 2');
+    CREATE TABLE memory_history (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        memory_id INTEGER REFERENCES memories(id) ON DELETE CASCADE,
+        action TEXT NOT NULL CHECK (action IN ('add', 'supersede', 'delete', 'update')),
+        before TEXT,
+        after TEXT,
+        message_id INTEGER REFERENCES messages(id) ON DELETE SET NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX history_by_user ON memory_history (user_id, id);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def connect(path: str, timeout_s: float = 30.0) -> sqlite3.Connection:
+    """A connection with WAL, foreign keys and a busy timeout; autocommit (we BEGIN ourselves)."""
+    conn = sqlite3.connect(path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")  # with WAL: durable at checkpoints, never corrupt
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the database to SCHEMA_VERSION, one transaction per step; returns the version."""
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version >= SCHEMA_VERSION:
+                conn.execute("COMMIT")
+                return version
+            for statement in _statements(MIGRATIONS[version]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (executescript would commit our transaction)."""
+    out, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        buf += line.split("--", 1)[0] + "\n"  # the migrations hold no "--" inside strings
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    return [s for s in out if s]
