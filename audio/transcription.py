@@ -102,7 +102,7 @@ def transcribe(
     batch_size: int = 8,
     progress: ProgressCallback | None = None,
 ) -> Transcript:
-    """Transcribe (or translate to English) the speech in `source`: a path, "-"-less bytes or a binary file.
+    """Transcribe (or translate to English) the speech in `source`: a path, bytes or a binary file (stdin).
 
     `model`: name ("tiny.en", "large-v3-turbo"), hub id or local CTranslate2 folder; default: the
     bundled tiny.en on CPU, large-v3-turbo on GPU (must be cached; nothing is downloaded).
@@ -120,18 +120,20 @@ def transcribe(
         decoder = _Decoder(whisper, language, task, word_timestamps, batch_size)
         segments: list[Segment] = []
         done_s = 0.0
+        decoded_s = 0.0  # the true length: headers (aac priming, vbr mp3) can be off a little
         for channel in channels:
             speaker = _speaker_name(channel, len(channels))
-            length_s = 0.0
-            for seg_batch, position_s in decoder.run(_chunks(path, channel)):
+            counter = _Counter()
+            for seg_batch, position_s in decoder.run(speech_chunks(counter.count(path, channel))):
                 segments += [replace(s, speaker=speaker) for s in seg_batch]
-                length_s = max(length_s, position_s)
                 if progress:
                     progress(Progress(done_s + position_s, total_s, len(segments)))
-            done_s += info.duration_s if info.duration_s is not None else length_s
-        duration_s = info.duration_s if info.duration_s is not None else done_s / len(channels)
+            decoded_s = counter.samples / SAMPLE_RATE
+            done_s += decoded_s
         if progress:
-            progress(Progress(done_s, total_s if total_s is not None else done_s, len(segments)))
+            progress(Progress(done_s, done_s, len(segments)))
+    duration_s = decoded_s
+    segments = [_clamp(s, duration_s) for s in segments]
     segments.sort(key=lambda s: (s.start, s.end))
     decoder.check_language(segments)
     return Transcript(
@@ -143,8 +145,23 @@ def transcribe(
     )
 
 
-def _chunks(path: str, channel: int | None) -> Iterator[SpeechChunk]:
-    return speech_chunks(stream_audio(path, sample_rate=SAMPLE_RATE, channel=channel, window_s=60.0))
+class _Counter:
+    """Counts the samples that stream past, to know the decoded length."""
+
+    def __init__(self) -> None:
+        self.samples = 0
+
+    def count(self, path: str, channel: int | None) -> Iterator[np.ndarray]:
+        for window in stream_audio(path, sample_rate=SAMPLE_RATE, channel=channel, window_s=60.0):
+            self.samples += len(window)
+            yield window
+
+
+def _clamp(s: Segment, duration_s: float) -> Segment:
+    if s.end <= duration_s:
+        return s
+    words = tuple(replace(w, start=min(w.start, duration_s), end=min(w.end, duration_s)) for w in s.words)
+    return replace(s, start=min(s.start, duration_s), end=duration_s, words=words)
 
 
 def _speaker_name(channel: int | None, n_channels: int) -> str | None:
