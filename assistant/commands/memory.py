@@ -1,0 +1,194 @@
+"""`assistant memory list|search|forget|import|export --user U`: see and edit what it remembers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from assistant.commands.persona import open_user
+from assistant.errors import BadInput, NotFound
+
+__all__ = ["add_parser", "run"]
+
+IMPORT_CHUNK = 512  # lines embedded and committed together
+
+
+def add_parser(subparsers: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser("memory", parents=parents, help="list, search, forget, import or export memories")
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    ls = sub.add_parser("list", parents=parents, help="the user's memories, oldest first")
+    ls.add_argument("--all", action="store_true", help="include superseded and deleted ones")
+    ls.add_argument("--json", action="store_true", help="print JSON")
+    search = sub.add_parser("search", parents=parents, help="ranked memories for a query")
+    what = search.add_mutually_exclusive_group(required=True)
+    what.add_argument("--query", help="what to look for")
+    what.add_argument(
+        "--queries", type=Path, metavar="FILE.jsonl", help='many queries, one {"query": ..., "id": ...} a line'
+    )
+    search.add_argument("--k", type=int, default=10, help="how many results (default 10)")
+    search.add_argument("--instance", help="search as this instance: user-wide plus its private memories")
+    search.add_argument("--json", action="store_true", help="print JSON (JSON lines with --queries)")
+    forget = sub.add_parser("forget", parents=parents, help="delete memories by id, or the whole user")
+    forget.add_argument("ids", nargs="*", type=int, metavar="ID", help="memory ids from `memory list`")
+    forget.add_argument("--all", action="store_true", help="erase the user completely: rows, embeddings, files")
+    imp = sub.add_parser(
+        "import", parents=parents, help='load past conversation: {"text","speaker","time","source_id"}'
+    )
+    imp.add_argument("file", type=Path, metavar="FILE.jsonl")
+    exp = sub.add_parser("export", parents=parents, help="everything stored about the user, as JSON")
+    exp.add_argument("--output", type=Path, help="write here instead of stdout")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    action = {"list": _list, "search": _search, "forget": _forget, "import": _import, "export": _export}[args.action]
+    store, user = open_user(args, create=args.action == "import")
+    with store:
+        return action(store, user, args)
+
+
+def _list(store, user, args) -> int:
+    memories = store.memories(user, include_inactive=args.all)
+    if args.json:
+        print(json.dumps([m.to_json() for m in memories], ensure_ascii=False, indent=2))
+        return 0
+    for m in memories:
+        status = "" if m.status == "active" else f" [{m.status}]"
+        print(f"{m.id}\t{m.kind}\t{m.scope}{status}\t{m.text}")
+    return 0
+
+
+def _search(store, user, args) -> int:
+    from memory import recall
+
+    if args.k < 1:
+        raise BadInput("--k must be at least 1")
+    instance = None
+    if args.instance:
+        found = [i for i in store.instances(user) if i.name.casefold() == args.instance.casefold()]
+        if not found:
+            raise NotFound(f"no instance called {args.instance!r} for user {user.name!r}")
+        instance = found[0]
+    if args.query is not None:
+        results = recall(store, user, args.query, instance=instance, k=args.k)
+        if args.json:
+            print(json.dumps([m.to_json() for m in results], ensure_ascii=False, indent=2))
+        for m in [] if args.json else results:
+            print(f"{m.score:.4f}\t{m.source_id or m.id}\t{m.text}")
+        return 0
+    for n, (qid, query) in enumerate(_read_queries(args.queries), 1):
+        results = recall(store, user, query, instance=instance, k=args.k)
+        if args.json:
+            print(
+                json.dumps({"id": qid, "query": query, "results": [m.to_json() for m in results]}, ensure_ascii=False)
+            )
+        else:
+            print(f"# {qid if qid is not None else n}: {query}")
+            for m in results:
+                print(f"{m.score:.4f}\t{m.source_id or m.id}\t{m.text}")
+        sys.stdout.flush()
+    return 0
+
+
+def _read_queries(path: Path) -> list[tuple[object, str]]:
+    out = []
+    for n, line in _jsonl(path):
+        query = line.get("query") if isinstance(line, dict) else line
+        if not isinstance(query, str) or not query.strip():
+            raise BadInput(f'{path}:{n}: no query (a line is {{"query": ...}} or a JSON string)')
+        out.append((line.get("id") if isinstance(line, dict) else None, query))
+    return out
+
+
+def _forget(store, user, args) -> int:
+    if args.all:
+        if args.ids:
+            raise BadInput("give memory ids or --all, not both")
+        store.forget_user(user)
+        print(f"erased user {user.name!r}")
+        return 0
+    if not args.ids:
+        raise BadInput("give the ids of memories to forget (see `assistant memory list`), or --all")
+    gone = store.delete_memories(user, args.ids)
+    missing = sorted(set(args.ids) - set(gone))
+    print(f"forgot {len(gone)} memor{'y' if len(gone) == 1 else 'ies'}")
+    if missing:
+        raise NotFound(f"no active memory with id {', '.join(map(str, missing))} for user {user.name!r}")
+    return 0
+
+
+def _import(store, user, args) -> int:
+    from memory import get_embedder
+    from memory.types import embedding_text
+
+    items = [_import_line(args.file, n, line) for n, line in _jsonl(args.file)]
+    for start in range(0, len(items), IMPORT_CHUNK):
+        chunk = items[start : start + IMPORT_CHUNK]
+        vectors = get_embedder().embed([embedding_text(i.text, i.kind, i.speaker) for i in chunk])
+        store.add_memories(user, [replace(i, embedding=v) for i, v in zip(chunk, vectors, strict=True)])
+    print(f"imported {len(items)} lines for user {user.name!r}")
+    return 0
+
+
+def _import_line(path: Path, n: int, line: object):
+    from memory import NewMemory
+    from memory.types import MAX_MEMORY_CHARS
+
+    if not isinstance(line, dict):
+        raise BadInput(f"{path}:{n}: a line must be a JSON object")
+    text = line.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise BadInput(f"{path}:{n}: no text")
+    if len(text) > MAX_MEMORY_CHARS:
+        raise BadInput(f"{path}:{n}: text too long ({len(text)} characters > {MAX_MEMORY_CHARS})")
+    speaker = line.get("speaker")
+    said_at = None
+    if line.get("time") is not None:
+        try:
+            when = datetime.fromisoformat(str(line["time"]))
+        except ValueError as err:
+            raise BadInput(f"{path}:{n}: time {line['time']!r} is not ISO 8601") from err
+        said_at = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+    source_id = line.get("source_id")
+    return NewMemory(
+        text=text,
+        kind="utterance",
+        speaker=str(speaker) if speaker is not None else None,
+        said_at=said_at,
+        source_id=None if source_id is None else str(source_id),
+    )
+
+
+def _export(store, user, args) -> int:
+    data = json.dumps(store.export_user(user), ensure_ascii=False, indent=2)
+    if args.output:
+        args.output.write_text(data + "\n", encoding="utf-8")
+    else:
+        print(data)
+    return 0
+
+
+def _jsonl(path: Path):
+    """(line number, parsed JSON) for each non-blank line; BadInput names the bad line."""
+    try:
+        handle = path.open(encoding="utf-8")
+    except OSError as err:
+        raise BadInput(f"cannot read {path}: {err.strerror}") from err
+    with handle:
+        for n, raw in enumerate(_lines(handle, path), 1):
+            if raw.strip():
+                try:
+                    yield n, json.loads(raw)
+                except ValueError as err:  # also UnicodeDecodeError
+                    raise BadInput(f"{path}:{n}: not JSON ({getattr(err, 'msg', err)})") from err
+
+
+def _lines(handle, path: Path):
+    try:
+        yield from handle
+    except UnicodeDecodeError as err:
+        raise BadInput(f"{path}: not UTF-8 text") from err
