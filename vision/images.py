@@ -44,14 +44,14 @@ def load_image(source: str | os.PathLike | bytes, max_side: int = MAX_SIDE) -> I
             img = Image.open(io.BytesIO(data))
             width, height = img.size
             if width * height > MAX_INPUT_PIXELS:
-                raise BadInput(
-                    f"{name} is {width}x{height} pixels; the limit is {MAX_INPUT_PIXELS // 1_000_000} megapixels"
-                )
+                limit = MAX_INPUT_PIXELS // 1_000_000
+                raise BadInput(f"{name} is too large: {width}x{height} pixels, over {limit} megapixels")
             img.load()
     except BadInput:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise BadInput(f"{name} is too large to decode safely (decompression bomb)") from err
+        limit = MAX_INPUT_PIXELS // 1_000_000
+        raise BadInput(f"{name} is too large: over {limit} megapixels (refused before decoding)") from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise BadInput(f"cannot read {name}: not a supported image file") from err
     if width < 1 or height < 1:

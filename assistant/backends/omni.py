@@ -380,7 +380,7 @@ class OmniBackend:
         inputs = stream.inputs
         input_ids = inputs["input_ids"]
         eos = min(self.eos_ids)
-        sequences = torch.tensor([stream.tokens + [eos]], device=self.device)
+        sequences = torch.tensor([[*stream.tokens, eos]], device=self.device)
         sequences = torch.cat([input_ids, sequences], dim=1)
         empty = [None] * (self.n_layers + 1)
 
@@ -409,7 +409,8 @@ class OmniBackend:
             if self.arch.name == "qwen2_5_omni":
                 eos_codes = [self.model.talker.codec_pad_token, self.model.talker.codec_eos_token]
                 _, wav = type(self.model).generate(view, input_ids=input_ids, speaker=stream.voice,
-                                                   talker_eos_token_id=eos_codes, talker_max_new_tokens=max_codes, **kwargs)
+                                                   talker_eos_token_id=eos_codes,
+                                                   talker_max_new_tokens=max_codes, **kwargs)
             else:
                 _, wav = type(self.model).generate(view, input_ids=input_ids, speaker=stream.voice,
                                                    return_audio=True, talker_max_new_tokens=max_codes,

@@ -1,0 +1,116 @@
+"""`assistant ask`: one turn of text, images and speech in; text (and speech) out."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+from assistant.errors import BadInput
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub, parents) -> None:
+    p = sub.add_parser("ask", parents=parents, help="ask one question (text, images, speech)",
+                       description="Ask one question; prints the answer and can write it as speech.")
+    p.add_argument("text", nargs="?", default="", help="the question (optional with --audio; - reads stdin)")
+    p.add_argument("--image", action="append", default=[], metavar="PATH", help="an image (repeatable)")
+    p.add_argument("--audio", metavar="PATH", help="spoken input: any audio file")
+    p.add_argument("--speak", metavar="OUT.wav", help="write the spoken answer to this WAV file")
+    p.add_argument("--voice", help="the voice to speak with (e.g. Chelsie, Ethan)")
+    p.add_argument("--json", action="store_true", help="print one JSON event per line, with timings")
+    p.add_argument("--model", help="hub id or local path of the core model")
+    p.add_argument("--architecture", choices=["qwen2_5_omni", "qwen3_omni"], default="qwen2_5_omni",
+                   help="for --profile tiny: which architecture to build")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="longest reply, in tokens")
+    p.add_argument("--seed", type=int, default=None, help="seed for sampling (reproducible replies)")
+    p.set_defaults(run=run)
+
+
+def _turn(args: argparse.Namespace):
+    from assistant.turns import Turn
+    from audio.io import load_audio
+    from vision.images import load_image
+
+    if args.speak:
+        _check_writable(args.speak)
+    images = tuple(load_image(path) for path in args.image)
+    audio = None
+    if args.audio:
+        audio = load_audio(args.audio)
+        if len(audio) < 1600:  # 0.1 s at 16 kHz
+            raise BadInput(f"{args.audio} holds no usable speech (shorter than 0.1 s)")
+    text = sys.stdin.read() if args.text == "-" else args.text or ""
+    return Turn(text=text, images=images, audio=audio)
+
+
+def _check_writable(path: str) -> None:
+    from pathlib import Path
+
+    parent = Path(path).expanduser().resolve().parent
+    if not parent.is_dir():
+        raise BadInput(f"cannot write {path}: folder {parent} does not exist")
+
+
+def run(args: argparse.Namespace) -> int:
+    turn = _turn(args)  # validate input before loading any model
+    from assistant.config import EngineConfig, resolve_profile
+    from assistant.engine import load_engine
+    from assistant.session import Session
+
+    config = EngineConfig(profile=resolve_profile(args.profile), model=args.model,
+                          architecture=args.architecture, device=args.device,
+                          max_new_tokens=args.max_new_tokens)
+    engine = load_engine(config)
+    try:
+        session = Session(engine, max_new_tokens=args.max_new_tokens)
+        return asyncio.run(_ask(session, turn, args))
+    finally:
+        engine.close()
+
+
+async def _ask(session, turn, args) -> int:
+    from assistant.events import AudioChunk, Done, Error, TextDelta
+    from audio.io import write_wav
+
+    chunks = []
+    done = None
+    async for ev in session.converse(turn, speak=bool(args.speak), voice=args.voice, seed=args.seed):
+        if args.json:
+            print(json.dumps(_event_json(ev)), flush=True)
+        elif isinstance(ev, TextDelta):
+            print(ev.text, end="", flush=True)
+        if isinstance(ev, AudioChunk):
+            chunks.append(ev)
+        elif isinstance(ev, Error):
+            if not args.json:
+                print(file=sys.stdout)
+            print(f"assistant: error: {ev.message}", file=sys.stderr)
+            return 2 if ev.code in ("bad_input", "context_too_long") else 1
+        elif isinstance(ev, Done):
+            done = ev
+    if not args.json:
+        print()
+    if args.speak:
+        import numpy as np
+
+        pcm = np.concatenate([c.pcm for c in chunks]) if chunks else np.zeros(0, dtype=np.float32)
+        rate = chunks[0].sample_rate if chunks else session.engine.sample_rate
+        write_wav(args.speak, pcm, rate)
+        if not args.json:
+            print(f"(spoken answer: {args.speak}, {len(pcm) / rate:.2f} s at {rate} Hz)", file=sys.stderr)
+    return 0 if done is not None else 1
+
+
+def _event_json(ev) -> dict:
+    from dataclasses import asdict
+
+    from assistant.events import AudioChunk
+
+    if isinstance(ev, AudioChunk):
+        return {"type": "audio", "turn_id": ev.turn_id, "sample_rate": ev.sample_rate,
+                "samples": len(ev.pcm), "duration_s": round(ev.duration_s, 4)}
+    data = asdict(ev)
+    return {"type": type(ev).__name__.lower(), **data}
