@@ -90,6 +90,7 @@ def connect(path: str, timeout_s: float = 30.0) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")  # with WAL: durable at checkpoints, never corrupt
     conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA secure_delete = ON")  # deleted rows are zeroed on disk, not left in free pages
     conn.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
     return conn
 

@@ -143,6 +143,7 @@ class Store:
                 "DELETE FROM memories_fts WHERE rowid IN (SELECT id FROM memories WHERE user_id = ?)", (user.id,)
             )
             db.execute("DELETE FROM users WHERE id = ?", (user.id,))  # cascades to every table
+            db.execute("INSERT INTO memories_fts (memories_fts) VALUES ('optimize')")  # drop old index segments
         self._vectors.pop(user.id, None)
         shutil.rmtree(self.user_files_dir(user), ignore_errors=True)
         with self._lock:

@@ -1,0 +1,241 @@
+"""Memory store, recall and write path on a real SQLite file with the real all-MiniLM-L6-v2 model."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+
+import pytest
+
+from assistant.errors import BadInput, NotFound
+from memory import Exchange, get_embedder, open_store, parse_facts, recall, remember
+from memory.schema import SCHEMA_VERSION
+
+
+@pytest.fixture()
+def store(tmp_path):
+    with open_store(tmp_path) as s:
+        yield s
+
+
+def test_schema_is_versioned_with_wal_and_foreign_keys(tmp_path):
+    with open_store(tmp_path) as s:
+        assert s.read("PRAGMA user_version")[0][0] == SCHEMA_VERSION
+        assert s.read("PRAGMA journal_mode")[0][0] == "wal"
+        assert s.read("PRAGMA foreign_keys")[0][0] == 1
+    with open_store(tmp_path) as s:  # reopening migrates nothing and keeps the version
+        assert s.read("PRAGMA user_version")[0][0] == SCHEMA_VERSION
+
+
+def test_embedder_gives_unit_vectors_that_rank_meaning():
+    vectors = get_embedder().embed(["The user's name is Igor.", "What is my name?", "I like pizza with olives"])
+    assert vectors.shape == (3, 384) and vectors.dtype.name == "float32"
+    assert abs(float((vectors[0] ** 2).sum()) - 1) < 1e-4
+    assert vectors[1] @ vectors[0] > vectors[1] @ vectors[2] + 0.1
+
+
+def test_igor_scenario_survives_close_and_reopen(tmp_path):
+    """'my name is Egor', then 'no, my name is Igor', restart: recall says Igor, Egor is history.
+
+    The extractor here returns noise, as the tiny profile's random model does: the rule-based
+    extractor for explicit statements must carry the scenario on its own.
+    """
+
+    def noise(prompt: str) -> str:
+        return "ĠĠ<|im_end|> 3 ]] {facts: ??? Ġthe"
+
+    with open_store(tmp_path) as s:
+        user = s.user("igor")
+        doctor = s.open_instance(user, "Grok")
+        mid = s.append_message(doctor, "user", "my name is Egor")
+        first = remember(
+            s, user, Exchange("my name is Egor", "Hi Egor!", message_id=mid), instance=doctor, extract=noise
+        )
+        assert len(first.added) == 1 and first.rejected  # the noise is rejected with a reason, not stored
+        mid = s.append_message(doctor, "user", "no, my name is Igor")
+        second = remember(s, user, Exchange("no, my name is Igor", message_id=mid), instance=doctor, extract=noise)
+        assert second.superseded == first.added
+    with open_store(tmp_path) as s:  # tomorrow
+        user = s.user("igor")
+        coach = s.open_instance(user, "Coach")  # another instance shares user-wide facts
+        top = recall(s, user, "what is my name?", instance=coach, k=3)
+        assert top[0].text == "The user's name is Igor."
+        assert all("Egor" not in m.text for m in top)
+        history = s.history_of_memories(user)
+        assert [h["action"] for h in history] == ["add", "add", "supersede"]
+        assert (
+            history[-1]["before"] == "The user's name is Egor." and history[-1]["after"] == "The user's name is Igor."
+        )
+        assert history[-1]["message_id"] is not None
+        old = s.memories(user, include_inactive=True)[0]
+        assert old.status == "superseded" and "Egor" in old.text
+
+
+def test_scripted_model_extractor_supersedes_by_key_and_by_replaces(store):
+    user = store.user("u")
+    answers = iter(
+        [
+            '```json\n{"facts": [{"text": "The user lives in Paris.", "key": "user.city"},'
+            ' {"text": "The user has a sister called Mia.", "kind": "fact"}]}\n```',
+            'Sure! {"facts": [{"text": "The user lives in Lyon.", "key": "user.city"}]} hope that helps',
+            '[{"text": "The user has a sister called Nina.", "replaces": "The user has a sister called Mia."}]',
+        ]
+    )
+    for said in ("I live in Paris and my sister is Mia", "we moved to Lyon", "my sister is Nina, not Mia"):
+        remember(store, user, Exchange(said), extract=lambda prompt: next(answers), rules=False)
+    active = sorted(m.text for m in store.memories(user))
+    assert active == ["The user has a sister called Nina.", "The user lives in Lyon."]
+    assert len(store.memories(user, include_inactive=True)) == 4
+
+
+def test_extraction_prompt_shows_known_facts(store):
+    user = store.user("u")
+    remember(store, user, Exchange("my name is Ada"))
+    prompts = []
+    remember(store, user, Exchange("what's my name again?"), extract=lambda p: prompts.append(p) or "{}")
+    assert "The user's name is Ada." in prompts[0] and "what's my name again?" in prompts[0]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "",
+        "not json at all",
+        "{",
+        '{"facts": "The user is nice"}',
+        '{"facts": [42, null, {"text": 7}, {"nope": 1}]}',
+        '{"facts": [{"text": "x"}]}',
+        '{"facts": [{"text": "The user is fine.", "action": "explode"}]}',
+        "[" * 5000,
+        json.dumps({"facts": [{"text": "a" * 100_000}]}),
+    ],
+)
+def test_malformed_extraction_never_corrupts_the_store(store, answer):
+    user = store.user("u")
+    remember(store, user, Exchange("hello there"), extract=lambda p: answer)
+    assert store.memories(user) == []
+    assert store.read("PRAGMA integrity_check")[0][0] == "ok"
+    facts, rejected = parse_facts(answer)
+    assert facts == [] and all(isinstance(reason, str) for _, reason in rejected)
+
+
+def test_a_failing_extractor_is_reported_not_raised(store):
+    def broken(prompt: str) -> str:
+        raise RuntimeError("model crashed")
+
+    result = remember(store, store.user("u"), Exchange("my name is Zoe"), extract=broken)
+    assert result.added and "model crashed" in result.rejected[0][1]
+
+
+def test_a_100kb_fact_is_rejected_with_a_reason(store):
+    user = store.user("u")
+    result = remember(store, user, Exchange("hi"), extract=lambda p: json.dumps([{"text": "x" * 100_000}]))
+    assert result.rejected and "too long" in result.rejected[0][1]
+    with pytest.raises(BadInput, match="too long"):
+        store.add_memory(user, "y" * 100_000)
+    assert store.memories(user) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The user's favourite emoji is 🦄🔥 and they sign off with 👋🏽",
+        "המשתמש גר בתל אביב",  # right-to-left
+        "اسم المستخدم هو كريم",
+        "Robert'); DROP TABLE memories;--",
+        'quote " and \\ backslash and NUL-free \t tab',
+    ],
+)
+def test_unusual_text_round_trips_exactly(store, text):
+    user = store.user("Robert'); DROP TABLE users;--")
+    mid = store.add_memory(user, text)
+    assert store.memories(user)[0].text == text
+    assert recall(store, user, text, k=1)[0].id == mid
+    assert store.user("Robert'); DROP TABLE users;--").id == user.id
+
+
+def test_duplicates_are_skipped_and_rules_handle_remember_and_forget(store):
+    user = store.user("u")
+    remember(store, user, Exchange("remember that my dog is called Rex"))
+    again = remember(store, user, Exchange("Remember that my dog is called Rex!"))
+    assert again.duplicates and not again.added
+    remember(store, user, Exchange("I live in Berlin"))
+    gone = remember(store, user, Exchange("please forget that my dog is called Rex"))
+    assert len(gone.deleted) == 1
+    assert [m.text for m in store.memories(user)] == ["The user lives in Berlin."]
+    deleted = [m for m in store.memories(user, include_inactive=True) if m.status == "deleted"]
+    assert deleted and deleted[0].id not in {m.id for m in recall(store, user, "dog Rex")}
+
+
+def test_instances_share_user_facts_but_keep_private_ones(store):
+    user = store.user("u")
+    doctor, coach = store.open_instance(user, "Doctor"), store.open_instance(user, "Coach")
+    store.add_memory(user, "The user is allergic to penicillin.")
+    store.add_memory(user, "The user's knee hurts after running.", instance_id=doctor.id)
+    seen_by_coach = [m.text for m in recall(store, user, "knee pain running allergy", instance=coach)]
+    seen_by_doctor = [m.text for m in recall(store, user, "knee pain running allergy", instance=doctor)]
+    assert seen_by_coach == ["The user is allergic to penicillin."]
+    assert set(seen_by_doctor) == {"The user is allergic to penicillin.", "The user's knee hurts after running."}
+    assert len(store.memories(user, coach)) == 1 and len(store.memories(user, doctor)) == 2
+
+
+def test_history_is_per_instance_and_fits_the_budget(store):
+    user = store.user("u")
+    a, b = store.open_instance(user, "A"), store.open_instance(user, "B")
+    for i in range(30):
+        store.append_message(a, "user", f"message {i} " + "word " * 20, timings={"total_s": 0.5})
+    store.append_message(b, "assistant", "only b", attachments=["files/1/x.wav"], interrupted=True)
+    assert [m.text for m in store.history(b)] == ["only b"]
+    assert store.history(b)[0].interrupted and store.history(b)[0].attachments == ("files/1/x.wav",)
+    fitted = store.history(a, token_budget=100)
+    assert 0 < len(fitted) < 30 and fitted[-1].text.startswith("message 29")
+    assert sum(len(m.text) // 4 + 1 for m in fitted) <= 100
+    with pytest.raises(BadInput):
+        store.append_message(a, "robot", "x")
+
+
+def test_recall_respects_k_budget_and_recency(store):
+    user = store.user("u")
+    now = time.time()
+    old = store.add_memory(user, "The user went hiking in the Alps.", said_at=now - 400 * 86400)
+    new = store.add_memory(user, "The user went hiking in the Alps.", said_at=now - 86400)
+    assert recall(store, user, "hiking in the Alps", k=2)[0].id == new != old
+    assert len(recall(store, user, "hiking", k=1)) == 1
+    assert recall(store, user, "hiking", k=5, token_budget=5) == []
+    assert recall(store, user, "   ") == []
+    with pytest.raises(BadInput):
+        recall(store, user, "hiking", k=0)
+
+
+def test_memories_without_embeddings_are_embedded_on_recall(store):
+    user = store.user("u")
+    store.add_memory(user, "The user plays the cello.")  # no vector given
+    assert store.unembedded(user)
+    assert recall(store, user, "musical instrument")[0].text == "The user plays the cello."
+    assert not store.unembedded(user)
+
+
+def test_forget_user_erases_rows_index_and_files(tmp_path):
+    with open_store(tmp_path) as s:
+        user, other = s.user("gone"), s.user("stays")
+        inst = s.open_instance(user, "Grok")
+        s.append_message(inst, "user", "secret words")
+        remember(s, user, Exchange("remember that the vault code is 4711"))
+        s.add_memory(other, "The vault code of the other user is 1234.")
+        files = s.user_files_dir(user)
+        files.mkdir(parents=True)
+        (files / "clip.wav").write_bytes(b"RIFF")
+        assert s.export_user(user)["files"] == ["files/1/clip.wav"]
+        s.forget_user(user)
+        with pytest.raises(NotFound):
+            s.user("gone", create=False)
+        assert not files.exists()
+        assert [m.text for m in recall(s, other, "vault code")] == ["The vault code of the other user is 1234."]
+    db = sqlite3.connect(tmp_path / "assistant.sqlite3")
+    assert db.execute("SELECT count(*) FROM memories_fts WHERE memories_fts MATCH '4711'").fetchone()[0] == 0
+    for table in ("messages", "memories", "memory_history", "instances"):
+        assert db.execute(f"SELECT count(*) FROM {table} WHERE user_id = 1").fetchone()[0] == 0
+    db.close()
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("assistant.sqlite3*"))
+    assert b"secret words" not in raw and b"4711" not in raw  # secure_delete zeroes freed pages
