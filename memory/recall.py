@@ -2,8 +2,9 @@
 
 Candidates come from two rankers: cosine similarity over the user's cached float32 embedding
 matrix (one matrix-vector product) and FTS5 BM25 over text indexed with speaker and date.
-They are fused by reciprocal rank, plus a small recency bonus, then trimmed to `k` and to a token
-budget. Only the given user's rows are ever read; an instance sees user-wide memories and its own.
+They are fused as cosine + a saturating BM25 bonus + a small recency bonus (rank fusion would
+weigh a near-useless keyword hit, such as a speaker's name in every line, like a real one), then
+trimmed to `k` and to a token budget. Only the given user's rows are ever read; an instance sees user-wide memories and its own.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -22,9 +24,10 @@ from memory.types import Instance, Memory, User, embedding_text
 __all__ = ["fts_query", "recall"]
 
 CANDIDATES = 50  # taken from each ranker before fusing
-RRF_K = 60  # reciprocal-rank constant
+BM25_WEIGHT = 0.3  # the most a keyword match adds to a cosine (score = cosine + keyword + recency)
+BM25_HALF = 5.0  # the BM25 at which the keyword bonus is half of BM25_WEIGHT (saturates, corpus-agnostic)
 RECENCY_HALF_LIFE_S = 30 * 86400.0
-RECENCY_WEIGHT = 0.3 / (RRF_K + 1)  # a fresh memory gains at most 30% of a first rank
+RECENCY_WEIGHT = 0.05  # a memory said just now gains this much; half as much after RECENCY_HALF_LIFE_S
 _STOPWORD_TEXT = (
     "a an and are as at be been but by can could did do does for from had has have he her him his how i if in "
     "into is it its me my of on or our she so than that the their them then there these they this to was we "
@@ -58,20 +61,22 @@ def recall(
         return []
     _embed_missing(store, user)
     now = time.time() if now is None else now
-    scores = _vector_ranks(store, user, query, instance)
-    for rank, (mid, _bm25) in enumerate(
-        store.fts_search(user, fts_query(query), CANDIDATES) if fts_query(query) else []
-    ):
-        scores[mid] = scores.get(mid, 0.0) + 1.0 / (RRF_K + rank + 1)
-    found = store.get_memories(user, list(scores))
+    cosines = _vector_candidates(store, user, query, instance)
+    match = fts_query(query)
+    bm25 = dict(store.fts_search(user, match, CANDIDATES)) if match else {}
+    for mid in bm25.keys() - cosines.keys():
+        cosines[mid] = _cosine_of(store, user, query, mid)
+    found = store.get_memories(user, list(cosines))
     ranked: list[Memory] = []
     for mid, memory in found.items():
         if memory.status != "active":
             continue
         if instance is not None and memory.instance_id not in (None, instance.id):
             continue
+        b = max(0.0, bm25.get(mid, 0.0))
         recency = math.exp(-max(0.0, now - memory.said_at) * math.log(2) / RECENCY_HALF_LIFE_S)
-        ranked.append(_with_score(memory, scores[mid] + RECENCY_WEIGHT * recency))
+        score = cosines[mid] + BM25_WEIGHT * b / (b + BM25_HALF) + RECENCY_WEIGHT * recency
+        ranked.append(replace(memory, score=score))
     ranked.sort(key=lambda m: (-m.score, -m.id))
     out, used = [], 0
     for memory in ranked[:k]:
@@ -91,7 +96,8 @@ def fts_query(text: str) -> str:
     return " OR ".join(f'"{w}"' for w in words[:24])
 
 
-def _vector_ranks(store: Store, user: User, query: str, instance: Instance | None) -> dict[int, float]:
+def _vector_candidates(store: Store, user: User, query: str, instance: Instance | None) -> dict[int, float]:
+    """{memory id: cosine} for the best CANDIDATES vectors the instance may see."""
     index = store.vector_index(user)
     if not len(index.ids):
         return {}
@@ -100,8 +106,15 @@ def _vector_ranks(store: Store, user: User, query: str, instance: Instance | Non
         sims = np.where((index.instance_ids == 0) | (index.instance_ids == instance.id), sims, -np.inf)
     n = min(CANDIDATES, len(sims))
     top = np.argpartition(-sims, n - 1)[:n]
-    top = top[np.argsort(-sims[top])]
-    return {int(index.ids[i]): 1.0 / (RRF_K + rank + 1) for rank, i in enumerate(top) if np.isfinite(sims[i])}
+    return {int(index.ids[i]): float(sims[i]) for i in top if np.isfinite(sims[i])}
+
+
+def _cosine_of(store: Store, user: User, query: str, memory_id: int) -> float:
+    index = store.vector_index(user)  # cached: same object as for the candidates
+    row = int(np.searchsorted(index.ids, memory_id))
+    if row < len(index.ids) and index.ids[row] == memory_id:
+        return float(index.matrix[row] @ get_embedder().embed_one(query))
+    return 0.0
 
 
 def _embed_missing(store: Store, user: User) -> None:
@@ -109,9 +122,3 @@ def _embed_missing(store: Store, user: User) -> None:
     while rows := store.unembedded(user):
         vectors = get_embedder().embed([embedding_text(r["text"], r["kind"], r["speaker"]) for r in rows])
         store.set_embeddings(user, [r["id"] for r in rows], vectors)
-
-
-def _with_score(memory: Memory, score: float) -> Memory:
-    from dataclasses import replace
-
-    return replace(memory, score=score)
