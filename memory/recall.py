@@ -4,7 +4,8 @@ Candidates come from two rankers: cosine similarity over the user's cached float
 matrix (one matrix-vector product) and FTS5 BM25 over text indexed with speaker and date.
 They are fused as cosine + a saturating BM25 bonus + a small recency bonus (rank fusion would
 weigh a near-useless keyword hit, such as a speaker's name in every line, like a real one), then
-trimmed to `k` and to a token budget. Only the given user's rows are ever read; an instance sees user-wide memories and its own.
+trimmed to `k` and to a token budget. Only the given user's rows are ever read; an instance
+sees user-wide memories and its own.
 """
 
 from __future__ import annotations
