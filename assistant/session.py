@@ -1,57 +1,99 @@
 """A session: one assistant instance (user x persona) with its conversation, on a shared engine.
 
-Sessions never touch weights: they build a Request from the persona, the history and the new
-turn, submit it to the engine and pass its events on, recording the reply in the history.
+Sessions never touch weights. Before a turn they recall what they know about the user and the
+instance's recent history from the memory store; they build a Request (persona + memories +
+history + the new turn), submit it to the engine and pass its events on. After the reply they
+store both messages and, off the latency path, extract durable facts from the exchange.
 """
 
 from __future__ import annotations
 
+import asyncio
+import getpass
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from assistant.engine import Engine
-from assistant.events import AudioChunk, Done, Error, Event, TextDelta
+from assistant.events import Done, Error, Event
 from assistant.turns import Message, Request, Turn
+from memory import (
+    DEFAULT_PERSONA,
+    Exchange,
+    Persona,
+    Store,
+    get_persona,
+    recall,
+    remember,
+)
 
-__all__ = ["DEFAULT_PERSONA", "Persona", "Session"]
+__all__ = ["Session", "default_user"]
 
-
-@dataclass(frozen=True, slots=True)
-class Persona:
-    """Who the assistant is for this instance."""
-
-    name: str = "Grok"
-    voice: str | None = None  # a speaker of the core model; None: its default
-    style: str = "curious, direct and witty; answers in a few spoken sentences"
-    language: str = "en"
-    greeting: str = "Hi, I'm Grok. What's up?"
-
-    def system_prompt(self) -> str:
-        return f"You are {self.name}, a voice assistant. Be {self.style}. Reply in language '{self.language}'."
+log = logging.getLogger(__name__)
 
 
-DEFAULT_PERSONA = Persona()
+def default_user() -> str:
+    try:
+        return getpass.getuser() or "default"
+    except (KeyError, OSError):
+        return "default"
 
 
 @dataclass
 class Session:
-    """One assistant instance: persona + history, talking to a shared engine."""
+    """One assistant instance. With a `store` its conversation and memories persist."""
 
     engine: Engine
-    persona: Persona = DEFAULT_PERSONA
-    user: str = "default"
-    history: list[Message] = field(default_factory=list)
-    max_history_messages: int = 20
+    store: Store | None = None
+    user: str = field(default_factory=default_user)
+    persona_name: str | None = None
+    instance_name: str | None = None
     max_new_tokens: int = 256
+    history_tokens: int = 1500  # recent conversation given to the model
+    memory_k: int = 8  # memories recalled per turn
+    memory_tokens: int = 400
+    extract_with_model: bool = True  # ask the core model for facts (besides the explicit rules)
+    persona: Persona = field(init=False)
+    history: list[Message] = field(default_factory=list, init=False)  # used without a store
+    _pending: set = field(default_factory=set, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.store is None:
+            self.persona = DEFAULT_PERSONA
+            self._user = self._instance = None
+            return
+        self._user = self.store.user(self.user)
+        self.persona = get_persona(self.store, self._user, self.persona_name)
+        self._instance = self.store.open_instance(self._user, self.persona.name, self.instance_name)
+
+    # ------------------------------------------------------------------ read path
+    def _history(self) -> list[Message]:
+        if self.store is None:
+            return list(self.history[-20:])
+        return [Message(m.role, m.text) for m in self.store.history(self._instance, token_budget=self.history_tokens)
+                if m.role in ("user", "assistant") and m.text]
+
+    def _system(self, query: str) -> str:
+        system = self.persona.instructions()
+        if self.store is None or not query.strip():
+            return system
+        known = recall(self.store, self._user, query, instance=self._instance, k=self.memory_k,
+                       token_budget=self.memory_tokens)
+        if known:
+            facts = "\n".join(f"- {m.text}" for m in known)
+            system += f"\nWhat you remember about {self._user.name} (use it when relevant):\n{facts}"
+        return system
 
     def request_for(self, turn: Turn, speak: bool = True, voice: str | None = None,
                     seed: int | None = None, temperature: float = 0.0) -> Request:
-        """The request the engine gets for `turn`: persona, recent history (as text), the turn."""
-        recent = self.history[-self.max_history_messages:]
+        """The request the engine gets for `turn`: persona + memories, recent history, the turn."""
+        history = self._history()
+        # Spoken turns have no text yet: recall by what was said recently, plus who the user is.
+        query = turn.text or " ".join(m.text for m in history[-4:] if m.role == "user") or "about me, my name"
         current = Message("user", turn.text, turn.images, turn.audio)
         return Request(
-            messages=(*recent, current),
-            system=self.persona.system_prompt(),
+            messages=(*history, current),
+            system=self._system(query),
             speak=speak,
             voice=voice or self.persona.voice,
             max_new_tokens=self.max_new_tokens,
@@ -59,27 +101,74 @@ class Session:
             seed=seed,
         )
 
+    # ------------------------------------------------------------------ a turn
     async def converse(self, turn: Turn, speak: bool = True, voice: str | None = None,
                        seed: int | None = None) -> AsyncIterator[Event]:
-        """Submit one turn and yield its events; the exchange is added to the history when done."""
+        """Submit one turn and yield its events; the exchange is stored when it is done."""
         request = self.request_for(turn, speak=speak, voice=voice, seed=seed)
-        text_parts: list[str] = []
         async for event in self.engine.stream(request):
-            if isinstance(event, TextDelta):
-                text_parts.append(event.text)
             yield event
             if isinstance(event, Done):
-                said = turn.text or ("(spoken message)" if turn.audio is not None else "(image)")
-                self.history += [Message("user", said), Message("assistant", event.text)]
+                self._record(turn, event)
             elif isinstance(event, Error):
                 return
 
+    def _record(self, turn: Turn, done: Done) -> None:
+        said = turn.text
+        if self.store is None:
+            self.history += [Message("user", said or "(spoken message)"), Message("assistant", done.text)]
+            return
+        timings = {"first_text_s": done.timings.first_text_s, "first_audio_s": done.timings.first_audio_s,
+                   "total_s": done.timings.total_s}
+        user_msg = self.store.append_message(self._instance, "user", said, turn_id=done.turn_id)
+        self.store.append_message(self._instance, "assistant", done.text, timings=timings, turn_id=done.turn_id)
+        # Fact extraction runs in a worker thread: the reply is never delayed by it.
+        task = asyncio.get_running_loop().run_in_executor(None, self._remember, turn, done.text, user_msg)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
-def audio_of(events: list[Event]):
-    """Concatenate the audio chunks of a turn (float32 mono) and return (pcm, sample_rate)."""
-    import numpy as np
+    def _remember(self, turn: Turn, reply: str, message_id: int) -> None:
+        text = turn.text
+        try:
+            if not text.strip() and turn.audio is not None:
+                text = _transcribe(turn.audio)
+                if text:
+                    self.store.append_message(self._instance, "system", f"(the user said: {text})")
+            if not text.strip():
+                return
+            exchange = Exchange(text, reply, speaker=self._user.name, message_id=message_id)
+            extract = self._extract if self.extract_with_model else None
+            remember(self.store, self._user, exchange, instance=self._instance, extract=extract)
+        except Exception:  # a failed extraction never breaks the conversation
+            log.exception("remembering the exchange failed")
 
-    chunks = [e for e in events if isinstance(e, AudioChunk)]
-    if not chunks:
-        return np.zeros(0, dtype=np.float32), 0
-    return np.concatenate([c.pcm for c in chunks]), chunks[0].sample_rate
+    def _extract(self, prompt: str) -> str:
+        """Ask the core model (text only) for the facts; runs in a worker thread."""
+        req = Request((Message("user", prompt),), speak=False, max_new_tokens=200)
+
+        async def collect() -> str:
+            async for ev in self.engine.stream(req):
+                if isinstance(ev, Done):
+                    return ev.text
+                if isinstance(ev, Error):
+                    raise RuntimeError(ev.message)
+            return ""
+
+        return asyncio.run(collect())
+
+    async def wait_for_memory(self) -> None:
+        """Wait until the background fact extraction of earlier turns has finished."""
+        if self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+
+def _transcribe(pcm) -> str:
+    """What the user said, for memory (the core model heard the audio itself)."""
+    from audio import transcribe
+    from audio.io import SAMPLE_RATE, wav_bytes
+
+    try:
+        return transcribe(wav_bytes(pcm, SAMPLE_RATE)).text.strip()
+    except Exception as err:  # an English-only model refusing, a missing model...
+        log.info("no transcript for memory: %s", err)
+        return ""

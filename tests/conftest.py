@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ SPEECH_DIR = REPO.parent / "shared" / "data" / "speech"
 
 # Tiny checkpoints are built once per checkout and reused (deterministic, seeded builds).
 os.environ.setdefault("ASSISTANT_CACHE_DIR", str(REPO / ".cache"))
+# Never touch the user's real data folder: commands run by the tests (and their subprocesses) use this.
+os.environ["ASSISTANT_DATA_DIR"] = tempfile.mkdtemp(prefix="assistant-test-data-")
 
 
 @pytest.fixture(scope="session")

@@ -105,3 +105,21 @@ def test_help_lists_every_option():
     assert proc.returncode == 0
     for opt in ("--image", "--audio", "--speak", "--voice", "--json", "--profile", "--model"):
         assert opt in proc.stdout
+
+
+def test_igor_across_processes(tmp_path):
+    """Each `ask` is a new process on the same data dir: the correction is what persists."""
+    data = ["--data-dir", str(tmp_path), "--user", "igor"]
+    assert ask(*data, "My name is Egor.").returncode == 0
+    assert ask(*data, "No, my name is Igor.").returncode == 0
+    listing = subprocess.run([sys.executable, "-m", "assistant", "memory", "list", *data, "--json"],
+                             capture_output=True, text=True, timeout=120)
+    assert listing.returncode == 0, listing.stderr
+    assert "Igor" in listing.stdout
+    active = [m for m in json.loads(listing.stdout) if m.get("status", "active") == "active"]
+    assert any("Igor" in m["text"] for m in active) and not any("Egor" in m["text"] for m in active)
+
+
+def test_unknown_persona_fails_before_loading_the_model(tmp_path):
+    proc = ask("--data-dir", str(tmp_path), "--persona", "Nobody", "hi")
+    assert_one_line_error(proc, 2, "Nobody")

@@ -56,19 +56,28 @@ def _check_writable(path: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     turn = _turn(args)  # validate input before loading any model
-    from assistant.config import EngineConfig, resolve_profile
+    from assistant.config import EngineConfig, default_data_dir, resolve_profile
     from assistant.engine import load_engine
-    from assistant.session import Session
+    from assistant.session import Session, default_user
+    from memory import open_store
+
+    store = open_store(args.data_dir or default_data_dir())
 
     config = EngineConfig(profile=resolve_profile(args.profile), model=args.model,
                           architecture=args.architecture, device=args.device,
                           max_new_tokens=args.max_new_tokens)
-    engine = load_engine(config)
     try:
-        session = Session(engine, max_new_tokens=args.max_new_tokens)
-        return asyncio.run(_ask(session, turn, args))
+        session_args = dict(user=args.user or default_user(), persona_name=args.persona,
+                            max_new_tokens=args.max_new_tokens)
+        Session(None, store, **session_args)  # unknown user/persona: fail before loading the model
+        engine = load_engine(config)
+        try:
+            session = Session(engine, store, **session_args)
+            return asyncio.run(_ask(session, turn, args))
+        finally:
+            engine.close()
     finally:
-        engine.close()
+        store.close()
 
 
 async def _ask(session, turn, args) -> int:
@@ -93,6 +102,7 @@ async def _ask(session, turn, args) -> int:
             done = ev
     if not args.json:
         print()
+    await session.wait_for_memory()
     if args.speak:
         import numpy as np
 
