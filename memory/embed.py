@@ -77,7 +77,13 @@ class Embedder:
             ids[row, : len(e.ids)] = torch.tensor(e.ids)
             mask[row, : len(e.ids)] = 1
         with self._lock, torch.inference_mode():
-            hidden = self._model(input_ids=ids, attention_mask=mask).last_hidden_state
+            threads = torch.get_num_threads()
+            if len(encodings) == 1:  # a query: one thread is faster, and far steadier on busy cores
+                torch.set_num_threads(1)  # (measured on 2 shared cores: 13 ms p50 vs 50-76 ms with 2)
+            try:
+                hidden = self._model(input_ids=ids, attention_mask=mask).last_hidden_state
+            finally:
+                torch.set_num_threads(threads)
         m = mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
         return torch.nn.functional.normalize(pooled, dim=-1).numpy()
