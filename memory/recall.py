@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -25,6 +26,7 @@ from memory.types import Instance, Memory, User, embedding_text
 __all__ = ["fts_query", "recall"]
 
 CANDIDATES = 50  # taken from each ranker before fusing
+MAX_TERM_DOCS = 2000  # a query term held by more memories than this is not searched by keyword
 BM25_WEIGHT = 0.3  # the most a keyword match adds to a cosine (score = cosine + keyword + recency)
 BM25_HALF = 5.0  # the BM25 at which the keyword bonus is half of BM25_WEIGHT (saturates, corpus-agnostic)
 RECENCY_HALF_LIFE_S = 30 * 86400.0
@@ -63,7 +65,7 @@ def recall(
     _embed_missing(store, user)
     now = time.time() if now is None else now
     cosines = _vector_candidates(store, user, query, instance)
-    match = fts_query(query)
+    match = fts_query(query, store.term_documents)
     bm25 = dict(store.fts_search(user, match, CANDIDATES)) if match else {}
     for mid in bm25.keys() - cosines.keys():
         cosines[mid] = _cosine_of(store, user, query, mid)
@@ -88,13 +90,22 @@ def recall(
     return out
 
 
-def fts_query(text: str) -> str:
-    """An FTS5 query OR-ing the content words of `text`; '' when there are none."""
+def fts_query(text: str, term_documents: Callable[[list[str]], dict[str, int]] | None = None) -> str:
+    """An FTS5 query OR-ing the content words of `text`; '' when there are none.
+
+    Given `term_documents` (term -> how many memories hold it), terms in more than MAX_TERM_DOCS
+    memories are left out: BM25 gives them almost no weight, yet scoring their postings is what
+    makes a keyword search slow at 100k memories.
+    """
     words = []
     for word in re.findall(r"\w+", text.casefold()):
         if (len(word) > 1 or not word.isascii()) and word not in _STOPWORDS and word not in words:
             words.append(word)
-    return " OR ".join(f'"{w}"' for w in words[:24])
+    words = words[:24]
+    if term_documents is not None and words:
+        counts = term_documents(words)
+        words = [w for w in words if counts.get(w, 0) <= MAX_TERM_DOCS]
+    return " OR ".join(f'"{w}"' for w in words)
 
 
 def _vector_candidates(store: Store, user: User, query: str, instance: Instance | None) -> dict[int, float]:

@@ -79,6 +79,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX history_by_user ON memory_history (user_id, id);
     """,
+    # 2: per-term document counts (recall skips terms too common to rank anything); find unembedded rows fast
+    """
+    CREATE VIRTUAL TABLE memories_fts_vocab USING fts5vocab(memories_fts, 'row');
+    CREATE INDEX memories_unembedded ON memories (user_id) WHERE embedding IS NULL AND status = 'active';
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -87,7 +92,8 @@ def connect(path: str, timeout_s: float = 30.0) -> sqlite3.Connection:
     """A connection with WAL, foreign keys and a busy timeout; autocommit (we BEGIN ourselves)."""
     conn = sqlite3.connect(path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode = WAL")
+    if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":  # switching needs an exclusive lock
+        conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")  # with WAL: durable at checkpoints, never corrupt
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA secure_delete = ON")  # deleted rows are zeroed on disk, not left in free pages

@@ -312,7 +312,7 @@ class Store:
             return {}
         marks = ",".join("?" * len(ids))
         rows = self.read(
-            f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE user_id = ? AND id IN ({marks})", [user.id, *ids]
+            f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE +user_id = ? AND id IN ({marks})", [user.id, *ids]
         )
         return {r["id"]: _memory(r) for r in rows}
 
@@ -335,9 +335,17 @@ class Store:
             )
         ]
 
+    def term_documents(self, terms: Sequence[str]) -> dict[str, int]:
+        """How many indexed memories (of all users) hold each term."""
+        if not terms:
+            return {}
+        marks = ",".join("?" * len(terms))
+        return dict(self.read(f"SELECT term, doc FROM memories_fts_vocab WHERE term IN ({marks})", list(terms)))
+
     def unembedded(self, user: User, limit: int = 512) -> list[sqlite3.Row]:
         return self.read(
-            "SELECT id, text, kind, speaker FROM memories WHERE user_id = ? AND status = 'active'"
+            "SELECT id, text, kind, speaker FROM memories INDEXED BY memories_unembedded"
+            " WHERE user_id = ? AND status = 'active'"
             " AND embedding IS NULL LIMIT ?",
             (user.id, limit),
         )

