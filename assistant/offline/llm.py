@@ -87,6 +87,10 @@ class OfflineLLM:
         n = len(prefix) if ids[: len(prefix)] == prefix else 0
         return ids, n
 
+    def tokens(self, text: str) -> list[int]:
+        """Token ids of plain text (no special tokens)."""
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
     def _template(self, messages: list[dict[str, str]], add_generation_prompt: bool) -> list[int]:
         out = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True)
         if isinstance(out, dict) or hasattr(out, "input_ids"):

