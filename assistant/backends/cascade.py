@@ -54,6 +54,7 @@ class CascadeStream(Stream):
     spoken_chars: int = 0
     spoken_pieces: int = 0
     batch_size: int = 1
+    stages: dict[str, float] = field(default_factory=dict)  # seconds per stage (asr_s, decode_s, tts_s...)
     _release: object | None = field(default=None, repr=False)
 
     def emit_transcript(self, text: str) -> None:
@@ -80,7 +81,6 @@ class CascadeBackend:
         self.max_context_tokens = max_context_tokens
         self.last_batch_size = 0
         self._transcripts: dict[str, str] = {}
-        self.timings: dict[str, float] = {}  # the last turn's stage times in s (for benchmarks)
 
     def warm_up(self) -> None:
         """Run each model once so the first turn pays no one-off costs; caches the default system prompt."""
@@ -90,18 +90,18 @@ class CascadeBackend:
         self.recognizer.transcribe(np.zeros(16_000, dtype=np.float32))
 
     # ------------------------------------------------------------------ prompt
-    def _hear(self, audio: np.ndarray) -> str:
+    def _hear(self, audio: np.ndarray, stages: dict[str, float]) -> str:
         """Transcript of a user's speech, cached by content (history turns are heard once)."""
         key = hashlib.blake2b(np.ascontiguousarray(audio, dtype=np.float32).tobytes(), digest_size=16).hexdigest()
         if key not in self._transcripts:
             t0 = time.perf_counter()
             self._transcripts[key] = self.recognizer.transcribe(audio)
-            self.timings["asr_s"] = time.perf_counter() - t0
+            stages["asr_s"] = stages.get("asr_s", 0.0) + time.perf_counter() - t0
             while len(self._transcripts) > _TRANSCRIPT_CACHE_SIZE:
                 self._transcripts.pop(next(iter(self._transcripts)))
         return self._transcripts[key]
 
-    def _content(self, message: Message) -> tuple[str, str, list[ImageFacts]]:
+    def _content(self, message: Message, stages: dict[str, float]) -> tuple[str, str, list[ImageFacts]]:
         """What the LLM reads for one message, what was heard in its speech ("" if none), and
         what is known about its images."""
         parts = []
@@ -113,12 +113,12 @@ class CascadeBackend:
             parts.append(message.text.strip())
         heard = ""
         if message.audio is not None and len(message.audio) and message.role == "user":
-            heard = self._hear(message.audio)
+            heard = self._hear(message.audio, stages)
             if heard:
                 parts.append(heard)
         return "\n".join(parts), heard, facts
 
-    def _chat(self, request: Request) -> tuple[list[dict[str, str]], str, list[ImageFacts]]:
+    def _chat(self, request: Request, stages: dict[str, float]) -> tuple[list[dict[str, str]], str, list[ImageFacts]]:
         system = OFFLINE_INSTRUCTIONS
         if request.system and request.system.strip():
             system = f"{request.system.strip()}\n\n{OFFLINE_INSTRUCTIONS}"
@@ -128,7 +128,7 @@ class CascadeBackend:
             if message.role == "system":  # extra instructions go with the system prompt's
                 chat[0]["content"] += f"\n\n{message.text.strip()}"
                 continue
-            content, heard, facts = self._content(message)
+            content, heard, facts = self._content(message, stages)
             chat.append({"role": message.role, "content": content})
         if not chat[-1]["content"].strip():
             raise BadInput("no speech was heard in the audio")
@@ -165,9 +165,8 @@ class CascadeBackend:
         """Hear, describe, prefill and pick the first token."""
         if request.voice not in (None, *self.voices):
             raise BadInput(f"unknown voice {request.voice!r} for the offline profile: choose {', '.join(self.voices)}")
-        self.timings = {}
         stream = CascadeStream(request)
-        chat, heard, facts = self._chat(request)
+        chat, heard, facts = self._chat(request, stream.stages)
         if heard:
             stream.emit_transcript(heard)
         ids, prefix = self._fit(chat, request.max_new_tokens)
@@ -179,7 +178,7 @@ class CascadeBackend:
         stream.gen = self.llm.start(
             ids, prefix, request.max_new_tokens, request.temperature, request.top_p, request.seed
         )
-        self.timings["llm_first_token_s"] = time.perf_counter() - t0
+        stream.stages["llm_first_token_s"] = time.perf_counter() - t0
         stream._release = self.llm.release
         stream.prompt_tokens = len(ids)
         self._after_token(stream)
@@ -190,9 +189,13 @@ class CascadeBackend:
         mine = [s for s in streams if isinstance(s, CascadeStream) and not s.done]
         decoding = [s for s in mine if not s.gen.finished]
         if decoding:
+            t0 = time.perf_counter()
             self.llm.decode([s.gen for s in decoding])
+            took = time.perf_counter() - t0
             for s in decoding:
                 s.batch_size = max(s.batch_size, len(decoding))
+                s.stages["decode_s"] = s.stages.get("decode_s", 0.0) + took
+                s.stages["decode_steps"] = s.stages.get("decode_steps", 0) + 1
         self.last_batch_size = max(1, len(decoding))
         for s in mine:
             self._after_token(s)
@@ -232,8 +235,9 @@ class CascadeBackend:
         t0 = time.perf_counter()
         pcm = self.speaker.speak(piece)
         if len(pcm):
-            self.timings.setdefault("tts_first_s", time.perf_counter() - t0)
-            self.timings.setdefault("tts_first_audio_s", len(pcm) / self.sample_rate)
+            stages = stream.stages
+            stages["tts_s"] = stages.get("tts_s", 0.0) + time.perf_counter() - t0
+            stages["tts_audio_s"] = stages.get("tts_audio_s", 0.0) + len(pcm) / self.sample_rate
             stream.spoken_pieces += 1
             stream.emit_audio(pcm, self.sample_rate)
 

@@ -6,6 +6,7 @@ Long files go through `audio.transcribe` instead.
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -41,12 +42,15 @@ class SpeechRecognizer:
         return " ".join(text.split())
 
 
-def load_recognizer(cpu_threads: int = 0) -> SpeechRecognizer:
-    """Load the bundled tiny.en model (int8 on the CPU). cpu_threads 0: CTranslate2's default."""
+def load_recognizer(cpu_threads: int | None = None) -> SpeechRecognizer:
+    """Load the bundled tiny.en model (int8 on the CPU). cpu_threads None: one per core, at most 4
+    (CTranslate2's own default of 4 oversubscribes a 2-core machine)."""
     from faster_whisper import WhisperModel
 
     from audio.models import bundled_whisper_path
 
+    if cpu_threads is None:
+        cpu_threads = max(1, min(4, os.cpu_count() or 1))
     model = WhisperModel(
         str(bundled_whisper_path()),
         device="cpu",

@@ -1,0 +1,170 @@
+"""The offline profile, end to end on the CPU: spoken question in, first sample of the spoken answer out.
+
+Ten spoken turns (espeak-ng prompts, one real recording) through the cascade backend's start/step
+contract. Prints end of user speech -> first audio sample (p50/p95), ASR time, LLM first token,
+LLM tokens/s, TTS real-time factor, peak RSS and start-up time; with --compare, the LLM sizes side
+by side on the same text prompts (first token, tokens/s, answers).
+
+    python bench/offline.py [--turns 10] [--compare 0.5b,1.5b] [--dtype bfloat16|float32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from assistant.config import EngineConfig, Profile
+from assistant.events import AudioChunk
+from assistant.turns import Message, Request
+from audio.io import load_audio, resample
+
+SPEECH = Path(__file__).resolve().parents[2] / "shared/data/speech"
+QUESTIONS = [
+    "What is two plus two?",
+    "What is the capital of France?",
+    "How many days are in a week?",
+    "What colour is the sky on a clear day?",
+    "Name a fruit that is yellow.",
+    "What is the opposite of hot?",
+    "How many legs does a spider have?",
+    "What is the largest planet in our solar system?",
+    "Say hello to my friend Anna.",
+]
+
+
+def espeak(text: str) -> np.ndarray:
+    with tempfile.NamedTemporaryFile(suffix=".wav") as f:
+        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "160", "-w", f.name, text], check=True)
+        with wave.open(f.name) as w:
+            rate = w.getframerate()
+            pcm = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).astype(np.float32) / 32768
+    return resample(pcm, rate, 16_000)
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def spoken_turn(backend, pcm: np.ndarray) -> dict[str, float]:
+    """One turn; the clock starts when the user's speech has ended (the whole clip is in hand)."""
+    t0 = time.perf_counter()
+    stream = backend.start(Request((Message("user", audio=pcm),), max_new_tokens=64))
+    first_audio = None
+    events = stream.drain()
+    while True:
+        if first_audio is None and any(isinstance(e, AudioChunk) for e in events):
+            first_audio = time.perf_counter() - t0
+        if stream.done:
+            break
+        backend.step([stream])
+        events = stream.drain()
+    stream.close()
+    st = stream.stages
+    return {
+        "first_audio_s": first_audio if first_audio is not None else float("nan"),
+        "asr_s": st.get("asr_s", 0.0),
+        "first_token_s": st.get("llm_first_token_s", 0.0),
+        "tok_s": st.get("decode_steps", 0) / st["decode_s"] if st.get("decode_s") else float("nan"),
+        "tts_rtf": st["tts_s"] / st["tts_audio_s"] if st.get("tts_audio_s") else float("nan"),
+        "text": stream.text,
+    }
+
+
+def compare_sizes(sizes: list[str], dtype) -> None:
+    from assistant.offline.llm import load_llm
+    from assistant.offline.weights import llm_path
+
+    system = {"role": "system", "content": "You are a helpful voice assistant. Answer in one short sentence."}
+    prompts = [
+        "What is two plus two?",
+        "What is the capital of France?",
+        "My name is Egor. What is my name?",
+        "Why is the sky blue?",
+    ]
+    rows = []
+    for size in sizes:
+        t0 = time.perf_counter()
+        llm = load_llm(llm_path(size), dtype=dtype)
+        load_s = time.perf_counter() - t0
+        firsts, rates = [], []
+        for prompt in prompts:
+            ids, prefix = llm.encode([system, {"role": "user", "content": prompt}])
+            t0 = time.perf_counter()
+            gen = llm.start(ids, prefix, max_new_tokens=40)
+            firsts.append(time.perf_counter() - t0)
+            t0, n = time.perf_counter(), 0
+            while not gen.finished:
+                llm.decode([gen])
+                n += 1
+            rates.append(n / (time.perf_counter() - t0) if n else float("nan"))
+            print(f"  {size:5s} {prompt!r:40s} -> {gen.take_text()!r}")
+        rows.append((size, load_s, statistics.median(firsts), statistics.median(rates)))
+        del llm
+    print("\nsize   load s  first token s  tokens/s")
+    for size, load_s, first, rate in rows:
+        print(f"{size:5s}  {load_s:6.2f}  {first:13.3f}  {rate:8.1f}")
+    if len(rows) > 1:
+        print(f"tokens/s ratio {rows[0][0]}/{rows[1][0]}: {rows[0][3] / rows[1][3]:.2f}x")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--turns", type=int, default=10)
+    ap.add_argument("--model", default=None, help="0.5b (default), 1.5b or a converted folder")
+    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    ap.add_argument("--compare", default="", help="comma-separated LLM sizes to compare, e.g. 0.5b,1.5b")
+    args = ap.parse_args()
+    import torch
+
+    dtype = getattr(torch, args.dtype)
+    if args.compare:
+        compare_sizes(args.compare.split(","), dtype)
+        return
+
+    t0 = time.perf_counter()
+    from assistant.backends.cascade import load_cascade_backend
+
+    backend = load_cascade_backend(EngineConfig(profile=Profile.OFFLINE, model=args.model), dtype=dtype)
+    startup_s = time.perf_counter() - t0
+    clips = [("real:jfk", load_audio(SPEECH / "openai_whisper/jfk.flac"))]
+    clips += [(f"espeak:{q}", espeak(q)) for q in QUESTIONS]
+    spoken_turn(backend, espeak("Good morning, how are you?"))  # one untimed turn (its transcript is not reused)
+    results = []
+    for i in range(args.turns):
+        name, pcm = clips[i % len(clips)]
+        r = spoken_turn(backend, pcm)
+        results.append(r)
+        print(
+            f"  {name[:45]:45s} first audio {r['first_audio_s']:.3f} s  asr {r['asr_s']:.3f}  "
+            f"first token {r['first_token_s']:.3f}  -> {r['text'][:60]!r}"
+        )
+
+    def col(key):
+        return [r[key] for r in results if not np.isnan(r[key])]
+
+    first = col("first_audio_s")
+    print(
+        f"\n{args.turns} spoken turns, LLM {args.model or '0.5b'} {args.dtype}, torch threads {torch.get_num_threads()}"
+    )
+    print(f"end of speech -> first audio sample: p50 {percentile(first, 50):.3f} s  p95 {percentile(first, 95):.3f} s")
+    print(f"ASR (tiny.en int8):         median {statistics.median(col('asr_s')):.3f} s")
+    print(f"LLM first token (prefill):  median {statistics.median(col('first_token_s')):.3f} s")
+    print(f"LLM decode:                 median {statistics.median(col('tok_s')):.1f} tokens/s")
+    print(f"TTS real-time factor:       median {statistics.median(col('tts_rtf')):.3f}")
+    print(f"peak RSS:                   {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    print(f"start-up (load all models): {startup_s:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
