@@ -72,6 +72,7 @@ def test_reply_has_text_and_24khz_speech(engine, inputs, jfk, photo):
     pcm = np.concatenate([c.pcm for c in chunks])
     assert {c.sample_rate for c in chunks} == {24_000}
     assert pcm.dtype == np.float32 and len(pcm) > 0 and np.isfinite(pcm).all()
+    assert np.sqrt(np.mean(pcm**2)) > 0.01  # audible (the tiny vocoders are calibrated), not silence
     assert done.timings.first_text_s is not None and done.timings.first_audio_s is not None
     assert 0 < done.timings.first_text_s <= done.timings.first_audio_s <= done.timings.total_s
     assert done.timings.audio_s == pytest.approx(len(pcm) / 24_000)

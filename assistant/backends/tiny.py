@@ -22,7 +22,7 @@ __all__ = ["ARCHITECTURES", "tiny_model_path"]
 log = logging.getLogger(__name__)
 
 ARCHITECTURES = ("qwen2_5_omni", "qwen3_omni")
-BUILD_VERSION = 5  # bump when the recipe changes: a new folder is built
+BUILD_VERSION = 7  # bump when the recipe changes: a new folder is built
 SEED = 1234
 
 # Special tokens as the real Qwen-Omni tokenizers spell them. Their ids come right after the BPE
@@ -158,6 +158,21 @@ def _seed() -> None:
     torch.manual_seed(SEED)
 
 
+def _make_audible(vocoder, sample_input, target_rms: float = 0.1) -> None:
+    """Random vocoder weights give near-silent output (~1e-7); scale the last convolution so the
+    tiny model's speech is audible noise (tests capture it from a speaker and check it is there)."""
+    import torch
+
+    convs = [m for m in vocoder.modules() if isinstance(m, torch.nn.Conv1d)]
+    with torch.no_grad():
+        for _ in range(3):  # the output is clamped to [-1, 1]; converge in a few passes
+            out = vocoder(sample_input).float()
+            rms = float(out.pow(2).mean().sqrt())
+            if rms <= 0 or abs(rms - target_rms) < target_rms * 0.2:
+                break
+            convs[-1].weight.mul_(target_rms / rms)
+
+
 def _fill_uninitialised(model) -> None:
     """Some sub-modules (the Qwen3 talker's MoE router and experts) are left as torch.empty by
     random init: garbage or zeros. Give every such matrix seeded small normal weights."""
@@ -229,7 +244,6 @@ def _build_qwen2_5(out: Path) -> None:
     _seed()
     model = Qwen2_5OmniForConditionalGeneration(config).eval()
     _fill_uninitialised(model)
-    model.save_pretrained(out)
     # Speakers: the real checkpoint ships spk_dict.pt with a text bos token, an x-vector
     # ("cond", 1 x enc_emb_dim) and a reference mel (1 x T x 80) per voice.
     gen = torch.Generator().manual_seed(SEED)
@@ -239,6 +253,13 @@ def _build_qwen2_5(out: Path) -> None:
                "ref_mel": torch.randn(1, 30, 80, generator=gen)}
         for name in ("Chelsie", "Ethan")
     }
+    # Calibrate on what the vocoder really gets: the DiT's mel for random codes.
+    codes = torch.randint(0, codec_vocab - 8, (1, 40), generator=torch.Generator().manual_seed(SEED))
+    voice = speakers["Chelsie"]
+    with torch.no_grad():
+        mel = model.token2wav.code2wav_dit_model.sample(voice["cond"], voice["ref_mel"], codes)
+    _make_audible(model.token2wav.code2wav_bigvgan_model, mel)
+    model.save_pretrained(out)
     torch.save(speakers, out / "spk_dict.pt")
     features, images = _processor_parts(patch_size=14)
     processor = Qwen2_5OmniProcessor(image_processor=images, video_processor=_video_processor(14),
@@ -299,6 +320,10 @@ def _build_qwen3(out: Path) -> None:
     _seed()
     model = Qwen3OmniMoeForConditionalGeneration(config).eval()
     _fill_uninitialised(model)
+    import torch
+
+    codes = torch.randint(0, 2048, (1, 4, 30), generator=torch.Generator().manual_seed(SEED))
+    _make_audible(model.code2wav, codes)
     model.save_pretrained(out)
     features, images = _processor_parts(patch_size=16)
     processor = Qwen3OmniMoeProcessor(image_processor=images, video_processor=_video_processor(16),
