@@ -63,6 +63,7 @@ class EngineConfig:
     max_context_tokens: int = 8192  # prompt + reply
     max_audio_tokens: int = 2048  # talker codec tokens per reply
     batch_window_ms: int = 5  # how long the scheduler waits for more arrivals before a step
+    stream_speech: bool = True  # speech chunks as they are made (False: one chunk at the end)
     seed: int | None = None
 
     def __post_init__(self) -> None:

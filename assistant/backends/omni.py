@@ -81,7 +81,7 @@ def _resolve(model: str) -> Path:
 
 
 def load_omni_backend(model: str, device: str | None = None, dtype: torch.dtype | None = None,
-                      max_context_tokens: int = 8192) -> OmniBackend:
+                      max_context_tokens: int = 8192, stream_speech: bool = True) -> OmniBackend:
     """Load an omni model (folder or cached hub id) onto `device` (default: cuda if present)."""
     import transformers
 
@@ -107,7 +107,7 @@ def load_omni_backend(model: str, device: str | None = None, dtype: torch.dtype 
             # positions for audio input, but its config does not carry it: lend the thinker's.
             talker_cfg.audio_config = net.config.thinker_config.audio_config
     log.info("loaded %s (%s) on %s in %.1f s", path.name, arch.name, device, time.perf_counter() - t0)
-    return OmniBackend(net, processor, arch, torch.device(device), max_context_tokens, path)
+    return OmniBackend(net, processor, arch, torch.device(device), max_context_tokens, path, stream_speech)
 
 
 @dataclass(eq=False)
@@ -125,8 +125,12 @@ class OmniStream(Stream):
     voice: str = ""
     emitted_chars: int = 0
     batch_size: int = 1
+    talker: Any = field(default=None, repr=False)  # speech25.Talker25 while speaking (Qwen2.5)
+    vocoder: Any = field(default=None, repr=False)  # speech25.Token2WavStream
 
     def close(self) -> None:
+        self.talker = None
+        self.vocoder = None
         self.cache = None
         self.inputs = {}
         self.prompt_states = None
@@ -149,7 +153,7 @@ class OmniBackend:
     sample_rate = SPEECH_RATE
 
     def __init__(self, model, processor, arch: _Arch, device: torch.device, max_context_tokens: int,
-                 path: Path | None = None) -> None:
+                 path: Path | None = None, stream_speech: bool = True) -> None:
         self.model = model
         self.processor = processor
         self.arch = arch
@@ -171,6 +175,9 @@ class OmniBackend:
         self.has_talker = bool(getattr(model, "has_talker", False))
         # Speech codes per text token, generously (~0.5 s of speech): 50 Hz codec vs 12.5 Hz.
         self.codes_per_token = 25 if arch.name == "qwen2_5_omni" else 7
+        # Qwen2.5: talker beside the thinker and chunked vocoding; False: audio once, at the end.
+        self.stream_speech = stream_speech
+        self.talker_steps = 4  # codes per engine step once the text is done (keeps audio ahead)
 
     # ------------------------------------------------------------------ prompt
     def _prompt(self, request: Request) -> tuple[str, list, list]:
@@ -244,8 +251,21 @@ class OmniBackend:
         if request.speak:
             hs = out.hidden_states
             stream.prompt_states = (hs[0], hs[self.keep_layer])
+            if self.arch.name == "qwen2_5_omni":
+                self._new_talker(stream)
         self._accept(stream, out.logits[:, -1, :])
         return stream
+
+    def _new_talker(self, stream: OmniStream) -> None:
+        from assistant.backends.speech25 import Talker25, Token2WavStream
+
+        gen = stream.generator
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen)) if gen is not None else \
+            int(torch.randint(0, 2**31 - 1, (1,)))
+        talk_gen = torch.Generator().manual_seed(seed)
+        cap = self.codes_per_token * stream.request.max_new_tokens + 4 * self.codes_per_token
+        stream.talker = Talker25(self.model, talk_gen, max_codes=cap)
+        stream.vocoder = Token2WavStream(self.model.token2wav, self.model.speaker_map[stream.voice], seed)
 
     def _prompt_positions(self, inputs: dict[str, Any]) -> torch.Tensor:
         fam = inputs.get("feature_attention_mask")
@@ -286,6 +306,7 @@ class OmniBackend:
         stream.phase = "speech" if stream.request.speak else "finished"
         if stream.phase == "finished":
             stream.done = True
+        stream.cache = None  # the thinker cache is no longer needed
 
     # ------------------------------------------------------------------ step
     @torch.inference_mode()
@@ -295,10 +316,15 @@ class OmniBackend:
         self.last_batch_size = max(1, len(texting))  # what the engine's metrics record
         if texting:
             self._decode_step()
+        spoke = False
         for s in streams:
-            if isinstance(s, OmniStream) and s.phase == "speech":
-                self._speak(s)
-                break  # one speech job per step keeps text streams moving
+            if not isinstance(s, OmniStream) or not s.request.speak or s.done:
+                continue
+            if s.talker is not None:
+                self._talk(s)
+            elif s.phase == "speech" and not spoke:
+                self._speak(s)  # Qwen3-Omni: the model's own talker, after the text
+                spoke = True  # one such job per step keeps text streams moving
 
     def _sync_batch(self, wanted: list[OmniStream]) -> None:
         """Make the batch hold exactly `wanted` (order kept); rebuild its cache only on change."""
@@ -362,6 +388,48 @@ class OmniBackend:
             if s.request.speak:
                 s.step_states.append((out.hidden_states[0][i:i + 1], out.hidden_states[self.keep_layer][i:i + 1]))
             self._accept(s, out.logits[i:i + 1, -1, :])
+
+    # ------------------------------------------------------------------ speech (Qwen2.5, streamed)
+    def _reply_part(self, stream: OmniStream, k: int) -> torch.Tensor | None:
+        """The thinker state the talker's k-th code is conditioned on; None: not decoded yet."""
+        if k < len(stream.step_states):
+            embed, last = stream.step_states[k]
+            return embed + last
+        if stream.phase == "text":
+            return None
+        marker = self.model.talker.text_eos_token if k == len(stream.step_states) else self.model.talker.text_pad_token
+        return self.thinker.get_input_embeddings()(torch.tensor([[marker]], device=self.device))
+
+    def _talk(self, stream: OmniStream) -> None:
+        talker = stream.talker
+        if not talker.done:
+            if talker.cache is None and not talker.codes:
+                if not stream.step_states and stream.phase == "text":
+                    return  # the first reply token's state comes with the next thinker step
+                if not stream.tokens:  # the reply is empty: nothing to say
+                    talker.done = True
+                else:
+                    first = self._reply_part(stream, 0)
+                    talker.start(stream.inputs, stream.prompt_states, first, stream.tokens[0],
+                                 self.model.speaker_map[stream.voice])
+            steps = 1 if stream.phase == "text" else self.talker_steps
+            for _ in range(steps):
+                if talker.done:
+                    break
+                part = self._reply_part(stream, len(talker.codes))
+                if part is None:
+                    break
+                talker.step(part)
+        new = talker.codes[len(stream.vocoder.codes):]
+        stream.vocoder.push(new)
+        finished = talker.done and stream.phase != "text"
+        if self.stream_speech:
+            stream.emit_audio(stream.vocoder.pull(final=finished), self.sample_rate)
+        elif finished:
+            stream.emit_audio(stream.vocoder.decode_all(talker.codes), self.sample_rate)
+        if finished:
+            stream.phase = "finished"
+            stream.done = True
 
     # ------------------------------------------------------------------ speech
     def _speak(self, stream: OmniStream) -> None:

@@ -22,7 +22,7 @@ __all__ = ["ARCHITECTURES", "tiny_model_path"]
 log = logging.getLogger(__name__)
 
 ARCHITECTURES = ("qwen2_5_omni", "qwen3_omni")
-BUILD_VERSION = 7  # bump when the recipe changes: a new folder is built
+BUILD_VERSION = 8  # bump when the recipe changes: a new folder is built
 SEED = 1234
 
 # Special tokens as the real Qwen-Omni tokenizers spell them. Their ids come right after the BPE
@@ -218,7 +218,7 @@ def _build_qwen2_5(out: Path) -> None:
         vision_start_token_id=ids["vision_bos"], vision_end_token_id=ids["vision_eos"],
         user_token_id=tokenizer.convert_tokens_to_ids("user"),
     )
-    codec_vocab = 64  # codec tokens; the last few are control tokens as in the real 8448 layout
+    codec_vocab = 512  # codec tokens; the last few are control tokens as in the real 8448 layout
     talker = dict(
         **{k: v for k, v in _text(codec_vocab, hidden).items() if k != "vocab_size"},
         vocab_size=codec_vocab, embedding_size=hidden, head_dim=8,

@@ -1,0 +1,232 @@
+"""Streamed speech for Qwen2.5-Omni: the talker runs beside the thinker, the vocoder in chunks.
+
+The talker consumes one thinker state (hidden + embedding of a reply token) per codec code, so it
+can start as soon as the thinker has decoded its first reply token and follow it one step behind.
+Codes go to `Token2WavStream`, which turns them into audio chunk by chunk: the DiT (flow-matching
+ODE over blocks of 24 mel frames) runs on a window with left context and a little look-ahead,
+BigVGAN on the resulting mel with context on both sides, and consecutive chunks are cross-faded
+over a few milliseconds. The initial noise of the ODE is drawn per block from the turn's seed, so
+the streamed waveform can be compared with a one-shot decode of the same codes and noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+__all__ = ["Talker25", "Token2WavStream"]
+
+FRAMES_PER_CODE = 2  # DiT `repeats`: mel frames per codec code (50 codes/s, 100 frames/s)
+SAMPLES_PER_FRAME = 240  # BigVGAN upsampling: 24 kHz / 100 frames/s
+
+
+@dataclass
+class Talker25:
+    """Per-turn talker state: KV cache, codes so far, sampling settings as Qwen ships them."""
+
+    model: object  # Qwen2_5OmniForConditionalGeneration
+    generator: torch.Generator | None
+    max_codes: int
+    cache: object = None
+    next_pos: int = 0
+    codes: list[int] = field(default_factory=list)
+    history: list[int] = field(default_factory=list)  # for the repetition penalty (prompt codes + generated)
+    done: bool = False
+    top_k: int = 40
+    top_p: float = 0.8
+    temperature: float = 0.9
+    repetition_penalty: float = 1.05
+
+    @property
+    def talker(self):
+        return self.model.talker
+
+    def start(self, inputs: dict, prompt_states: tuple, first_part: torch.Tensor, first_token: int,
+              speaker: dict) -> None:
+        """Prefill with the prompt's thinker states, the voice's text-bos and the first reply token."""
+        t, thinker = self.talker, self.model.thinker
+        input_ids = inputs["input_ids"]
+        embeds, last = prompt_states
+        embeds = embeds.clone()
+        cfg = self.model.config.thinker_config
+        media = (input_ids == cfg.audio_token_index) | (input_ids == cfg.image_token_index) | (
+            input_ids == cfg.video_token_index)
+        embeds[media] = 0  # as Qwen does: the talker does not see raw media embeddings
+        device = input_ids.device
+        bos = torch.tensor([[speaker["bos_token"]]], device=device)
+        embed_tokens = thinker.get_input_embeddings()
+        x = torch.cat([last + embeds, embed_tokens(bos), first_part], dim=1)
+        codec_embed = t.get_input_embeddings()
+        x[:, -1] += codec_embed(torch.tensor([t.codec_bos_token], device=device))[0]
+        x[:, -2] += codec_embed(torch.tensor([t.codec_pad_token], device=device))[0]
+        text_ids = torch.cat([input_ids, bos, torch.tensor([[first_token]], device=device)], dim=1)
+        mask = torch.ones_like(text_ids)
+        fam = inputs.get("feature_attention_mask")
+        positions, deltas = t.get_rope_index(text_ids, inputs.get("image_grid_thw"), None, mask, False,
+                                             fam.sum(-1) if fam is not None else None, None)
+        out = t(inputs_embeds=x, position_ids=positions, attention_mask=mask, use_cache=True)
+        self.cache = out.past_key_values
+        self.next_pos = text_ids.shape[1] + int(deltas.reshape(-1)[0])
+        self.history = [t.codec_mask_token] * input_ids.shape[1] + [t.codec_pad_token, t.codec_bos_token]
+        self._accept(out.logits[:, -1, :])
+
+    def step(self, part: torch.Tensor) -> None:
+        """One code, conditioned on the next reply part (a thinker state, or text-eos/pad)."""
+        t = self.talker
+        device = part.device
+        code = torch.tensor([[self.codes[-1]]], device=device)
+        x = t.get_input_embeddings()(code) + part
+        pos = torch.full((3, 1, 1), self.next_pos, device=device, dtype=torch.long)
+        mask = torch.ones(1, self.cache.get_seq_length() + 1, device=device, dtype=torch.long)
+        out = t(inputs_embeds=x, position_ids=pos, attention_mask=mask, past_key_values=self.cache, use_cache=True)
+        self.cache = out.past_key_values
+        self.next_pos += 1
+        self._accept(out.logits[:, -1, :])
+
+    def _accept(self, logits: torch.Tensor) -> None:
+        t = self.talker
+        logits = logits.float().cpu()[0]
+        seen = torch.tensor(sorted(set(self.history)), dtype=torch.long)
+        picked = logits[seen]
+        logits[seen] = torch.where(picked < 0, picked * self.repetition_penalty, picked / self.repetition_penalty)
+        logits[t.codec_bos_token] = float("-inf")
+        logits = logits / self.temperature
+        kth = torch.topk(logits, min(self.top_k, logits.numel())).values[-1]
+        logits[logits < kth] = float("-inf")
+        probs = torch.softmax(logits, dim=-1)
+        sorted_p, idx = torch.sort(probs, descending=True)
+        keep = torch.cumsum(sorted_p, 0) - sorted_p < self.top_p
+        probs = torch.zeros_like(probs).scatter(0, idx[keep], sorted_p[keep])
+        code = int(torch.multinomial(probs, 1, generator=self.generator))
+        self.history.append(code)
+        if code in (t.codec_eos_token, t.codec_pad_token) or len(self.codes) >= self.max_codes:
+            self.done = True
+            self.cache = None
+            return
+        self.codes.append(code)
+
+
+class Token2WavStream:
+    """Codes in, 24 kHz audio chunks out, with bounded context per chunk."""
+
+    def __init__(self, token2wav, speaker: dict, seed: int, first_chunk_codes: int = 12,
+                 chunk_codes: int = 48, left_codes: int = 24, right_codes: int = 12, vocoder_frames: int = 24,
+                 crossfade_samples: int = 240) -> None:
+        self.dit = token2wav.code2wav_dit_model
+        self.bigvgan = token2wav.code2wav_bigvgan_model
+        self.cond = speaker["cond"].float()
+        self.ref_mel = speaker["ref_mel"].float()
+        self.seed = seed
+        self.block = self.dit.block_size  # mel frames per DiT block
+        self.first_chunk_codes = first_chunk_codes
+        self.chunk_codes = chunk_codes
+        self.left_codes = left_codes
+        self.right_codes = right_codes
+        self.vocoder_frames = vocoder_frames
+        self.fade = crossfade_samples
+        self.codes: list[int] = []
+        self.mel = torch.zeros(1, self.dit.mel_dim, 0)  # mel frames decided so far
+        self.sent_codes = 0  # codes whose audio has been emitted (up to the held-back tail)
+        self.tail = np.zeros(0, dtype=np.float32)  # last samples, held back for the cross-fade
+        self._noise: dict[int, torch.Tensor] = {}
+
+    # -------------------------------------------------------------- noise and the ODE
+    def noise(self, f0: int, f1: int) -> torch.Tensor:
+        """Initial ODE state for mel frames [f0, f1): per-block seeded, so any window agrees."""
+        parts = []
+        for b in range(f0 // self.block, (f1 - 1) // self.block + 1):
+            if b not in self._noise:
+                gen = torch.Generator().manual_seed(self.seed * 1_000_003 + b)
+                self._noise[b] = torch.randn(self.block, self.dit.mel_dim, generator=gen)
+            parts.append(self._noise[b])
+        whole = torch.cat(parts)
+        start = f0 - (f0 // self.block) * self.block
+        return whole[start:start + (f1 - f0)].unsqueeze(0)
+
+    def _sample(self, codes: torch.Tensor, noise: torch.Tensor, num_steps: int = 10, guidance_scale: float = 0.5,
+                sway: float = -1.0) -> torch.Tensor:
+        """The DiT's flow-matching ODE (Qwen's settings) from the given initial noise: (1, 80, frames)."""
+        from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import RungeKutta4ODESolver
+
+        dit = self.dit
+        frames = codes.shape[1] * FRAMES_PER_CODE
+        device = next(dit.parameters()).device
+        dtype = next(dit.parameters()).dtype
+        spk = self.cond.to(device, dtype).unsqueeze(1).repeat(1, frames, 1)
+        ref = self.ref_mel.to(device, dtype)
+        codes = codes.to(device)
+
+        def f(t, x):
+            out = dit(hidden_states=x, quantized_code=codes, speaker_embedding=spk, condition_vector=ref,
+                      time_step=t, apply_cfg=True)
+            guided, null = torch.chunk(out, 2, dim=0)
+            return guided + (guided - null) * guidance_scale
+
+        ts = torch.linspace(0, 1, num_steps, device=device, dtype=dtype)
+        ts = ts + sway * (torch.cos(torch.pi / 2 * ts) - 1 + ts)
+        traj = RungeKutta4ODESolver(function=f, initial_value=noise.to(device, dtype)).integrate(ts)
+        return traj[-1].permute(0, 2, 1).float().cpu()
+
+    def _vocode(self, f0: int, f1: int) -> np.ndarray:
+        device = next(self.bigvgan.parameters()).device
+        wav = self.bigvgan(self.mel[:, :, f0:f1].to(device))
+        return wav.reshape(-1).float().cpu().numpy()
+
+    # -------------------------------------------------------------- one-shot reference
+    def decode_all(self, codes: list[int]) -> np.ndarray:
+        """The whole utterance in one pass (the non-streamed waveform, same noise)."""
+        if not codes:
+            return np.zeros(0, dtype=np.float32)
+        c = torch.tensor([codes])
+        mel = self._sample(c, self.noise(0, len(codes) * FRAMES_PER_CODE))
+        device = next(self.bigvgan.parameters()).device
+        return self.bigvgan(mel.to(device)).reshape(-1).float().cpu().numpy()
+
+    # -------------------------------------------------------------- streaming
+    def push(self, codes: list[int]) -> None:
+        self.codes.extend(codes)
+
+    def pull(self, final: bool = False) -> np.ndarray:
+        """Audio ready so far (possibly empty). With `final`, everything, tail included."""
+        out = []
+        while True:
+            todo = len(self.codes) - self.sent_codes
+            want = self.first_chunk_codes if self.sent_codes == 0 else self.chunk_codes
+            if todo <= 0 or (not final and todo < want + self.right_codes):
+                break
+            n = todo if final and todo < want + self.right_codes else want
+            out.append(self._chunk(self.sent_codes, self.sent_codes + n, final))
+        if final:
+            out.append(self.tail)
+            self.tail = np.zeros(0, dtype=np.float32)
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+    def _chunk(self, c0: int, c1: int, final: bool) -> np.ndarray:
+        # DiT on [c0 - left, c1 + right) codes; keep the frames of [c0, c1).
+        w0 = max(0, c0 - self.left_codes)
+        w1 = min(len(self.codes), c1 + self.right_codes)
+        f0, f1 = w0 * FRAMES_PER_CODE, w1 * FRAMES_PER_CODE
+        mel = self._sample(torch.tensor([self.codes[w0:w1]]), self.noise(f0, f1))
+        keep = mel[:, :, (c0 - w0) * FRAMES_PER_CODE:(c1 - w0) * FRAMES_PER_CODE]
+        self.mel = torch.cat([self.mel[:, :, :c0 * FRAMES_PER_CODE], keep], dim=2)
+        # BigVGAN on the new frames with context: left from decided mel, right up to what exists.
+        a0, a1 = c0 * FRAMES_PER_CODE, c1 * FRAMES_PER_CODE
+        v0 = max(0, a0 - self.vocoder_frames)
+        wav = self._vocode(v0, a1)
+        new = wav[(a0 - v0) * SAMPLES_PER_FRAME:]
+        fade = min(self.fade, len(self.tail), len(new))
+        if fade:
+            # The held-back tail was vocoded without right context: fade it into the new version.
+            redo = wav[(a0 - v0) * SAMPLES_PER_FRAME - len(self.tail):(a0 - v0) * SAMPLES_PER_FRAME]
+            ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
+            head = self.tail.copy()
+            head[-fade:] = self.tail[-fade:] * (1 - ramp) + redo[-fade:] * ramp
+            new = np.concatenate([head, new])
+        else:
+            new = np.concatenate([self.tail, new])
+        self.sent_codes = c1
+        hold = 0 if final and c1 == len(self.codes) else min(self.fade, len(new))
+        self.tail = new[len(new) - hold:] if hold else np.zeros(0, dtype=np.float32)
+        return new[:len(new) - hold]
