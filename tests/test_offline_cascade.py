@@ -207,14 +207,28 @@ def test_batched_streams_equal_one_at_a_time(backend):
     assert [s.text for s in streams] == alone
 
 
-def test_system_prompt_cache_is_reused(backend):
-    request = Request(
-        (Message("user", "Hello!"),), system="You are Ada, a cheerful tutor.", speak=False, max_new_tokens=4
+def test_kept_system_prompt_cache_changes_nothing_but_speed(backend):
+    from assistant.backends.cascade import OFFLINE_INSTRUCTIONS
+
+    persona = "You are Ada, a cheerful maths tutor."
+    first = Request((Message("user", "What is two plus three?"),), system=persona, speak=False, max_new_tokens=16)
+    backend.llm._prefixes.clear()
+    cold = run_turn(backend, first)
+    # Next turn: the persona now carries a recalled memory; the instructions + persona prefix is reused.
+    later = Request(
+        first.messages,
+        system=persona + "\nWhat you remember: - The user's name is Igor.",
+        speak=False,
+        max_new_tokens=16,
     )
-    run_turn(backend, request)
-    cached = len(backend.llm._prefixes)
-    run_turn(backend, Request((Message("user", "Hi again"),), system=request.system, speak=False, max_new_tokens=4))
-    assert len(backend.llm._prefixes) == cached
+    chat, _, _ = backend._chat(later, {})
+    ids, _ = backend.llm.encode(chat)
+    _, reused = backend.llm._reusable(ids)
+    assert reused >= len(backend.llm.tokens(f"{OFFLINE_INSTRUCTIONS}\n\n{persona}"))  # all but the memory
+    warm = run_turn(backend, first)
+    assert "".join(e.text for e in warm if isinstance(e, TextDelta)) == "".join(
+        e.text for e in cold if isinstance(e, TextDelta)
+    )
 
 
 def test_loading_keeps_thread_settings(backend, thread_settings):
@@ -225,11 +239,20 @@ def test_loading_keeps_thread_settings(backend, thread_settings):
     assert {k: os.environ.get(k) for k in env} == env
 
 
-def test_bad_voice_is_a_clear_error(backend):
-    from assistant.errors import BadInput
+def test_persona_is_followed(backend):
+    request = Request(
+        (Message("user", "What is your name?"),),
+        system="You are Ada, a patient maths tutor.",
+        speak=False,
+        max_new_tokens=24,
+    )
+    text = "".join(e.text for e in run_turn(backend, request) if isinstance(e, TextDelta))
+    assert "Ada" in text, text
 
-    with pytest.raises(BadInput, match="voice"):
-        backend.start(Request((Message("user", "hi"),), voice="nobody"))
+
+def test_a_persona_voice_of_another_profile_still_speaks(backend):
+    events = run_turn(backend, Request((Message("user", "Say hi."),), voice="Ethan", max_new_tokens=8))
+    assert len(reply_audio(events)[0]) > 0
 
 
 # ---------------------------------------------------------------------------------------- engine

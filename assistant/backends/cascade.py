@@ -36,10 +36,10 @@ log = logging.getLogger(__name__)
 OFFLINE_INSTRUCTIONS = (
     "You are a helpful voice assistant running fully offline on the user's computer. Your replies are "
     "spoken aloud: answer in one to three short sentences of plain text, with no lists, markdown or code "
-    "unless asked. You cannot see images: for an image you only get its size, main colours and the text "
-    "that OCR read from it. Use those; if asked about anything else in a picture, say plainly that the "
-    "offline mode cannot see it."
+    "unless asked."
 )
+# Said only with images: in the system prompt, the 0.5B model brought pictures up in unrelated turns.
+IMAGE_NOTE = "you cannot see it; this is all that is known about it"
 MIN_CLAUSE_WORDS = 4  # the first spoken piece may end at a comma once it has this many words
 _SENTENCE_END = re.compile(r"(?<!\d)[.!?](?=[\s\"')\]]|$)|[.!?;:](?=\s)|\n")
 _CLAUSE_END = re.compile(r",(?=\s)")
@@ -108,7 +108,7 @@ class CascadeBackend:
         facts = [self.reader.facts(image) for image in message.images]
         for i, fact in enumerate(facts, 1):
             label = f"Image {i}" if len(facts) > 1 else "Image"
-            parts.append(f"[{label}: {fact.description()}]")
+            parts.append(f"[{label} ({IMAGE_NOTE}): {fact.description()}]")
         if message.text.strip():
             parts.append(message.text.strip())
         heard = ""
@@ -119,9 +119,11 @@ class CascadeBackend:
         return "\n".join(parts), heard, facts
 
     def _chat(self, request: Request, stages: dict[str, float]) -> tuple[list[dict[str, str]], str, list[ImageFacts]]:
+        # The fixed instructions come first and the persona (with its recalled memories, which
+        # change from turn to turn) after them, so the longest possible prefix keeps its KV cache.
         system = OFFLINE_INSTRUCTIONS
         if request.system and request.system.strip():
-            system = f"{request.system.strip()}\n\n{OFFLINE_INSTRUCTIONS}"
+            system = f"{OFFLINE_INSTRUCTIONS}\n\n{request.system.strip()}"
         chat = [{"role": "system", "content": system}]
         heard, facts = "", []
         for message in request.messages:
@@ -163,8 +165,8 @@ class CascadeBackend:
     # ------------------------------------------------------------------ contract
     def start(self, request: Request) -> CascadeStream:
         """Hear, describe, prefill and pick the first token."""
-        if request.voice not in (None, *self.voices):
-            raise BadInput(f"unknown voice {request.voice!r} for the offline profile: choose {', '.join(self.voices)}")
+        if request.voice not in (None, *self.voices):  # a persona's omni voice: speak with ours
+            log.debug("voice %r is not an offline voice; using %r", request.voice, self.default_voice)
         stream = CascadeStream(request)
         chat, heard, facts = self._chat(request, stream.stages)
         if heard:

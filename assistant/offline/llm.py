@@ -21,6 +21,7 @@ __all__ = ["Generation", "OfflineLLM", "load_llm"]
 log = logging.getLogger(__name__)
 
 PREFIX_CACHE_SIZE = 8  # system prompts whose KV cache is kept
+MIN_REUSE_TOKENS = 8  # shorter shared prefixes are prefilled again (not worth a copy)
 
 
 @dataclass(eq=False)
@@ -108,46 +109,55 @@ class OfflineLLM:
         top_p: float = 1.0,
         seed: int | None = None,
     ) -> Generation:
-        """Prefill `ids` (reusing the cached first `prefix_len` tokens) and sample the first token."""
+        """Prefill `ids` and sample the first token. The KV cache of the longest prefix seen before is
+        reused, and that of `ids[:prefix_len]` (the system prompt) is kept for later turns."""
         generator = None
         if temperature > 0:
             generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
         gen = Generation(len(ids), max_new_tokens, temperature, top_p, generator)
-        cache, done = self._prefix_cache(ids[:prefix_len]) if prefix_len else (None, 0)
-        rest = torch.tensor([ids[done:]])
-        positions = torch.arange(done, len(ids)).unsqueeze(0)
-        if cache is None:
-            from transformers import DynamicCache
-
-            cache = DynamicCache(config=self.config)
+        cache, done = self._reusable(ids)
         out = self.model(
-            input_ids=rest, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1
+            input_ids=torch.tensor([ids[done:]]),
+            position_ids=torch.arange(done, len(ids)).unsqueeze(0),
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
         )
         gen.cache = out.past_key_values
+        if prefix_len > done:
+            self._keep(tuple(ids[:prefix_len]), gen.cache)
         self._accept(gen, out.logits[0, -1])
         return gen
 
-    def _prefix_cache(self, prefix: list[int]):
-        """A cache holding `prefix` (built once, then shared: caches only grow by concatenation)."""
-        key = tuple(prefix)
-        cached = self._prefixes.get(key)
-        if cached is None:
-            from transformers import DynamicCache
+    def _reusable(self, ids: list[int]):
+        """A fresh cache holding the longest kept prefix of `ids` (never all of it), and its length."""
+        from transformers import DynamicCache
 
-            cached = DynamicCache(config=self.config)
-            self.model(input_ids=torch.tensor([prefix]), past_key_values=cached, use_cache=True, logits_to_keep=1)
-            self._prefixes[key] = cached
-            while len(self._prefixes) > PREFIX_CACHE_SIZE:
-                self._prefixes.popitem(last=False)
-        self._prefixes.move_to_end(key)
-        return self._copy(cached), len(prefix)
+        best_key, best = None, 0
+        for key in self._prefixes:
+            n = min(len(key), len(ids) - 1)
+            common = next((i for i in range(n) if key[i] != ids[i]), n)
+            if common > best:
+                best_key, best = key, common
+        if best_key is None or best < MIN_REUSE_TOKENS:
+            return DynamicCache(config=self.config), 0
+        self._prefixes.move_to_end(best_key)
+        return self._copy(self._prefixes[best_key], best), best
 
-    def _copy(self, cache):
+    def _keep(self, key: tuple[int, ...], cache) -> None:
+        self._prefixes[key] = self._copy(cache, len(key))
+        while len(self._prefixes) > PREFIX_CACHE_SIZE:
+            self._prefixes.popitem(last=False)
+
+    def _copy(self, cache, length: int):
+        """A new cache with the first `length` positions of `cache`. The tensors are shared, which
+        is safe: caches only grow by concatenation into new tensors, never in place."""
         from transformers import DynamicCache
 
         copy = DynamicCache(config=self.config)
         for layer in range(self.n_layers):
-            copy.update(cache.layers[layer].keys, cache.layers[layer].values, layer)
+            lay = cache.layers[layer]
+            copy.update(lay.keys[..., :length, :], lay.values[..., :length, :], layer)
         return copy
 
     # ------------------------------------------------------------------ decode
