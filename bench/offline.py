@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from assistant.config import EngineConfig, Profile
-from assistant.events import AudioChunk
+from assistant.events import AudioChunk, Transcript
 from assistant.turns import Message, Request
 from audio.io import load_audio, resample
 
@@ -62,6 +62,7 @@ def spoken_turn(backend, pcm: np.ndarray) -> dict[str, float]:
     stream = backend.start(Request((Message("user", audio=pcm),), max_new_tokens=64))
     first_audio = None
     events = stream.drain()
+    heard = " ".join(e.text for e in events if isinstance(e, Transcript))
     while True:
         if first_audio is None and any(isinstance(e, AudioChunk) for e in events):
             first_audio = time.perf_counter() - t0
@@ -78,6 +79,7 @@ def spoken_turn(backend, pcm: np.ndarray) -> dict[str, float]:
         "tok_s": st.get("decode_steps", 0) / st["decode_s"] if st.get("decode_s") else float("nan"),
         "tts_rtf": st["tts_s"] / st["tts_audio_s"] if st.get("tts_audio_s") else float("nan"),
         "text": stream.text,
+        "heard": heard,
     }
 
 
@@ -146,8 +148,8 @@ def main() -> None:
         r = spoken_turn(backend, pcm)
         results.append(r)
         print(
-            f"  {name[:45]:45s} first audio {r['first_audio_s']:.3f} s  asr {r['asr_s']:.3f}  "
-            f"first token {r['first_token_s']:.3f}  -> {r['text'][:60]!r}"
+            f"  {name[:30]:30s} first audio {r['first_audio_s']:.3f} s  asr {r['asr_s']:.3f}  "
+            f"first token {r['first_token_s']:.3f}  heard {r['heard'][:40]!r} -> {r['text'][:50]!r}"
         )
 
     def col(key):
