@@ -1,10 +1,12 @@
-"""Streamed speech (Qwen2.5-Omni, tiny): chunks arrive early, match the one-shot decode, no seams.
+"""Streamed speech (tiny, both architectures): chunks arrive early, match the one-shot decode, no seams.
 
-Tolerance: the DiT vocoder integrates a flow-matching ODE whose every step lets a frame see one
+Tolerance, Qwen2.5-Omni: the DiT vocoder integrates a flow-matching ODE whose every step lets a frame see one
 more block ahead and behind, so a chunk decoded with bounded context cannot equal the one-shot
 decode sample for sample. With the same codes and the same initial noise we require the streamed
 waveform to stay within 12 dB SNR of it (measured here: about 21 dB), and no sample-to-sample
 jump at a chunk boundary larger than the waveform's own largest jumps (no clicks).
+Qwen3-Omni: Code2Wav is causal and each chunk gets the same 25 frames of left context as the
+model's own one-shot `chunked_decode`, so the two agree closely (measured: about 60 dB SNR).
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ def timed(engine, request):
     return asyncio.run(go())
 
 
-@pytest.fixture(scope="module")
-def engines():
-    streamed = load_engine(EngineConfig(profile=Profile.TINY, stream_speech=True))
-    oneshot = load_engine(EngineConfig(profile=Profile.TINY, stream_speech=False))
+@pytest.fixture(scope="module", params=["qwen2_5_omni", "qwen3_omni"])
+def engines(request):
+    arch = request.param
+    streamed = load_engine(EngineConfig(profile=Profile.TINY, architecture=arch, stream_speech=True))
+    oneshot = load_engine(EngineConfig(profile=Profile.TINY, architecture=arch, stream_speech=False))
     yield streamed, oneshot
     streamed.close()
     oneshot.close()
@@ -48,11 +51,12 @@ def test_streamed_matches_one_shot_without_seams(engines, seed):
     req = Request((Message("user", "tell me something"),), max_new_tokens=10, seed=seed)
     a_chunks = speech(timed(streamed, req))
     b_chunks = speech(timed(oneshot, Request(req.messages, max_new_tokens=10, seed=seed)))
-    assert len(a_chunks) > 2 and len(b_chunks) == 1
+    assert len(a_chunks) >= 2 and len(b_chunks) == 1
     a = np.concatenate([c.pcm for c in a_chunks])
     b = b_chunks[0].pcm
     assert len(a) == len(b)  # the same codes: the same length
-    snr = 10 * np.log10(np.mean(b**2) / np.mean((a - b) ** 2))
+    snr = 10 * np.log10(np.mean(b**2) / max(np.mean((a - b) ** 2), 1e-20))
+    print(f"streamed vs one-shot: SNR {snr:.1f} dB over {len(a) / 24000:.1f} s, {len(a_chunks)} chunks")
     assert snr > 12, f"streamed differs from one-shot: SNR {snr:.1f} dB"
     jumps = np.abs(np.diff(a))
     bounds = np.cumsum([len(c.pcm) for c in a_chunks])[:-1]

@@ -251,8 +251,7 @@ class OmniBackend:
         if request.speak:
             hs = out.hidden_states
             stream.prompt_states = (hs[0], hs[self.keep_layer])
-            if self.arch.name == "qwen2_5_omni":
-                self._new_talker(stream)
+            self._new_talker(stream)
         self._accept(stream, out.logits[:, -1, :])
         return stream
 
@@ -264,8 +263,14 @@ class OmniBackend:
             int(torch.randint(0, 2**31 - 1, (1,)))
         talk_gen = torch.Generator().manual_seed(seed)
         cap = self.codes_per_token * stream.request.max_new_tokens + 4 * self.codes_per_token
-        stream.talker = Talker25(self.model, talk_gen, max_codes=cap)
-        stream.vocoder = Token2WavStream(self.model.token2wav, self.model.speaker_map[stream.voice], seed)
+        if self.arch.name == "qwen2_5_omni":
+            stream.talker = Talker25(self.model, talk_gen, max_codes=cap)
+            stream.vocoder = Token2WavStream(self.model.token2wav, self.model.speaker_map[stream.voice], seed)
+        else:
+            from assistant.backends.speech3 import Code2WavStream, Talker3
+
+            stream.talker = Talker3(self.model, talk_gen, max_codes=cap)
+            stream.vocoder = Code2WavStream(self.model.code2wav)
 
     def _prompt_positions(self, inputs: dict[str, Any]) -> torch.Tensor:
         fam = inputs.get("feature_attention_mask")
@@ -316,15 +321,15 @@ class OmniBackend:
         self.last_batch_size = max(1, len(texting))  # what the engine's metrics record
         if texting:
             self._decode_step()
-        spoke = False
         for s in streams:
-            if not isinstance(s, OmniStream) or not s.request.speak or s.done:
-                continue
-            if s.talker is not None:
-                self._talk(s)
-            elif s.phase == "speech" and not spoke:
-                self._speak(s)  # Qwen3-Omni: the model's own talker, after the text
-                spoke = True  # one such job per step keeps text streams moving
+            if isinstance(s, OmniStream) and s.talker is not None and not s.done:
+                try:
+                    if self.arch.name == "qwen2_5_omni":
+                        self._talk(s)
+                    else:
+                        self._talk3(s)
+                except torch.cuda.OutOfMemoryError as err:
+                    raise ModelError("out of GPU memory while speaking", Code.OUT_OF_MEMORY) from err
 
     def _sync_batch(self, wanted: list[OmniStream]) -> None:
         """Make the batch hold exactly `wanted` (order kept); rebuild its cache only on change."""
@@ -379,13 +384,14 @@ class OmniBackend:
         positions = torch.tensor([s.next_pos for s in streams], device=self.device)
         position_ids = positions.view(1, n, 1).expand(3, n, 1)
         batch.mask = torch.cat([batch.mask, batch.mask.new_ones(n, 1)], dim=1)
-        speak = any(s.request.speak for s in streams)
+        # Qwen2.5's talker is conditioned on the thinker's last hidden states; Qwen3's on embeddings only.
+        speak = self.arch.name == "qwen2_5_omni" and any(s.request.speak for s in streams)
         out = self.thinker(input_ids=input_ids, attention_mask=batch.mask, position_ids=position_ids,
                            past_key_values=batch.cache, use_cache=True, output_hidden_states=speak)
         batch.cache = out.past_key_values
         for i, s in enumerate(streams):
             s.next_pos += 1
-            if s.request.speak:
+            if speak and s.request.speak:
                 s.step_states.append((out.hidden_states[0][i:i + 1], out.hidden_states[self.keep_layer][i:i + 1]))
             self._accept(s, out.logits[i:i + 1, -1, :])
 
@@ -431,99 +437,40 @@ class OmniBackend:
             stream.phase = "finished"
             stream.done = True
 
-    # ------------------------------------------------------------------ speech
-    def _speak(self, stream: OmniStream) -> None:
-        """Talker + vocoder for a finished text, through the model's own speech code."""
-        try:
-            wav = self._speech(stream)
-        except torch.cuda.OutOfMemoryError as err:
-            raise ModelError("out of GPU memory while speaking", Code.OUT_OF_MEMORY) from err
-        stream.emit_audio(wav, self.sample_rate)
-        stream.phase = "finished"
-        stream.done = True
+    # ------------------------------------------------------------------ speech (Qwen3, streamed)
+    def _text_part3(self, stream: OmniStream, j: int) -> torch.Tensor | None:
+        """Conditioning for the talker's (j+1)-th frame: reply token j+1, then text-eos, then pad."""
+        talker = stream.talker
+        if j + 1 < len(stream.tokens):
+            return talker.text_part(stream.tokens[j + 1], self.device)
+        if stream.phase == "text":
+            return None
+        _, eos, pad = talker.special(self.device)
+        return eos if j + 1 == len(stream.tokens) else pad
 
-    def _speech(self, stream: OmniStream) -> np.ndarray:
-        if not stream.tokens:
-            return np.zeros(0, dtype=np.float32)
-        inputs = stream.inputs
-        input_ids = inputs["input_ids"]
-        eos = min(self.eos_ids)
-        sequences = torch.tensor([[*stream.tokens, eos]], device=self.device)
-        sequences = torch.cat([input_ids, sequences], dim=1)
-        empty = [None] * (self.n_layers + 1)
-
-        def layers(embed, kept):
-            row = list(empty)
-            row[0] = embed
-            row[self.keep_layer] = kept
-            return tuple(row)
-
-        states = [layers(*stream.prompt_states)] + [layers(e, k) for e, k in stream.step_states]
-        from transformers.generation.utils import GenerateDecoderOnlyOutput
-
-        replay = GenerateDecoderOnlyOutput(sequences=sequences, hidden_states=tuple(states))
-        view = _ReplayView(self.model, replay)
-        kwargs = {"attention_mask": inputs["attention_mask"]}
-        for key in ("feature_attention_mask", "image_grid_thw", "input_features"):
-            if inputs.get(key) is not None:
-                kwargs[key] = inputs[key]
-        if inputs.get("pixel_values") is not None:  # the thinker_ prefix keeps it away from the talker
-            kwargs["thinker_pixel_values"] = inputs["pixel_values"]
-        # Cap the codes by the text's length (a runaway talker never stops otherwise).
-        max_codes = self.codes_per_token * len(stream.tokens) + 4 * self.codes_per_token
-        gen = stream.generator
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen)) if gen is not None else None
-        with _fork_rng(seed):
-            if self.arch.name == "qwen2_5_omni":
-                eos_codes = [self.model.talker.codec_pad_token, self.model.talker.codec_eos_token]
-                _, wav = type(self.model).generate(view, input_ids=input_ids, speaker=stream.voice,
-                                                   talker_eos_token_id=eos_codes,
-                                                   talker_max_new_tokens=max_codes, **kwargs)
-            else:
-                _, wav = type(self.model).generate(view, input_ids=input_ids, speaker=stream.voice,
-                                                   return_audio=True, talker_max_new_tokens=max_codes,
-                                                   thinker_eos_token_id=eos, **kwargs)
-        return wav.reshape(-1).float().cpu().numpy()
-
-
-class _ReplayThinker:
-    """Stands in for the thinker inside the model's own generate(): returns the states our
-    decode loop already computed instead of generating the text again."""
-
-    def __init__(self, thinker, result) -> None:
-        self._thinker = thinker
-        self._result = result
-
-    def generate(self, *args, **kwargs):
-        return self._result
-
-    def __getattr__(self, name):
-        return getattr(self._thinker, name)
-
-
-class _ReplayView:
-    """The model, with its thinker swapped for a replay: lets us call the model's own speech code."""
-
-    def __init__(self, model, result) -> None:
-        self._model = model
-        self.thinker = _ReplayThinker(model.thinker, result)
-
-    def __getattr__(self, name):
-        return getattr(self._model, name)
-
-
-class _fork_rng:
-    """Seed torch's RNG for a block (the talker samples) and restore it afterwards."""
-
-    def __init__(self, seed: int | None) -> None:
-        self.seed = seed
-
-    def __enter__(self):
-        if self.seed is not None:
-            self._state = torch.random.get_rng_state()
-            torch.manual_seed(self.seed)
-
-    def __exit__(self, *exc):
-        if self.seed is not None:
-            torch.random.set_rng_state(self._state)
-        return False
+    def _talk3(self, stream: OmniStream) -> None:
+        talker = stream.talker
+        if not talker.done:
+            if not talker.started:
+                if not stream.tokens:
+                    talker.done = True
+                else:
+                    talker.start(stream.inputs, stream.prompt_states, stream.tokens[0], stream.voice)
+            steps = 1 if stream.phase == "text" else self.talker_steps
+            for _ in range(steps):
+                if talker.done:
+                    break
+                part = self._text_part3(stream, len(talker.frames) - 1)
+                if part is None:
+                    break
+                talker.step(part)
+        ready = talker.complete_frames()
+        stream.vocoder.push(ready[len(stream.vocoder.frames):])
+        finished = talker.done and stream.phase != "text"
+        if self.stream_speech:
+            stream.emit_audio(stream.vocoder.pull(final=finished), self.sample_rate)
+        elif finished:
+            stream.emit_audio(stream.vocoder.decode_all(ready), self.sample_rate)
+        if finished:
+            stream.phase = "finished"
+            stream.done = True
