@@ -52,18 +52,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="tiny", choices=["tiny", "omni"])
     ap.add_argument("--model", default=None)
+    ap.add_argument("--architecture", default="qwen2_5_omni", choices=["qwen2_5_omni", "qwen3_omni"])
     ap.add_argument("--turns", type=int, default=20)
     ap.add_argument("--tokens", type=int, default=24)
     ap.add_argument("--concurrent", type=int, default=1)
     args = ap.parse_args()
     results = {}
     for stream in (True, False):
-        cfg = EngineConfig(profile=Profile(args.profile), model=args.model, stream_speech=stream)
+        cfg = EngineConfig(profile=Profile(args.profile), model=args.model, architecture=args.architecture,
+                           stream_speech=stream)
         engine = load_engine(cfg)
         run(engine, 1, 4, 1)  # warm-up
         results[stream] = run(engine, args.turns, args.tokens, args.concurrent)
         engine.close()
-    print(f"{args.turns} turns, {args.concurrent} at a time, {args.tokens}-token replies, profile {args.profile}")
+    print(f"{args.turns} turns, {args.concurrent} at a time, {args.tokens}-token replies, "
+          f"profile {args.profile}, {args.architecture}")
     print(f"{'mode':>9} {'first audio p50':>16} {'p95':>9} {'audio s / wall s':>17}")
     for stream, rows in results.items():
         firsts = [r[0] for r in rows]
