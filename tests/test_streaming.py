@@ -71,7 +71,7 @@ def test_first_chunk_is_small_and_arrives_before_the_end(engines):
     done_t, done = events[-1]
     assert isinstance(done, Done)
     first_t, first = chunks[0]
-    assert first.duration_s < 0.3  # small first chunk
+    assert first.duration_s < 0.2  # small first chunk
     assert all(c.duration_s > first.duration_s for _, c in chunks[1:-1])  # later chunks are larger
     assert first_t < done_t and first_t < chunks[-1][0]
     assert done.timings.first_audio_s < done.timings.total_s

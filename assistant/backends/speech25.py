@@ -111,7 +111,7 @@ class Talker25:
 class Token2WavStream:
     """Codes in, 24 kHz audio chunks out, with bounded context per chunk."""
 
-    def __init__(self, token2wav, speaker: dict, seed: int, first_chunk_codes: int = 12,
+    def __init__(self, token2wav, speaker: dict, seed: int, first_chunk_codes: int = 8,
                  chunk_codes: int = 48, left_codes: int = 24, right_codes: int = 12, vocoder_frames: int = 24,
                  crossfade_samples: int = 240) -> None:
         self.dit = token2wav.code2wav_dit_model
