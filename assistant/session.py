@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from assistant.engine import Engine
-from assistant.events import Done, Error, Event
+from assistant.events import Done, Error, Event, Transcript
 from assistant.turns import Message, Request, Turn
 from memory import (
     DEFAULT_PERSONA,
@@ -106,15 +106,18 @@ class Session:
                        seed: int | None = None) -> AsyncIterator[Event]:
         """Submit one turn and yield its events; the exchange is stored when it is done."""
         request = self.request_for(turn, speak=speak, voice=voice, seed=seed)
+        heard = ""
         async for event in self.engine.stream(request):
             yield event
-            if isinstance(event, Done):
-                self._record(turn, event)
+            if isinstance(event, Transcript):
+                heard = event.text  # the backend's own ASR (cascade): no second transcription
+            elif isinstance(event, Done):
+                self._record(turn, event, heard)
             elif isinstance(event, Error):
                 return
 
-    def _record(self, turn: Turn, done: Done) -> None:
-        said = turn.text
+    def _record(self, turn: Turn, done: Done, heard: str = "") -> None:
+        said = turn.text or heard
         if self.store is None:
             self.history += [Message("user", said or "(spoken message)"), Message("assistant", done.text)]
             return
@@ -123,12 +126,12 @@ class Session:
         user_msg = self.store.append_message(self._instance, "user", said, turn_id=done.turn_id)
         self.store.append_message(self._instance, "assistant", done.text, timings=timings, turn_id=done.turn_id)
         # Fact extraction runs in a worker thread: the reply is never delayed by it.
-        task = asyncio.get_running_loop().run_in_executor(None, self._remember, turn, done.text, user_msg)
+        task = asyncio.get_running_loop().run_in_executor(None, self._remember, turn, said, done.text, user_msg)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    def _remember(self, turn: Turn, reply: str, message_id: int) -> None:
-        text = turn.text
+    def _remember(self, turn: Turn, said: str, reply: str, message_id: int) -> None:
+        text = said
         try:
             if not text.strip() and turn.audio is not None:
                 text = _transcribe(turn.audio)

@@ -89,3 +89,24 @@ def test_unknown_persona_is_a_clear_error(engine, tmp_path):
     with pytest.raises(NotFound, match="Nobody"):
         Session(engine, store, user="u", persona_name="Nobody")
     store.close()
+
+
+def test_a_spoken_turn_is_transcribed_for_memory(engine, tmp_path, speech_dir):
+    """The core model hears the audio itself; memory gets the words from the bundled ASR, off the
+    reply's path."""
+    from audio.io import load_audio
+
+    store = open_store(tmp_path)
+    s = Session(engine, store, user="listener", max_new_tokens=6)
+    pcm = load_audio(speech_dir / "openai_whisper" / "jfk.flac")
+
+    async def go():
+        events = [ev async for ev in s.converse(Turn(audio=pcm), speak=False)]
+        await s.wait_for_memory()
+        return events
+
+    assert isinstance(asyncio.run(go())[-1], Done)
+    user = store.user("listener")
+    heard = [m.text for inst in store.instances(user) for m in store.history(inst) if m.role == "system"]
+    assert any("country" in t.lower() for t in heard), heard
+    store.close()
