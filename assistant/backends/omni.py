@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from assistant.backends.base import Stream
+from assistant.backends.batching import KVBatch, sample_token
 from assistant.errors import BadInput, Code, ModelError, ModelNotFound
 from assistant.turns import Message, Request
 
@@ -137,15 +138,6 @@ class OmniStream(Stream):
         self.step_states = []
 
 
-class _Batch:
-    """The streams decoding text together, with one left-padded KV cache for all of them."""
-
-    def __init__(self) -> None:
-        self.streams: list[OmniStream] = []
-        self.cache = None
-        self.mask: torch.Tensor | None = None  # (B, T) 1 = real token
-
-
 class OmniBackend:
     """Owns the omni model and processor; advances streams for the engine."""
 
@@ -169,8 +161,7 @@ class OmniBackend:
         self.eos_ids = {i for i in (tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>"))
                         if isinstance(i, int) and i >= 0}
         self.keep_layer = -1 if arch.name == "qwen2_5_omni" else model.config.talker_config.accept_hidden_layer
-        self.n_layers = self.text_config.num_hidden_layers
-        self._batch = _Batch()
+        self._batch = KVBatch(self.text_config, self.text_config.num_hidden_layers, device)
         self.last_batch_size = 0
         self.has_talker = bool(getattr(model, "has_talker", False))
         # Speech codes per text token, generously (~0.5 s of speech): 50 Hz codec vs 12.5 Hz.
@@ -285,16 +276,7 @@ class OmniBackend:
     def _accept(self, stream: OmniStream, logits: torch.Tensor) -> None:
         """Pick the next token for one stream from its (1, vocab) logits and emit text."""
         req = stream.request
-        logits = logits.float().cpu()[0]
-        if req.temperature <= 0:
-            token = int(torch.argmax(logits))
-        else:
-            probs = torch.softmax(logits / req.temperature, dim=-1)
-            if req.top_p < 1.0:
-                sorted_p, idx = torch.sort(probs, descending=True)
-                keep = torch.cumsum(sorted_p, 0) - sorted_p < req.top_p
-                probs = torch.zeros_like(probs).scatter(0, idx[keep], sorted_p[keep])
-            token = int(torch.multinomial(probs, 1, generator=stream.generator))
+        token = sample_token(logits[0], req.temperature, req.top_p, stream.generator)
         if token in self.eos_ids:
             self._end_text(stream)
             return
@@ -332,61 +314,21 @@ class OmniBackend:
                     raise ModelError("out of GPU memory while speaking", Code.OUT_OF_MEMORY) from err
 
     def _sync_batch(self, wanted: list[OmniStream]) -> None:
-        """Make the batch hold exactly `wanted` (order kept); rebuild its cache only on change."""
-        batch = self._batch
-        if [id(s) for s in batch.streams] == [id(s) for s in wanted]:
-            return
-        for i, s in enumerate(batch.streams):  # hand each leaving-or-staying row its own cache back
-            s.cache = self._row_cache(batch, i)
-        batch.streams = list(wanted)
-        if not wanted:
-            batch.cache, batch.mask = None, None
-            return
-        lengths = [s.cache.get_seq_length() for s in wanted]
-        total = max(lengths)
-        from transformers import DynamicCache
-
-        cache = DynamicCache(config=self.text_config)
-        for layer in range(self.n_layers):
-            ks, vs = [], []
-            for s, n in zip(wanted, lengths, strict=True):
-                k, v = s.cache.layers[layer].keys, s.cache.layers[layer].values
-                pad = total - n
-                if pad:
-                    k = torch.nn.functional.pad(k, (0, 0, pad, 0))
-                    v = torch.nn.functional.pad(v, (0, 0, pad, 0))
-                ks.append(k)
-                vs.append(v)
-            cache.update(torch.cat(ks), torch.cat(vs), layer)
-        mask = torch.zeros(len(wanted), total, dtype=torch.long, device=self.device)
-        for i, n in enumerate(lengths):
-            mask[i, total - n:] = 1
-        batch.cache, batch.mask = cache, mask
+        self._batch.sync(wanted)
         for s in wanted:
-            s.cache = None
             s.batch_size = max(s.batch_size, len(wanted))
-
-    def _row_cache(self, batch: _Batch, row: int):
-        from transformers import DynamicCache
-
-        keep = batch.mask[row].bool()
-        cache = DynamicCache(config=self.text_config)
-        for layer in range(self.n_layers):
-            lay = batch.cache.layers[layer]
-            cache.update(lay.keys[row:row + 1, :, keep], lay.values[row:row + 1, :, keep], layer)
-        return cache
 
     def _decode_step(self) -> None:
         batch = self._batch
-        streams = batch.streams
+        streams = batch.rows
         n = len(streams)
         input_ids = torch.tensor([[s.tokens[-1]] for s in streams], device=self.device)
         positions = torch.tensor([s.next_pos for s in streams], device=self.device)
         position_ids = positions.view(1, n, 1).expand(3, n, 1)
-        batch.mask = torch.cat([batch.mask, batch.mask.new_ones(n, 1)], dim=1)
+        mask = batch.grow()
         # Qwen2.5's talker is conditioned on the thinker's last hidden states; Qwen3's on embeddings only.
         speak = self.arch.name == "qwen2_5_omni" and any(s.request.speak for s in streams)
-        out = self.thinker(input_ids=input_ids, attention_mask=batch.mask, position_ids=position_ids,
+        out = self.thinker(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
                            past_key_values=batch.cache, use_cache=True, output_hidden_states=speak)
         batch.cache = out.past_key_values
         for i, s in enumerate(streams):

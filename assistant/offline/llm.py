@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from assistant.backends.batching import KVBatch, sample_token
+
 __all__ = ["Generation", "OfflineLLM", "load_llm"]
 
 log = logging.getLogger(__name__)
@@ -51,15 +53,6 @@ class Generation:
         return delta
 
 
-class _Batch:
-    """The generations decoding together, with one left-padded KV cache for all of them."""
-
-    def __init__(self) -> None:
-        self.rows: list[Generation] = []
-        self.cache = None
-        self.mask: torch.Tensor | None = None  # (B, T) 1 = real token
-
-
 class OfflineLLM:
     """Owns the model and tokenizer; no I/O beyond loading them."""
 
@@ -74,7 +67,7 @@ class OfflineLLM:
             if isinstance(i, int) and i >= 0
         }
         self._prefixes: OrderedDict[tuple[int, ...], object] = OrderedDict()
-        self._batch = _Batch()
+        self._batch = KVBatch(model.config, self.n_layers)
         self.last_batch_size = 0
 
     # ------------------------------------------------------------------ prompt
@@ -165,7 +158,7 @@ class OfflineLLM:
     def decode(self, gens: list[Generation]) -> None:
         """Advance every unfinished generation by one token, all in one forward pass."""
         rows = [g for g in gens if not g.finished]
-        self._sync_batch(rows)
+        self._batch.sync(rows)
         self.last_batch_size = len(rows)
         if not rows:
             return
@@ -173,10 +166,10 @@ class OfflineLLM:
         n = len(rows)
         input_ids = torch.tensor([[g.tokens[-1]] for g in rows])
         position_ids = torch.tensor([[g.next_pos] for g in rows])
-        batch.mask = torch.cat([batch.mask, batch.mask.new_ones(n, 1)], dim=1)
+        mask = batch.grow()
         out = self.model(
             input_ids=input_ids,
-            attention_mask=batch.mask if n > 1 else None,
+            attention_mask=mask if n > 1 else None,
             position_ids=position_ids,
             past_key_values=batch.cache,
             use_cache=True,
@@ -185,63 +178,18 @@ class OfflineLLM:
         for i, g in enumerate(rows):
             self._accept(g, out.logits[i, -1])
         if any(g.finished for g in rows):  # give finished rows' memory back now
-            self._sync_batch([g for g in rows if not g.finished])
+            self._batch.sync([g for g in rows if not g.finished])
 
     def release(self, gen: Generation) -> None:
         """Drop a generation's cache (finished or cancelled)."""
         gen.finished = True
         if gen in self._batch.rows:
-            self._sync_batch([g for g in self._batch.rows if g is not gen])
+            self._batch.sync([g for g in self._batch.rows if g is not gen])
         gen.cache = None
-
-    def _sync_batch(self, wanted: list[Generation]) -> None:
-        """Make the batch hold exactly `wanted` (order kept); rebuild its cache only on change."""
-        batch = self._batch
-        if [id(g) for g in batch.rows] == [id(g) for g in wanted]:
-            return
-        for i, g in enumerate(batch.rows):  # hand each row its own cache back
-            g.cache = self._row_cache(i) if not g.finished else None
-        batch.rows = list(wanted)
-        if not wanted:
-            batch.cache, batch.mask = None, None
-            return
-        lengths = [g.cache.get_seq_length() for g in wanted]
-        total = max(lengths)
-        if len(wanted) == 1:
-            batch.cache = wanted[0].cache
-        else:
-            from transformers import DynamicCache
-
-            batch.cache = DynamicCache(config=self.config)
-            for layer in range(self.n_layers):
-                ks, vs = [], []
-                for g, n in zip(wanted, lengths, strict=True):
-                    k, v = g.cache.layers[layer].keys, g.cache.layers[layer].values
-                    ks.append(torch.nn.functional.pad(k, (0, 0, total - n, 0)))
-                    vs.append(torch.nn.functional.pad(v, (0, 0, total - n, 0)))
-                batch.cache.update(torch.cat(ks), torch.cat(vs), layer)
-        batch.mask = torch.zeros(len(wanted), total, dtype=torch.long)
-        for i, n in enumerate(lengths):
-            batch.mask[i, total - n :] = 1
-        for g in wanted:
-            g.cache = None
-
-    def _row_cache(self, row: int):
-        from transformers import DynamicCache
-
-        batch = self._batch
-        if len(batch.rows) == 1:
-            return batch.cache
-        keep = batch.mask[row].bool()
-        cache = DynamicCache(config=self.config)
-        for layer in range(self.n_layers):
-            lay = batch.cache.layers[layer]
-            cache.update(lay.keys[row : row + 1, :, keep], lay.values[row : row + 1, :, keep], layer)
-        return cache
 
     # ------------------------------------------------------------------ sampling
     def _accept(self, gen: Generation, logits: torch.Tensor) -> None:
-        token = self._sample(gen, logits.float())
+        token = sample_token(logits, gen.temperature, gen.top_p, gen.generator)
         if token in self.eos_ids:
             gen.finished = True
             return
@@ -251,17 +199,6 @@ class OfflineLLM:
             gen._text = text
         if len(gen.tokens) >= gen.max_new_tokens:
             gen.finished = True
-
-    @staticmethod
-    def _sample(gen: Generation, logits: torch.Tensor) -> int:
-        if gen.temperature <= 0:
-            return int(torch.argmax(logits))
-        probs = torch.softmax(logits / gen.temperature, dim=-1)
-        if gen.top_p < 1.0:
-            sorted_p, idx = torch.sort(probs, descending=True)
-            keep = torch.cumsum(sorted_p, 0) - sorted_p < gen.top_p
-            probs = torch.zeros_like(probs).scatter(0, idx[keep], sorted_p[keep])
-        return int(torch.multinomial(probs, 1, generator=gen.generator))
 
 
 def load_llm(path: Path, dtype: torch.dtype = torch.bfloat16) -> OfflineLLM:
