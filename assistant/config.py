@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 from assistant.errors import BadInput
 
-__all__ = ["EngineConfig", "Profile", "default_data_dir", "resolve_profile"]
+__all__ = ["EngineConfig", "Profile", "build_once", "cache_dir", "default_data_dir", "resolve_profile"]
 
 
 class Profile(StrEnum):
@@ -36,6 +39,29 @@ def cache_dir() -> Path:
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("assistant", appauthor=False))
+
+
+def build_once(path: Path, build: Callable[[Path], None]) -> Path:
+    """Return the cache folder `path`, first filling it with `build(tmp_folder)` if it is not complete.
+
+    The build happens in a temporary folder beside it that is renamed into place, so a crash or a
+    concurrent build never leaves a half-written folder behind (a `.complete` marker proves it)."""
+    if (path / ".complete").is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    try:
+        build(tmp)
+        (tmp / ".complete").write_text("ok\n")
+        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is the user's, like any other
+        try:
+            os.replace(tmp, path)
+        except OSError:  # another process finished first
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
 
 
 def resolve_profile(name: str | None) -> Profile:

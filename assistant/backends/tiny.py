@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
-from assistant.config import cache_dir
+from assistant.config import build_once, cache_dir
 
 __all__ = ["ARCHITECTURES", "tiny_model_path"]
 
@@ -71,26 +68,13 @@ def tiny_model_path(architecture: str = "qwen2_5_omni", root: Path | None = None
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; choose from {ARCHITECTURES}")
     root = Path(root) if root else cache_dir() / "tiny"
-    path = root / f"{architecture}-v{BUILD_VERSION}"
-    if (path / "config.json").exists() and (path / ".complete").exists():
-        return path
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{architecture}-", dir=root))
-    try:
-        log.info("building the tiny %s checkpoint in %s", architecture, path)
-        if architecture == "qwen2_5_omni":
-            _build_qwen2_5(tmp)
-        else:
-            _build_qwen3(tmp)
-        (tmp / ".complete").write_text("ok\n")
-        try:
-            os.replace(tmp, path)
-        except OSError:  # another process finished first
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+    builder = _build_qwen2_5 if architecture == "qwen2_5_omni" else _build_qwen3
+
+    def build(tmp: Path) -> None:
+        log.info("building the tiny %s checkpoint in %s", architecture, root)
+        builder(tmp)
+
+    return build_once(root / f"{architecture}-v{BUILD_VERSION}", build)
 
 
 def _train_tokenizer(special: dict[str, str], vocab_size: int = 1024):

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from assistant.config import cache_dir
+from assistant.config import build_once, cache_dir
 from assistant.errors import MissingDependency, ModelError
 
 __all__ = ["DEFAULT_LLM_SIZE", "LLM_WEIGHTS", "LlmWeights", "gguf_parts", "llm_path"]
@@ -85,25 +82,16 @@ def llm_path(size: str = DEFAULT_LLM_SIZE, root: Path | None = None, progress: b
     if (path / ".complete").is_file():
         return path
     parts = gguf_parts(weights)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{weights.folder_name()}-", dir=root))
-    try:
+
+    def build(tmp: Path) -> None:
         log.info("first run: building the offline %s model in %s (once)", size, path)
         gguf = tmp / "model.gguf"
         _join(parts, gguf, progress)
         _check_header(gguf, weights)
         _convert(gguf, tmp)
         gguf.unlink()
-        (tmp / ".complete").write_text("ok\n")
-        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is the user's, like any other
-        try:
-            os.replace(tmp, path)
-        except OSError:  # another process finished first
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+
+    return build_once(path, build)
 
 
 def _join(parts: list[Path], out: Path, progress: bool) -> None:
