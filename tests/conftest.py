@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -15,6 +17,7 @@ SPEECH_DIR = REPO.parent / "shared" / "data" / "speech"
 os.environ.setdefault("ASSISTANT_CACHE_DIR", str(REPO / ".cache"))
 # Never touch the user's real data folder: commands run by the tests (and their subprocesses) use this.
 os.environ["ASSISTANT_DATA_DIR"] = tempfile.mkdtemp(prefix="assistant-test-data-")
+atexit.register(shutil.rmtree, os.environ["ASSISTANT_DATA_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
