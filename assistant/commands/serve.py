@@ -1,0 +1,52 @@
+"""`assistant serve`: the HTTP API (OpenAI-compatible, /v1) on one engine."""
+
+from __future__ import annotations
+
+import argparse
+
+from assistant.errors import BadInput
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub, parents) -> None:
+    p = sub.add_parser("serve", parents=parents, help="serve the API (and web UI) over HTTP",
+                       description="Serve the OpenAI-compatible API at /v1 on one loaded core model.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--model", help="hub id or local path of the core model")
+    p.add_argument("--architecture", choices=["qwen2_5_omni", "qwen3_omni"], default="qwen2_5_omni",
+                   help="for --profile tiny: which architecture to build")
+    p.add_argument("--api-key", action="append", default=[], metavar="KEY[=USER]",
+                   help="accept this bearer key (repeatable); KEY=USER maps it to a user")
+    p.add_argument("--no-anonymous-loopback", action="store_true",
+                   help="require a key from loopback clients too")
+    p.set_defaults(run=run)
+
+
+def _keys(items: list[str]) -> dict[str, str]:
+    keys = {}
+    for item in items:
+        key, _, user = item.partition("=")
+        if len(key) < 8:
+            raise BadInput("an API key must be at least 8 characters")
+        keys[key] = user or "default"
+    return keys
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from assistant.config import EngineConfig, resolve_profile
+    from ui.app import ServeConfig, create_app
+
+    keys = _keys(args.api_key)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not keys:
+        raise BadInput("serving beyond loopback needs at least one --api-key")
+    profile = resolve_profile(args.profile)
+    engine = EngineConfig(profile=profile, model=args.model, architecture=args.architecture, device=args.device)
+    name = args.model or (f"tiny-{args.architecture}" if profile.value == "tiny" else profile.value)
+    app = create_app(ServeConfig(engine=engine, api_keys=keys,
+                                 allow_anonymous_loopback=not args.no_anonymous_loopback, model_name=name))
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if not args.verbose else "info")
+    return 0

@@ -1,0 +1,211 @@
+"""The OpenAI-compatible API, driven by the real `openai` client against `assistant serve --profile tiny`.
+
+The tiny model's words are noise: these tests assert formats, lengths, rates and status codes.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import socket
+import subprocess
+import sys
+import time
+import wave
+
+import httpx
+import numpy as np
+import openai
+import pytest
+from PIL import Image
+
+KEY = "test-key-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "assistant", "serve", "--profile", "tiny", "--port", str(port),
+                             "--api-key", f"{KEY}=alice", "--no-anonymous-loopback"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).json()["status"] == "ok":
+                break
+        except (httpx.HTTPError, ValueError):
+            time.sleep(0.3)
+        if proc.poll() is not None:
+            pytest.fail(f"server exited: {proc.stdout.read()}")
+    else:
+        proc.kill()
+        pytest.fail("server did not start")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=f"{server}/v1", api_key=KEY, max_retries=0, timeout=120)
+
+
+def wav_info(data: bytes) -> tuple[int, int]:
+    with wave.open(io.BytesIO(data)) as w:
+        return w.getframerate(), w.getnframes()
+
+
+def data_url(img: Image.Image) -> str:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+@pytest.fixture(scope="module")
+def jfk_wav(speech_dir) -> bytes:
+    from audio.io import load_audio, wav_bytes
+
+    return wav_bytes(load_audio(speech_dir / "openai_whisper" / "jfk.flac"), 16_000)
+
+
+def test_models_lists_the_served_model(client):
+    assert [m.id for m in client.models.list().data] == ["tiny-qwen2_5_omni"]
+
+
+def test_text_chat(client):
+    r = client.chat.completions.create(model="tiny-qwen2_5_omni", max_tokens=6,
+                                       messages=[{"role": "user", "content": "hello"}])
+    assert r.choices[0].message.content and r.usage.completion_tokens == 6
+    assert r.choices[0].finish_reason == "length"
+
+
+def test_image_audio_and_text_in_speech_out(client, jfk_wav):
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 255, (120, 160, 3), dtype=np.uint8))
+    r = client.chat.completions.create(
+        model="tiny-qwen2_5_omni", max_tokens=6, modalities=["text", "audio"],
+        audio={"voice": "Ethan", "format": "wav"},
+        messages=[{"role": "system", "content": "Be brief."},
+                  {"role": "user", "content": [
+                      {"type": "text", "text": "what is in the picture and what did he say?"},
+                      {"type": "image_url", "image_url": {"url": data_url(img)}},
+                      {"type": "input_audio", "input_audio": {"data": base64.b64encode(jfk_wav).decode(),
+                                                              "format": "wav"}}]}])
+    audio = r.choices[0].message.audio
+    assert audio.transcript
+    rate, frames = wav_info(base64.b64decode(audio.data))
+    assert rate == 24_000 and frames > 2400
+    assert r.usage.prompt_tokens > 100  # the clip and the image became tokens
+
+
+def test_streaming_text_and_audio(client):
+    deltas = list(client.chat.completions.create(
+        model="tiny-qwen2_5_omni", max_tokens=8, stream=True, messages=[{"role": "user", "content": "hi"}]))
+    texts = [c.choices[0].delta.content for c in deltas if c.choices and c.choices[0].delta.content]
+    assert len(texts) >= 3
+    assert deltas[-1].choices[0].finish_reason in ("stop", "length")
+    stream = client.chat.completions.create(
+        model="tiny-qwen2_5_omni", max_tokens=8, stream=True, modalities=["text", "audio"],
+        audio={"voice": "Chelsie", "format": "pcm16"}, messages=[{"role": "user", "content": "hi"}])
+    pcm = b""
+    for c in stream:
+        audio = getattr(c.choices[0].delta, "audio", None) if c.choices else None
+        data = getattr(audio, "data", None) if audio else None
+        if data:
+            pcm += base64.b64decode(data)
+    assert len(pcm) > 2 * 2400  # > 0.1 s of 24 kHz PCM16, in several chunks
+
+
+def test_transcriptions_in_every_format(client, speech_dir):
+    import srt
+    import webvtt
+
+    path = speech_dir / "openai_whisper" / "jfk.flac"
+    with open(path, "rb") as f:
+        j = client.audio.transcriptions.create(model="whisper-1", file=f)
+    assert "country" in j.text.lower()
+    with open(path, "rb") as f:
+        text = client.audio.transcriptions.create(model="whisper-1", file=f, response_format="text")
+    assert "country" in text.lower()
+    with open(path, "rb") as f:
+        subs = list(srt.parse(client.audio.transcriptions.create(model="whisper-1", file=f,
+                                                                 response_format="srt")))
+    assert subs and subs[-1].end.total_seconds() <= 11.1
+    with open(path, "rb") as f:
+        vtt = client.audio.transcriptions.create(model="whisper-1", file=f, response_format="vtt")
+    captions = webvtt.from_buffer(io.StringIO(vtt))
+    assert len(captions) >= 1
+    with open(path, "rb") as f:
+        v = client.audio.transcriptions.create(model="whisper-1", file=f, response_format="verbose_json",
+                                               timestamp_granularities=["word", "segment"])
+    assert v.duration == pytest.approx(11.0, abs=0.2)
+    assert v.words and all(0 <= w.start <= w.end <= 11.1 for w in v.words)
+    assert v.segments and v.segments[0].start >= 0
+
+
+def test_speech(client):
+    r = client.audio.speech.create(model="tiny-qwen2_5_omni", voice="Ethan", input="Hello there.",
+                                   response_format="wav")
+    rate, frames = wav_info(r.content)
+    assert rate == 24_000 and frames > 0
+
+
+def test_no_key_is_401(server):
+    r = httpx.get(f"{server}/v1/models")
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+    bad = openai.OpenAI(base_url=f"{server}/v1", api_key="wrong-key-xxxxxxx", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.models.list()
+
+
+@pytest.mark.parametrize(("body", "status"), [
+    (b"{not json", 400),
+    (b'{"messages": []}', 400),
+    (b'{"messages": [{"role": "user", "content": "hi"}], "model": "gpt-9"}', 404),
+    (b'{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": '
+     b'"data:image/png;base64,aGVsbG8="}}]}]}', 400),
+    (b'{"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": '
+     b'"bm90IGF1ZGlv", "format": "wav"}}]}]}', 400),
+    (b'{"messages": [{"role": "user", "content": "hi"}], "modalities": ["text", "audio"], '
+     b'"audio": {"voice": "Nobody"}}', 400),
+    (b'{"messages": [{"role": "user", "content": "' + b"word " * 9000 + b'"}]}', 400),
+])
+def test_bad_requests_are_4xx_json_and_server_survives(server, body, status):
+    r = httpx.post(f"{server}/v1/chat/completions", content=body, timeout=120,
+                   headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["message"]
+    assert httpx.get(f"{server}/v1/models", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+
+
+def test_oversized_and_wrong_uploads(server):
+    h = {"Authorization": f"Bearer {KEY}"}
+    r = httpx.post(f"{server}/v1/audio/transcriptions", headers=h, timeout=60,
+                   files={"file": ("big.wav", b"\0" * (26 * 1024 * 1024))}, data={"model": "whisper-1"})
+    assert r.status_code == 413
+    r = httpx.post(f"{server}/v1/audio/transcriptions", headers=h, timeout=60,
+                   files={"file": ("notes.mp3", b"this is text, not audio\n" * 20)}, data={"model": "whisper-1"})
+    assert r.status_code == 400 and "audio" in r.json()["error"]["message"]
+
+
+def test_client_leaving_mid_stream_cancels_and_server_keeps_serving(server, client):
+    h = {"Authorization": f"Bearer {KEY}"}
+    before = httpx.get(f"{server}/health").json()["turns_done"]
+    with httpx.stream("POST", f"{server}/v1/chat/completions", headers=h, timeout=60,
+                      json={"messages": [{"role": "user", "content": "a long story"}], "max_tokens": 2000,
+                            "stream": True}) as r:
+        for i, _ in enumerate(r.iter_lines()):
+            if i > 3:
+                break  # hang up
+    time.sleep(1.0)
+    r = client.chat.completions.create(model="tiny-qwen2_5_omni", max_tokens=3,
+                                       messages=[{"role": "user", "content": "still there?"}])
+    assert r.choices[0].message.content
+    after = httpx.get(f"{server}/health").json()["turns_done"]
+    assert after == before + 1  # only the new turn finished: the abandoned one was cancelled, not completed

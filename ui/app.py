@@ -1,0 +1,95 @@
+"""One FastAPI app: the HTTP API at /v1 (and the web UI at / when built), one engine for all.
+
+The engine is loaded when the server starts, never at import. API keys map to users; without a
+key a request gets 401, unless it comes from loopback and the operator allowed that.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from assistant.config import EngineConfig
+from assistant.engine import Engine, load_engine
+from assistant.errors import AssistantError
+from ui.api import ApiError, ApiState, assistant_error_response, error_body, make_api_router
+
+__all__ = ["ServeConfig", "create_app"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    engine: EngineConfig
+    api_keys: dict[str, str] = field(default_factory=dict)  # key -> user name
+    allow_anonymous_loopback: bool = True
+    anonymous_user: str = "local"
+    model_name: str = "assistant"
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
+    """The server app. Pass `engine` to share one already loaded (tests, embedding)."""
+    holder: dict[str, Engine] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        own = engine is None
+        holder["engine"] = engine or load_engine(config.engine)
+        state.engine = holder["engine"]
+        log.info("serving %s", config.model_name)
+        yield
+        if own:
+            holder["engine"].close()
+
+    app = FastAPI(title="assistant", lifespan=lifespan)
+    state = ApiState(engine=engine, model_name=config.model_name)  # engine set at start-up
+
+    async def authenticate(request: Request) -> str:
+        auth = request.headers.get("authorization", "")
+        if auth.lower().startswith("bearer "):
+            key = auth[7:].strip()
+            if key in config.api_keys:
+                return config.api_keys[key]
+            raise ApiError(401, "invalid API key", "invalid_api_key")
+        if config.allow_anonymous_loopback and _is_loopback(request.client.host if request.client else None):
+            return config.anonymous_user
+        raise ApiError(401, "missing API key: send Authorization: Bearer <key>", "invalid_api_key")
+
+    app.include_router(make_api_router(state, authenticate))
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, err: ApiError) -> JSONResponse:
+        return JSONResponse(error_body(err.message, err.code, err.type), status_code=err.status)
+
+    @app.exception_handler(AssistantError)
+    async def assistant_error(_: Request, err: AssistantError) -> JSONResponse:
+        return assistant_error_response(err)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, err: RequestValidationError) -> JSONResponse:
+        return JSONResponse(error_body(f"invalid request: {err.errors()[:1]}", "bad_input"), status_code=400)
+
+    @app.get("/health")
+    async def health() -> dict:
+        eng = holder.get("engine")
+        m = eng.metrics if eng else None
+        return {"status": "ok" if eng else "starting",
+                "turns_done": m.turns_done if m else 0, "max_batch": m.max_batch if m else 0}
+
+    return app
