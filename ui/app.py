@@ -32,6 +32,8 @@ class ServeConfig:
     allow_anonymous_loopback: bool = True
     anonymous_user: str = "local"
     model_name: str = "assistant"
+    data_dir: str | None = None  # None: the platform's user data folder
+    web_ui: bool = True
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -47,6 +49,11 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
     """The server app. Pass `engine` to share one already loaded (tests, embedding)."""
     holder: dict[str, Engine] = {}
 
+    from assistant.config import default_data_dir
+    from memory import open_store
+
+    store = open_store(config.data_dir or default_data_dir())
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         own = engine is None
@@ -56,6 +63,7 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
         yield
         if own:
             holder["engine"].close()
+        store.close()
 
     app = FastAPI(title="assistant", lifespan=lifespan)
     state = ApiState(engine=engine, model_name=config.model_name)  # engine set at start-up
@@ -92,4 +100,12 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
         return {"status": "ok" if eng else "starting",
                 "turns_done": m.turns_done if m else 0, "max_batch": m.max_batch if m else 0}
 
+    if config.web_ui:
+        import gradio as gr
+
+        from ui.web import build_ui
+
+        logins = [(user, key) for key, user in config.api_keys.items()]  # user name + API key as password
+        ui = build_ui(lambda: holder["engine"], store, config.anonymous_user)
+        app = gr.mount_gradio_app(app, ui, path="/", auth=logins or None)
     return app

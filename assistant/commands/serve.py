@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     engine = EngineConfig(profile=profile, model=args.model, architecture=args.architecture, device=args.device)
     name = args.model or (f"tiny-{args.architecture}" if profile.value == "tiny" else profile.value)
     app = create_app(ServeConfig(engine=engine, api_keys=keys,
-                                 allow_anonymous_loopback=not args.no_anonymous_loopback, model_name=name))
+                                 allow_anonymous_loopback=not args.no_anonymous_loopback, model_name=name,
+                                 data_dir=args.data_dir))
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if not args.verbose else "info")
     return 0
