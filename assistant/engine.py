@@ -22,7 +22,7 @@ import torch
 
 from assistant.backends.base import Backend, Stream
 from assistant.config import EngineConfig, Profile
-from assistant.errors import AssistantError, Code, ModelError
+from assistant.errors import AssistantError, BadInput, Code, ModelError
 from assistant.events import AudioChunk, Done, Error, Event, TextDelta, Timings
 from assistant.turns import Request
 
@@ -211,6 +211,9 @@ class Engine:
             return True  # failed
         if not s.done:
             return False
+        if s.error is not None:
+            self._fail(turn, *s.error)
+            return True
         t0 = turn.submitted
         timings = Timings(
             queued_s=(turn.started or t0) - t0,
@@ -271,6 +274,14 @@ def load_backend(config: EngineConfig) -> Backend:
 
         return load_omni_backend(config.model or DEFAULT_OMNI_MODEL, device=config.device,
                                  max_context_tokens=config.max_context_tokens, stream_speech=config.stream_speech)
+    if config.profile == Profile.REMOTE:
+        import os
+
+        from assistant.backends.remote import load_remote_backend
+
+        if not config.model:
+            raise BadInput("the remote profile needs --model http://host:port/v1 (an OpenAI-compatible server)")
+        return load_remote_backend(config.model, os.environ.get("ASSISTANT_REMOTE_API_KEY"))
     try:
         from assistant.backends.cascade import load_cascade_backend
     except ImportError as err:

@@ -133,6 +133,8 @@ async def _json_body(request: Request) -> dict:
 def _voice(voice, state: ApiState) -> str | None:
     if voice is None:
         return None
+    if not state.engine.voices:  # a remote engine: its server checks the voice
+        return str(voice)
     voices = {v.lower(): v for v in state.engine.voices}
     if not isinstance(voice, str) or voice.lower() not in voices:
         raise ApiError(400, f"unknown voice {voice!r}; this model has: {', '.join(state.engine.voices)}",

@@ -30,6 +30,7 @@ class Stream:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     text: str = ""  # the whole reply text so far
+    error: tuple[str, str] | None = None  # (code, message): this turn failed; the others go on
     _pending: list[Event] = field(default_factory=list, repr=False)
 
     @property

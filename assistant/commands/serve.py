@@ -45,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
         raise BadInput("serving beyond loopback needs at least one --api-key")
     profile = resolve_profile(args.profile)
     engine = EngineConfig(profile=profile, model=args.model, architecture=args.architecture, device=args.device)
-    name = args.model or (f"tiny-{args.architecture}" if profile.value == "tiny" else profile.value)
+    name = f"tiny-{args.architecture}" if profile.value == "tiny" else (
+        "remote" if profile.value == "remote" else args.model or profile.value)
     app = create_app(ServeConfig(engine=engine, api_keys=keys,
                                  allow_anonymous_loopback=not args.no_anonymous_loopback, model_name=name,
                                  data_dir=args.data_dir))
