@@ -32,7 +32,8 @@ def server(tmp_path_factory):
     data = tmp_path_factory.mktemp("ui-data")
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "assistant", "serve", "--profile", "tiny", "--port", str(port),
-                             "--data-dir", str(data)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             "--data-dir", str(data), "--max-new-tokens", "12"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -97,7 +98,10 @@ def test_upload_an_image_and_get_an_answer(page, tmp_path):
     page.locator("#chat-input input[type=file]").set_input_files(str(img))
     page.locator("#chat-input textarea").fill("what colour is this?")
     page.locator("#chat-input textarea").press("Enter")
-    page.locator("#chatbot").get_by_text("what colour is this?").wait_for()
+    try:
+        page.locator("#chatbot").get_by_text("what colour is this?").wait_for()
+    finally:
+        shot(page, "chat-image")
     page.locator("#chatbot .message").nth(3).wait_for()
     assert page.locator("#chatbot .message").count() >= 4
 

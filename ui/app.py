@@ -106,6 +106,6 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
         from ui.web import build_ui
 
         logins = [(user, key) for key, user in config.api_keys.items()]  # user name + API key as password
-        ui = build_ui(lambda: holder["engine"], store, config.anonymous_user)
+        ui = build_ui(lambda: holder["engine"], store, config.anonymous_user, config.engine.max_new_tokens)
         app = gr.mount_gradio_app(app, ui, path="/", auth=logins or None)
     return app

@@ -27,7 +27,7 @@ def _error(err: AssistantError) -> gr.Error:
     return gr.Error(err.message)
 
 
-def build_ui(get_engine, store, anonymous_user: str = "local") -> gr.Blocks:
+def build_ui(get_engine, store, anonymous_user: str = "local", max_new_tokens: int = 256) -> gr.Blocks:
     """The Blocks app. `get_engine()` returns the loaded engine (it is loaded at server start-up).
     With a login (the server's API keys), each person sees only their own data."""
     from memory import Persona, create_persona, delete_persona, list_personas
@@ -41,28 +41,30 @@ def build_ui(get_engine, store, anonymous_user: str = "local") -> gr.Blocks:
         engine: Engine = get_engine()
         key = (who(request), persona or "Grok")
         if key not in sessions:
-            sessions[key] = Session(engine, store, user=key[0], persona_name=persona, max_new_tokens=128)
+            sessions[key] = Session(engine, store, user=key[0], persona_name=persona, max_new_tokens=max_new_tokens)
         return sessions[key]
 
     def persona_names(user: str = anonymous_user) -> list[str]:
         return [p.name for p in list_personas(store, store.user(user))]
 
     async def reply(s: Session, turn: Turn, speak: bool, history: list):
+        """Text as it is written; the speech when the reply is complete. (Gradio's streaming
+        player holds the event open until the audio has played, which blocks the next turn.)"""
         text, chunks, rate = "", [], 24_000
         history = [*history, {"role": "assistant", "content": ""}]
         async for ev in s.converse(turn, speak=speak):
             if isinstance(ev, TextDelta):
                 text += ev.text
                 history[-1] = {"role": "assistant", "content": text}
-                yield history, None
+                yield history, gr.skip()
             elif isinstance(ev, AudioChunk):
                 chunks.append(ev.pcm)
                 rate = ev.sample_rate
             elif isinstance(ev, Error):
                 raise gr.Error(ev.message)
             elif isinstance(ev, Done):
-                audio = (rate, (np.concatenate(chunks) * 32767).astype(np.int16)) if chunks else None
-                yield history, audio
+                pcm = np.concatenate(chunks) if chunks else None
+                yield history, (rate, (np.clip(pcm, -1, 1) * 32767).astype(np.int16)) if pcm is not None else None
 
     async def chat(message: dict, history: list, persona: str, speak: bool, request: gr.Request):
         from vision.images import load_image
@@ -73,8 +75,9 @@ def build_ui(get_engine, store, anonymous_user: str = "local") -> gr.Blocks:
         except AssistantError as err:
             raise _error(err) from err
         shown = [*history, {"role": "user", "content": turn.text or "(image)"}]
+        yield {"text": "", "files": []}, shown, gr.skip()  # clear the box once; the person may type on
         async for out in reply(session(persona, request), turn, speak, shown):
-            yield {"text": "", "files": []}, *out
+            yield gr.skip(), *out
 
     async def voice(recording, history: list, persona: str, request: gr.Request):
         from audio.io import SAMPLE_RATE, resample
@@ -152,20 +155,21 @@ def build_ui(get_engine, store, anonymous_user: str = "local") -> gr.Blocks:
                                        placeholder="Ask anything; drop or paste images")
             speak = gr.Checkbox(value=True, label="Spoken reply")
             spoken = gr.Audio(label="Reply", autoplay=True, elem_id="chat-audio")
-            box.submit(chat, [box, bot, persona, speak], [box, bot, spoken])
+            # Many people at once: the engine batches their turns, so Gradio must not queue them.
+            box.submit(chat, [box, bot, persona, speak], [box, bot, spoken], concurrency_limit=None)
         with gr.Tab("Voice"):
             vbot = gr.Chatbot(elem_id="voice-chat", height=300)
             mic = gr.Audio(sources=["microphone"], type="numpy", label="Press record, speak, press stop",
                            elem_id="mic")
             vreply = gr.Audio(label="Reply", autoplay=True, elem_id="voice-audio")
-            mic.stop_recording(voice, [mic, vbot, persona], [vbot, vreply])
+            mic.stop_recording(voice, [mic, vbot, persona], [vbot, vreply], concurrency_limit=None)
         with gr.Tab("Transcribe"):
             upload = gr.File(label="Audio or video", elem_id="transcribe-file", type="filepath")
             fmt = gr.Dropdown(["srt", "vtt", "txt", "json", "tsv"], value="srt", label="Format")
             go = gr.Button("Transcribe", elem_id="transcribe-go")
             text = gr.Textbox(label="Text", lines=6, elem_id="transcript")
             download = gr.File(label="Download", elem_id="transcript-file")
-            go.click(transcribe, [upload, fmt], [text, download])
+            go.click(transcribe, [upload, fmt], [text, download], concurrency_limit=4)
         with gr.Tab("Personas"):
             table = gr.Dataframe(headers=["name", "voice", "style"], interactive=False, elem_id="personas")
             with gr.Row():

@@ -19,6 +19,7 @@ def add_parser(sub, parents) -> None:
                    help="for --profile tiny: which architecture to build")
     p.add_argument("--api-key", action="append", default=[], metavar="KEY[=USER]",
                    help="accept this bearer key (repeatable); KEY=USER maps it to a user")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="longest reply in the web UI, in tokens")
     p.add_argument("--no-anonymous-loopback", action="store_true",
                    help="require a key from loopback clients too")
     p.set_defaults(run=run)
@@ -44,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1") and not keys:
         raise BadInput("serving beyond loopback needs at least one --api-key")
     profile = resolve_profile(args.profile)
-    engine = EngineConfig(profile=profile, model=args.model, architecture=args.architecture, device=args.device)
+    engine = EngineConfig(profile=profile, model=args.model, architecture=args.architecture, device=args.device,
+                          max_new_tokens=args.max_new_tokens)
     name = f"tiny-{args.architecture}" if profile.value == "tiny" else (
         "remote" if profile.value == "remote" else args.model or profile.value)
     app = create_app(ServeConfig(engine=engine, api_keys=keys,
