@@ -139,6 +139,10 @@ def stream_audio(
             if not decoded_any:
                 raise BadInput(f"cannot decode audio from {_name(source)}: the file is corrupt") from err
             log.warning("audio stream ended early (corrupt tail): %s", err)
+        if not decoded_any and not parts:
+            # An audio track that yields no samples at all: a damaged file (random bytes behind a
+            # valid header decode to nothing) or one with no sound in it; either way, say so.
+            raise BadInput(f"cannot decode audio from {_name(source)}: the file is corrupt or holds no samples")
         if parts:
             yield from _split_windows(np.concatenate(parts), window, keep_tail=False, parts=parts)
 

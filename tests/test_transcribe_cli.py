@@ -66,7 +66,8 @@ def test_stdin_prints_the_transcript() -> None:
     [
         ("empty.wav", b"", "empty"),
         ("notes.mp3", b"These are my meeting notes, not audio.\n" * 20, "not a decodable audio file"),
-        ("corrupt.flac", b"fLaC\x00\x00\x00\x22" + os.urandom(4000), "cannot"),
+        *[(f"corrupt{i}.flac", b"fLaC\x00\x00\x00\x22" + np.random.default_rng(i).bytes(4000), "cannot")
+          for i in range(4)],
         ("missing.wav", None, "not found"),
     ],
 )
