@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import base64
 import io
-import socket
-import subprocess
-import sys
 import time
 import wave
 
@@ -17,39 +14,17 @@ import httpx
 import numpy as np
 import openai
 import pytest
+from conftest import start_server, stop_server
 from PIL import Image
 
 KEY = "test-key-0123456789"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server():
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "assistant", "serve", "--profile", "tiny", "--port", str(port),
-                             "--api-key", f"{KEY}=alice", "--no-anonymous-loopback"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).json()["status"] == "ok":
-                break
-        except (httpx.HTTPError, ValueError):
-            time.sleep(0.3)
-        if proc.poll() is not None:
-            pytest.fail(f"server exited: {proc.stdout.read()}")
-    else:
-        proc.kill()
-        pytest.fail("server did not start")
+    proc, url = start_server("--profile", "tiny", "--api-key", f"{KEY}=alice", "--no-anonymous-loopback")
     yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    stop_server(proc)
 
 
 @pytest.fixture(scope="module")

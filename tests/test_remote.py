@@ -5,49 +5,22 @@ from __future__ import annotations
 
 import base64
 import io
-import socket
-import subprocess
-import sys
-import time
 import wave
 
 import httpx
 import openai
 import pytest
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def serve(*args: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "assistant", "serve", "--port", str(port), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).json()["status"] == "ok":
-                return proc, url
-        except (httpx.HTTPError, ValueError):
-            time.sleep(0.3)
-        if proc.poll() is not None:
-            pytest.fail(f"server exited: {proc.stdout.read()}")
-    proc.kill()
-    pytest.fail("server did not start")
+from conftest import start_server, stop_server
 
 
 @pytest.fixture(scope="module")
 def front():
-    back, back_url = serve("--profile", "tiny")
-    front, front_url = serve("--profile", "remote", "--model", f"{back_url}/v1", "--api-key", "front-key-123=ana")
+    back, back_url = start_server("--profile", "tiny")
+    front, front_url = start_server("--profile", "remote", "--model", f"{back_url}/v1",
+                                    "--api-key", "front-key-123=ana")
     yield openai.OpenAI(base_url=f"{front_url}/v1", api_key="front-key-123", max_retries=0, timeout=120), back_url
     for p in (front, back):
-        p.terminate()
-        p.wait(timeout=30)
+        stop_server(p)
 
 
 def test_text_goes_through_the_remote_engine(front):

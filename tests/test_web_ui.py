@@ -8,45 +8,21 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
+from conftest import start_server, stop_server
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     data = tmp_path_factory.mktemp("ui-data")
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "assistant", "serve", "--profile", "tiny", "--port", str(port),
-                             "--data-dir", str(data), "--max-new-tokens", "12"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).json()["status"] == "ok":
-                break
-        except (httpx.HTTPError, ValueError):
-            time.sleep(0.3)
-        if proc.poll() is not None:
-            pytest.fail(f"server exited: {proc.stdout.read()}")
+    proc, url = start_server("--profile", "tiny", "--data-dir", str(data), "--max-new-tokens", "12")
     yield url, data
-    proc.terminate()
-    proc.wait(timeout=30)
+    stop_server(proc)
 
 
 @pytest.fixture(scope="module")
