@@ -112,7 +112,8 @@ class Token2WavStream:
     """Codes in, 24 kHz audio chunks out, with bounded context per chunk."""
 
     def __init__(self, token2wav, speaker: dict, seed: int, first_chunk_codes: int = 8,
-                 chunk_codes: int = 48, left_codes: int = 24, right_codes: int = 12, vocoder_frames: int = 24,
+                 chunk_codes: int = 48, left_codes: int = 24, right_codes: int = 12, first_right_codes: int = 4,
+                 vocoder_frames: int = 24,
                  crossfade_samples: int = 240) -> None:
         self.dit = token2wav.code2wav_dit_model
         self.bigvgan = token2wav.code2wav_bigvgan_model
@@ -124,6 +125,7 @@ class Token2WavStream:
         self.chunk_codes = chunk_codes
         self.left_codes = left_codes
         self.right_codes = right_codes
+        self.first_right_codes = first_right_codes  # less look-ahead for the first chunk: sooner sound
         self.vocoder_frames = vocoder_frames
         self.fade = crossfade_samples
         self.codes: list[int] = []
@@ -194,9 +196,10 @@ class Token2WavStream:
         while True:
             todo = len(self.codes) - self.sent_codes
             want = self.first_chunk_codes if self.sent_codes == 0 else self.chunk_codes
-            if todo <= 0 or (not final and todo < want + self.right_codes):
+            right = self.first_right_codes if self.sent_codes == 0 else self.right_codes
+            if todo <= 0 or (not final and todo < want + right):
                 break
-            n = todo if final and todo < want + self.right_codes else want
+            n = todo if final and todo < want + right else want
             out.append(self._chunk(self.sent_codes, self.sent_codes + n, final))
         if final:
             out.append(self.tail)
