@@ -49,8 +49,16 @@ def run(args: argparse.Namespace) -> int:
                           max_new_tokens=args.max_new_tokens)
     name = f"tiny-{args.architecture}" if profile.value == "tiny" else (
         "remote" if profile.value == "remote" else args.model or profile.value)
-    app = create_app(ServeConfig(engine=engine, api_keys=keys,
-                                 allow_anonymous_loopback=not args.no_anonymous_loopback, model_name=name,
-                                 data_dir=args.data_dir))
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if not args.verbose else "info")
+    from assistant.engine import load_engine
+
+    # Load the model before listening: a missing model is a one-line error, not a server traceback.
+    loaded = load_engine(engine)
+    try:
+        app = create_app(ServeConfig(engine=engine, api_keys=keys,
+                                     allow_anonymous_loopback=not args.no_anonymous_loopback, model_name=name,
+                                     data_dir=args.data_dir), engine=loaded)
+        print(f"serving on http://{args.host}:{args.port} (web UI at /, API at /v1)", flush=True)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if not args.verbose else "info")
+    finally:
+        loaded.close()
     return 0
