@@ -22,7 +22,7 @@ KEY = "test-key-0123456789"
 
 @pytest.fixture(scope="module")
 def server():
-    proc, url = start_server("--profile", "tiny", "--api-key", f"{KEY}=alice", "--no-anonymous-loopback")
+    proc, url = start_server("--profile", "tiny", "--api-key", f"{KEY}=alice")  # anonymous loopback: off by default
     yield url
     stop_server(proc)
 
@@ -125,10 +125,27 @@ def test_transcriptions_in_every_format(client, speech_dir):
 
 
 def test_speech(client):
-    r = client.audio.speech.create(model="tiny-qwen2_5_omni", voice="Ethan", input="Hello there.",
+    r = client.audio.speech.create(model="tiny-qwen2_5_omni", voice="Ethan", input="Hi.",
                                    response_format="wav")
     rate, frames = wav_info(r.content)
     assert rate == 24_000 and frames > 0
+
+
+def test_speech_as_mp3(client):  # every format's encoder: tests/test_audio_encode.py
+    from audio.io import load_audio
+
+    r = client.audio.speech.create(model="tiny-qwen2_5_omni", voice="Chelsie", input="Hi.", response_format="mp3")
+    assert r.response.headers["content-type"] == "audio/mpeg"
+    assert len(load_audio(r.content)) > 1600  # > 0.1 s once decoded at 16 kHz
+
+
+def test_chat_audio_out_as_mp3(client):
+    from audio.io import load_audio
+
+    r = client.chat.completions.create(model="tiny-qwen2_5_omni", max_tokens=6, modalities=["text", "audio"],
+                                       audio={"voice": "Ethan", "format": "mp3"},
+                                       messages=[{"role": "user", "content": "hello"}])
+    assert len(load_audio(base64.b64decode(r.choices[0].message.audio.data))) > 1600
 
 
 def test_no_key_is_401(server):
@@ -150,6 +167,18 @@ def test_no_key_is_401(server):
     (b'{"messages": [{"role": "user", "content": "hi"}], "modalities": ["text", "audio"], '
      b'"audio": {"voice": "Nobody"}}', 400),
     (b'{"messages": [{"role": "user", "content": "' + b"word " * 9000 + b'"}]}', 400),
+    (b'[1, 2]', 400),
+    (b'{"messages": [{"role": "user", "content": "hi"}], "n": 2}', 400),
+    (b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": true}', 400),
+    (b'{"messages": [{"role": "user", "content": [{"type": "text", "text": {"a": 1}}]}]}', 400),
+    (b'{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": null}}]}]}', 400),
+    (b'{"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": 5}}]}]}', 400),
+    (b'{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/a.png"}}]}]}',
+     400),
+    (b'{"messages": [{"role": "user", "content": "hi"}], "modalities": "audio"}', 400),
+    (b'{"messages": [{"role": "user", "content": "hi"}], "modalities": ["text", "audio"], '
+     b'"audio": {"voice": "Ethan", "format": "ogg-vorbis"}}', 400),
+    (b'{"messages": [{"role": "tool", "content": "hi"}]}', 400),
 ])
 def test_bad_requests_are_4xx_json_and_server_survives(server, body, status):
     r = httpx.post(f"{server}/v1/chat/completions", content=body, timeout=120,
@@ -157,6 +186,36 @@ def test_bad_requests_are_4xx_json_and_server_survives(server, body, status):
     assert r.status_code == status, r.text
     assert r.json()["error"]["message"]
     assert httpx.get(f"{server}/v1/models", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+
+
+def test_null_fields_mean_the_defaults(server):
+    r = httpx.post(f"{server}/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"}, timeout=60,
+                   json={"messages": [{"role": "user", "content": "hi"}], "temperature": None, "top_p": None,
+                         "modalities": None, "audio": None, "n": None, "max_tokens": 2})
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 2
+
+
+def test_unknown_routes_methods_and_huge_chunked_bodies_are_json_errors(server):
+    h = {"Authorization": f"Bearer {KEY}"}
+    r = httpx.get(f"{server}/v1/embeddings", headers=h)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    r = httpx.get(f"{server}/v1/chat/completions", headers=h)
+    assert r.status_code == 405 and "POST" in r.json()["error"]["message"]
+
+    def body():  # no Content-Length: the limit is counted as the body arrives
+        yield b'{"messages": [{"role": "user", "content": "'
+        for _ in range(70):
+            yield b"x" * 2**20
+        yield b'"}]}'
+
+    r = httpx.post(f"{server}/v1/chat/completions", content=body(), timeout=60,
+                   headers={**h, "Content-Type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
+    r = httpx.post(f"{server}/v1/audio/speech", headers=h, json={"input": "hi", "voice": "alloy"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "unknown_voice"
+    r = httpx.post(f"{server}/v1/audio/transcriptions", headers=h, files={"file": ("a.wav", b"")},
+                   data={"response_format": "docx"})
+    assert r.status_code == 400
 
 
 def test_oversized_and_wrong_uploads(server):
@@ -169,18 +228,38 @@ def test_oversized_and_wrong_uploads(server):
     assert r.status_code == 400 and "audio" in r.json()["error"]["message"]
 
 
+def wait_for_cancel(server: str, before: dict, timeout_s: float = 10) -> dict:
+    """Poll /health until the engine has counted one more cancelled turn (a 4096-token turn takes ~8 s)."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        now = httpx.get(f"{server}/health").json()
+        if now["turns_cancelled"] > before["turns_cancelled"]:
+            return now
+        time.sleep(0.1)
+    pytest.fail(f"the abandoned turn was not cancelled: {before} -> {now}")
+
+
 def test_client_leaving_mid_stream_cancels_and_server_keeps_serving(server, client):
     h = {"Authorization": f"Bearer {KEY}"}
-    before = httpx.get(f"{server}/health").json()["turns_done"]
+    before = httpx.get(f"{server}/health").json()
     with httpx.stream("POST", f"{server}/v1/chat/completions", headers=h, timeout=60,
-                      json={"messages": [{"role": "user", "content": "a long story"}], "max_tokens": 2000,
+                      json={"messages": [{"role": "user", "content": "a long story"}], "max_tokens": 4096,
                             "stream": True}) as r:
         for i, _ in enumerate(r.iter_lines()):
             if i > 3:
                 break  # hang up
-    time.sleep(1.0)
+    after = wait_for_cancel(server, before)
+    assert after["turns_done"] == before["turns_done"]  # cancelled, not finished
     r = client.chat.completions.create(model="tiny-qwen2_5_omni", max_tokens=3,
                                        messages=[{"role": "user", "content": "still there?"}])
     assert r.choices[0].message.content
-    after = httpx.get(f"{server}/health").json()["turns_done"]
-    assert after == before + 1  # only the new turn finished: the abandoned one was cancelled, not completed
+
+
+def test_client_leaving_before_a_whole_reply_cancels_it(server, client):
+    before = httpx.get(f"{server}/health").json()
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(f"{server}/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"}, timeout=1.0,
+                   json={"messages": [{"role": "user", "content": "a long story"}], "max_tokens": 4096})
+    after = wait_for_cancel(server, before)
+    assert after["turns_done"] == before["turns_done"]
+    assert client.models.list().data

@@ -15,7 +15,7 @@ from conftest import start_server, stop_server
 
 @pytest.fixture(scope="module")
 def front():
-    back, back_url = start_server("--profile", "tiny")
+    back, back_url = start_server("--profile", "tiny", "--allow-anonymous-loopback")
     front, front_url = start_server("--profile", "remote", "--model", f"{back_url}/v1",
                                     "--api-key", "front-key-123=ana")
     yield openai.OpenAI(base_url=f"{front_url}/v1", api_key="front-key-123", max_retries=0, timeout=120), back_url

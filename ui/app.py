@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 class ServeConfig:
     engine: EngineConfig
     api_keys: dict[str, str] = field(default_factory=dict)  # key -> user name
-    allow_anonymous_loopback: bool = True
+    allow_anonymous_loopback: bool = False  # the operator opts in (serve --allow-anonymous-loopback)
     anonymous_user: str = "local"
     model_name: str = "assistant"
     data_dir: str | None = None  # None: the platform's user data folder
@@ -89,6 +89,14 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
     async def assistant_error(_: Request, err: AssistantError) -> JSONResponse:
         return assistant_error_response(err)
 
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, err: Exception) -> JSONResponse:
+        # A bug, not the client's fault: log it, answer in the API's own shape, keep serving.
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            error_body("internal error; see the server log", "internal", "server_error"), status_code=500
+        )
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, err: RequestValidationError) -> JSONResponse:
         return JSONResponse(error_body(f"invalid request: {err.errors()[:1]}", "bad_input"), status_code=400)
@@ -97,8 +105,13 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
     async def health() -> dict:
         eng = holder.get("engine")
         m = eng.metrics if eng else None
-        return {"status": "ok" if eng else "starting",
-                "turns_done": m.turns_done if m else 0, "max_batch": m.max_batch if m else 0}
+        return {
+            "status": "ok" if eng else "starting",
+            "turns_done": m.turns_done if m else 0,
+            "turns_cancelled": m.turns_cancelled if m else 0,
+            "turns_failed": m.turns_failed if m else 0,
+            "max_batch": m.max_batch if m else 0,
+        }
 
     if config.web_ui:
         import gradio as gr

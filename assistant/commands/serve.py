@@ -20,8 +20,9 @@ def add_parser(sub, parents) -> None:
     p.add_argument("--api-key", action="append", default=[], metavar="KEY[=USER]",
                    help="accept this bearer key (repeatable); KEY=USER maps it to a user")
     p.add_argument("--max-new-tokens", type=int, default=256, help="longest reply in the web UI, in tokens")
-    p.add_argument("--no-anonymous-loopback", action="store_true",
-                   help="require a key from loopback clients too")
+    p.add_argument("--allow-anonymous-loopback", action="store_true",
+                   help="let API clients on this machine (loopback) in without a key")
+    p.add_argument("--no-anonymous-loopback", action="store_true", help=argparse.SUPPRESS)  # the default now
     p.set_defaults(run=run)
 
 
@@ -55,9 +56,12 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_engine(engine)
     try:
         app = create_app(ServeConfig(engine=engine, api_keys=keys,
-                                     allow_anonymous_loopback=not args.no_anonymous_loopback, model_name=name,
+                                     allow_anonymous_loopback=args.allow_anonymous_loopback, model_name=name,
                                      data_dir=args.data_dir), engine=loaded)
         print(f"serving on http://{args.host}:{args.port} (web UI at /, API at /v1)", flush=True)
+        if not keys and not args.allow_anonymous_loopback:
+            print("the API answers 401 to every request: add --api-key KEY[=USER] or --allow-anonymous-loopback",
+                  flush=True)
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if not args.verbose else "info")
     finally:
         loaded.close()

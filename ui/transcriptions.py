@@ -1,0 +1,78 @@
+"""`POST /v1/audio/transcriptions`: a multipart upload -> `audio.transcribe` (in a thread) -> OpenAI's formats."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import Request
+from fastapi.responses import PlainTextResponse
+from starlette.datastructures import UploadFile
+
+from assistant.errors import AssistantError
+from ui.errors import ApiError, status_for
+
+__all__ = ["MAX_UPLOAD_BYTES", "RESPONSE_FORMATS", "transcribe_upload"]
+
+MAX_UPLOAD_BYTES = 25 * 1024 * 1024  # as OpenAI's audio endpoints
+
+RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+
+
+async def transcribe_upload(request: Request):
+    """Transcribe the form's `file`; answer in its `response_format`."""
+    size = int(request.headers.get("content-length") or 0)
+    if size > MAX_UPLOAD_BYTES + 1024 * 1024:
+        raise ApiError(413, "the upload is larger than 25 MiB", "too_large")
+    try:
+        form = await request.form(max_part_size=MAX_UPLOAD_BYTES + 1)
+    except Exception as err:  # starlette raises several types for malformed multipart bodies
+        raise ApiError(400, f"expected a multipart/form-data body with a `file`: {err}", "bad_input") from err
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise ApiError(400, "the form needs a `file` field with the audio", "bad_input")
+    data = await upload.read()
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise ApiError(413, "the upload is larger than 25 MiB", "too_large")
+    fmt = _text_field(form, "response_format") or "json"
+    if fmt not in RESPONSE_FORMATS:
+        raise ApiError(400, f"response_format must be one of {', '.join(RESPONSE_FORMATS)}", "bad_input")
+    grains = form.getlist("timestamp_granularities[]") or form.getlist("timestamp_granularities")
+    if not all(isinstance(g, str) for g in grains) or set(grains) - {"word", "segment"}:
+        raise ApiError(400, "timestamp_granularities may be word and/or segment", "bad_input")
+    language = _text_field(form, "language")
+    from audio import transcribe
+    from audio.formats import render
+
+    try:
+        t = await asyncio.to_thread(transcribe, data, language=language, word_timestamps="word" in grains)
+    except AssistantError as err:
+        raise ApiError(status_for(err.code), err.message, str(err.code)) from err
+    if fmt == "text":
+        return PlainTextResponse(t.text + "\n")
+    if fmt in ("srt", "vtt"):
+        return PlainTextResponse(render(t, fmt), media_type="text/plain")
+    if fmt == "json":
+        return {"text": t.text}
+    out = {"task": "transcribe", "language": t.language, "duration": t.duration_s, "text": t.text}
+    if "segment" in grains or not grains:
+        out["segments"] = [
+            {
+                "id": i,
+                "start": s.start,
+                "end": s.end,
+                "text": s.text,
+                "avg_logprob": s.avg_logprob,
+                "no_speech_prob": s.no_speech_prob,
+            }
+            for i, s in enumerate(t.segments)
+        ]
+    if "word" in grains:
+        out["words"] = [{"word": w.text, "start": w.start, "end": w.end} for s in t.segments for w in s.words]
+    return out
+
+
+def _text_field(form, key: str) -> str | None:
+    value = form.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ApiError(400, f"the form field `{key}` must be text, not a file", "bad_input")
+    return value or None
