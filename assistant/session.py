@@ -22,14 +22,17 @@ from memory import (
     Exchange,
     Persona,
     Store,
+    count_tokens,
     get_persona,
     recall,
     remember,
 )
 
-__all__ = ["Session", "default_user"]
+__all__ = ["Session", "default_user", "fit_history"]
 
 log = logging.getLogger(__name__)
+
+HISTORY_ROWS = 200  # stored messages read before fitting the budget
 
 
 def default_user() -> str:
@@ -68,10 +71,13 @@ class Session:
 
     # ------------------------------------------------------------------ read path
     def _history(self) -> list[Message]:
+        """The recent conversation, newest kept, fitted into `history_tokens`."""
         if self.store is None:
-            return list(self.history[-20:])
-        return [Message(m.role, m.text) for m in self.store.history(self._instance, token_budget=self.history_tokens)
-                if m.role in ("user", "assistant") and m.text]
+            self.history = fit_history(self.history, self.history_tokens)  # what no longer fits is dropped
+            return list(self.history)
+        stored = self.store.history(self._instance, limit=HISTORY_ROWS)
+        said = [Message(m.role, m.text) for m in stored if m.role in ("user", "assistant") and m.text]
+        return fit_history(said, self.history_tokens)
 
     def _system(self, query: str) -> str:
         system = self.persona.instructions()
@@ -163,6 +169,21 @@ class Session:
         """Wait until the background fact extraction of earlier turns has finished."""
         if self._pending:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+
+def fit_history(messages: list[Message], token_budget: int) -> list[Message]:
+    """The newest messages whose estimated tokens (memory.count_tokens) fit in `token_budget`,
+    oldest first, starting with a user message (a reply without its question is dropped too)."""
+    out, used = [], 0
+    for message in reversed(messages):
+        used += count_tokens(message.text)
+        if used > token_budget:
+            break
+        out.append(message)
+    out.reverse()
+    while out and out[0].role != "user":
+        out.pop(0)
+    return out
 
 
 def _transcribe(pcm) -> str:

@@ -2,7 +2,7 @@
 
 The session's whole interface:
 
-    store = open_store(data_dir)                          # one per process; thread-safe
+    store = open_store(data_dir, embedder=Embedder())     # one per process; thread-safe
     user = store.user("igor")                             # created on first use
     persona = get_persona(store, user, "Grok")            # NotFound for an unknown name
     instance = store.open_instance(user, persona.name)    # its own conversation
@@ -13,7 +13,7 @@ The session's whole interface:
              instance=instance, extract=model_call)       # in a worker thread, after the reply
 """
 
-from memory.embed import get_embedder
+from memory.embed import Embedder
 from memory.extract import build_extraction_prompt, parse_facts, rule_facts
 from memory.personas import (
     DEFAULT_PERSONA,
@@ -31,6 +31,7 @@ from memory.types import Exchange, Fact, Instance, Memory, RememberResult, Store
 
 __all__ = [
     "DEFAULT_PERSONA",
+    "Embedder",
     "Exchange",
     "Extractor",
     "Fact",
@@ -47,7 +48,6 @@ __all__ = [
     "create_persona",
     "delete_persona",
     "edit_persona",
-    "get_embedder",
     "get_persona",
     "list_personas",
     "open_store",

@@ -137,7 +137,7 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = (
 _FORGET = re.compile(
     r"(?:^|[.!?,]\s*|\bplease |\b(?:can|could|would) you )(?:please )?forget (?:that |about )?([^.!?]{2,})", re.I
 )
-_REMEMBER = re.compile(r"\b(?:remember|(?:do not|don't|never) forget) (?:that )?([^.!?]{2,})", re.I)
+_REMEMBER = re.compile(r"\b(?:remember|(?:do not|don't|never) forget)[,:]?\s+(?:that )?([^.!?]{2,})", re.I)
 
 
 def rule_facts(user_text: str) -> list[Fact]:
@@ -172,10 +172,64 @@ def _slot_text(slot: str, value: str) -> str:
     }[slot]
 
 
+# First person -> third person. A verb right after "I" (adverbs such as "really" in between) takes
+# the third person: "I am" -> "the user is", "I love my dog" -> "the user loves the user's dog".
+_PRONOUNS = {"my": "the user's", "me": "the user", "mine": "the user's", "myself": "the user"}
+_CONTRACTIONS = {  # "I'm" and the like: subject and verb in one word
+    "i'm": "the user is", "i've": "the user has", "i'd": "the user would", "i'll": "the user will",
+}  # fmt: skip
+_IRREGULAR = {
+    "am": "is", "have": "has", "do": "does", "don't": "doesn't", "haven't": "hasn't", "go": "goes",
+    "are": "is", "aren't": "isn't", "'m": "is", "were": "was", "weren't": "wasn't",
+}  # fmt: skip
+# Present-tense verbs that are safe to conjugate (an unknown word, maybe a past tense like
+# "bought", is left alone rather than turned into "boughts").
+_VERB_TEXT = (
+    "like love hate prefer enjoy want need live work own play speak eat drink drive use take study teach "
+    "know think believe wear watch run walk cook sing dance swim ride write paint collect visit miss "
+    "feel hope plan wish dislike avoid keep spend support follow practise practice train volunteer "
+    "attend care suffer struggle sleep wake get make try buy rent share listen"
+)
+_VERBS = frozenset(_VERB_TEXT.split())
+_ADVERB_TEXT = "really also always never still just usually often sometimes actually now truly"
+_ADVERBS = frozenset(_ADVERB_TEXT.split())
+
+
 def _third_person(text: str) -> str:
-    """'my dog is Rex' -> 'The user's dog is Rex' (only the common first-person words)."""
-    swaps = {"i": "the user", "i'm": "the user is", "my": "the user's", "me": "the user", "mine": "the user's"}
-    words = text.split()
-    out = [swaps.get(w.casefold(), w) for w in words]
-    result = " ".join(out)
+    """'I am allergic to nuts' -> 'The user is allergic to nuts.'; 'my dog is Rex' -> "The user's dog is Rex."."""
+    words = text.replace("\u2019", "'").split()
+    out: list[str] = []
+    verb_next = False  # the last subject word was "I": the next verb takes the third person
+    for word in words:
+        core = word.rstrip(",;:")
+        tail = word[len(core) :]
+        low = core.casefold()
+        if low == "i":
+            out.append("the user" + tail)
+            verb_next = not tail
+            continue
+        if low in _CONTRACTIONS:
+            out.append(_CONTRACTIONS[low] + tail)
+            verb_next = False
+            continue
+        if verb_next and low in _ADVERBS:
+            out.append(word)
+            continue
+        if verb_next and (low in _IRREGULAR or low in _VERBS):
+            out.append(_IRREGULAR.get(low) or _third_person_verb(low))
+            out[-1] += tail
+        else:
+            out.append(_PRONOUNS.get(low, core) + tail)
+        verb_next = False
+    result = " ".join(out).rstrip(" ,;:")
+    if result and result[-1] not in ".!?":
+        result += "."
     return result[:1].upper() + result[1:]
+
+
+def _third_person_verb(verb: str) -> str:
+    if verb.endswith(("s", "sh", "ch", "x", "z", "o")):
+        return verb + "es"
+    if verb.endswith("y") and verb[-2:-1] not in ("a", "e", "i", "o", "u"):
+        return verb[:-1] + "ies"
+    return verb + "s"

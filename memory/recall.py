@@ -1,7 +1,7 @@
 """The read path: hybrid recall of a user's memories for a query.
 
-Candidates come from two rankers: cosine similarity over the user's cached float32 embedding
-matrix (one matrix-vector product) and FTS5 BM25 over text indexed with speaker and date.
+Candidates come from two rankers: cosine similarity over the user's in-memory vector index (see
+memory/vectors.py) and FTS5 BM25 over text indexed with speaker and date.
 They are fused as cosine + a saturating BM25 bonus + a small recency bonus (rank fusion would
 weigh a near-useless keyword hit, such as a speaker's name in every line, like a real one), then
 trimmed to `k` and to a token budget. Only the given user's rows are ever read; an instance
@@ -16,10 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-import numpy as np
-
 from assistant.errors import BadInput
-from memory.embed import get_embedder
 from memory.store import Store, count_tokens
 from memory.types import Instance, Memory, User, embedding_text
 
@@ -64,11 +61,13 @@ def recall(
         return []
     _embed_missing(store, user)
     now = time.time() if now is None else now
-    cosines = _vector_candidates(store, user, query, instance)
+    vec = store.embedder.embed_one(query)
+    index = store.vector_index(user)
+    cosines = index.top(vec, CANDIDATES, instance.id if instance is not None else None)
     match = fts_query(query, store.term_documents)
     bm25 = dict(store.fts_search(user, match, CANDIDATES)) if match else {}
     for mid in bm25.keys() - cosines.keys():
-        cosines[mid] = _cosine_of(store, user, query, mid)
+        cosines[mid] = index.cosine(mid, vec) or 0.0
     found = store.get_memories(user, list(cosines))
     ranked: list[Memory] = []
     for mid, memory in found.items():
@@ -108,29 +107,8 @@ def fts_query(text: str, term_documents: Callable[[list[str]], dict[str, int]] |
     return " OR ".join(f'"{w}"' for w in words)
 
 
-def _vector_candidates(store: Store, user: User, query: str, instance: Instance | None) -> dict[int, float]:
-    """{memory id: cosine} for the best CANDIDATES vectors the instance may see."""
-    index = store.vector_index(user)
-    if not len(index.ids):
-        return {}
-    sims = index.matrix @ get_embedder().embed_one(query)
-    if instance is not None:
-        sims = np.where((index.instance_ids == 0) | (index.instance_ids == instance.id), sims, -np.inf)
-    n = min(CANDIDATES, len(sims))
-    top = np.argpartition(-sims, n - 1)[:n]
-    return {int(index.ids[i]): float(sims[i]) for i in top if np.isfinite(sims[i])}
-
-
-def _cosine_of(store: Store, user: User, query: str, memory_id: int) -> float:
-    index = store.vector_index(user)  # cached: same object as for the candidates
-    row = int(np.searchsorted(index.ids, memory_id))
-    if row < len(index.ids) and index.ids[row] == memory_id:
-        return float(index.matrix[row] @ get_embedder().embed_one(query))
-    return 0.0
-
-
 def _embed_missing(store: Store, user: User) -> None:
     """Embed memories stored without a vector (imported in bulk, or written by a lighter process)."""
     while rows := store.unembedded(user):
-        vectors = get_embedder().embed([embedding_text(r["text"], r["kind"], r["speaker"]) for r in rows])
+        vectors = store.embedder.embed([embedding_text(r["text"], r["kind"], r["speaker"]) for r in rows])
         store.set_embeddings(user, [r["id"] for r in rows], vectors)

@@ -16,7 +16,6 @@ from collections.abc import Callable
 import numpy as np
 
 from assistant.errors import AssistantError, BadInput
-from memory.embed import get_embedder
 from memory.extract import build_extraction_prompt, parse_facts, rule_facts
 from memory.recall import recall
 from memory.store import NewMemory, Store, VectorIndex
@@ -54,10 +53,10 @@ def remember(
         facts += [f for f in model_facts if f.key not in seen and _norm(f.text) not in seen]
     if not facts:
         return RememberResult(rejected=tuple(rejected))
-    vectors = get_embedder().embed([f.text for f in facts])  # facts embed as plain text (see embedding_text)
+    vectors = store.embedder.embed([f.text for f in facts])  # facts embed as plain text (see embedding_text)
     replaced = np.zeros_like(vectors)  # vectors of the facts a correction names, made before the write lock
     if any(f.replaces for f in facts):
-        replaced = get_embedder().embed([f.replaces or "" for f in facts])
+        replaced = store.embedder.embed([f.replaces or "" for f in facts])
     result = _apply(store, user, instance, exchange, facts, vectors, replaced)
     return RememberResult(
         added=result.added,
@@ -99,21 +98,21 @@ def _apply(
     added, superseded, deleted, duplicates, rejected = [], [], [], [], []
     with store.transaction() as db:
         index = store.vector_index(user)  # read under the write lock: no other writer can interleave
+        scope = instance.id if instance is not None else 0  # what this instance sees (0: user-wide only)
         for n, (fact, vec) in enumerate(zip(facts, vectors, strict=True)):
             instance_id = instance.id if (instance is not None and fact.scope == "instance") else None
-            visible = (index.instance_ids == 0) | (index.instance_ids == (instance.id if instance else -1))
-            sims = np.where(visible, index.matrix @ vec, -1.0) if len(index.ids) else np.zeros(0, np.float32)
+            ids, sims = index.cosines(vec, scope)
             if fact.action == "delete":
                 for i in np.flatnonzero(sims >= FORGET_SIM):
-                    if store.retire(db, user, int(index.ids[i]), "deleted", exchange.message_id):
-                        deleted.append(int(index.ids[i]))
+                    if store.retire(db, user, int(ids[i]), "deleted", exchange.message_id):
+                        deleted.append(int(ids[i]))
                 continue
             same_slot = store.active_by_key(db, user, fact.key, instance_id) if fact.key else []
             if any(_norm(r["text"]) == _norm(fact.text) for r in same_slot):
                 duplicates.append(int(same_slot[0]["id"]))
                 continue
             if not fact.key and len(sims) and sims.max() >= DUPLICATE_SIM:
-                duplicates.append(int(index.ids[int(sims.argmax())]))
+                duplicates.append(int(ids[int(sims.argmax())]))
                 continue
             if any(_norm(fact.text) == _norm(f.text) for f in facts[:n] if f.action == "add"):
                 continue  # the same fact twice in one answer
@@ -127,7 +126,7 @@ def _apply(
             added.append(new_id)
             old_ids = [int(r["id"]) for r in same_slot]
             if fact.replaces and not old_ids:
-                old_ids = _closest(index, replaced[n], visible)
+                old_ids = _closest(index, replaced[n], scope)
             for old in old_ids:
                 if store.retire(db, user, old, "superseded", exchange.message_id, replaced_by=new_id):
                     superseded.append(old)
@@ -135,13 +134,13 @@ def _apply(
     return RememberResult(tuple(added), tuple(superseded), tuple(deleted), tuple(duplicates), tuple(rejected))
 
 
-def _closest(index: VectorIndex, vec: np.ndarray, visible: np.ndarray) -> list[int]:
+def _closest(index: VectorIndex, vec: np.ndarray, scope: int) -> list[int]:
     """The stored fact a stated correction refers to, if one is close enough."""
-    if not len(index.ids):
+    ids, sims = index.cosines(vec, scope)
+    if not len(ids):
         return []
-    sims = np.where(visible, index.matrix @ vec, -1.0)
     best = int(sims.argmax())
-    return [int(index.ids[best])] if sims[best] >= CORRECTS_SIM else []
+    return [int(ids[best])] if sims[best] >= CORRECTS_SIM else []
 
 
 def _norm(text: str) -> str:

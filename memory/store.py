@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from assistant.errors import BadInput, NotFound
-from memory.embed import DIM
+from memory.embed import DIM, Embedder
 from memory.schema import connect, migrate
 from memory.types import MAX_MEMORY_CHARS, Instance, Memory, StoredMessage, User, index_text, iso
+from memory.vectors import VectorIndex
 
 __all__ = ["NewMemory", "Store", "VectorIndex", "open_store"]
 
@@ -33,11 +34,14 @@ _MEMORY_COLUMNS = (
 )
 
 
-def open_store(data_dir: str | Path) -> Store:
-    """Open (creating and migrating) the database in `data_dir`."""
+def open_store(data_dir: str | Path, embedder: Embedder | None = None) -> Store:
+    """Open (creating and migrating) the database in `data_dir`.
+
+    `embedder` is shared with whoever else holds it (one per process is enough); without one the
+    store loads its own on first use."""
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    return Store(data_dir)
+    return Store(data_dir, embedder)
 
 
 def check_name(name: str, what: str = "name") -> str:
@@ -66,27 +70,26 @@ class NewMemory:
     embedding: np.ndarray | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class VectorIndex:
-    """The active, embedded memories of one user as arrays, rebuilt when the user's memories change."""
-
-    version: int
-    ids: np.ndarray  # int64 (n,)
-    instance_ids: np.ndarray  # int64 (n,), 0: user-wide
-    said_at: np.ndarray  # float64 (n,), unix seconds
-    matrix: np.ndarray  # float32 (n, DIM), unit rows
-
-
 class Store:
     """The assistant's database. Use `open_store(data_dir)`; close it, or use it as a context manager."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, embedder: Embedder | None = None) -> None:
         self.data_dir = data_dir
         self.path = data_dir / DB_NAME
         self._conn = connect(str(self.path))
         self._lock = threading.RLock()
-        self._vectors: dict[int, VectorIndex] = {}
+        self._vectors: dict[int, tuple[float, VectorIndex]] = {}  # user id -> (user's created_at, index)
+        self._embedder = embedder
+        self._embedder_lock = threading.Lock()
         migrate(self._conn)
+
+    @property
+    def embedder(self) -> Embedder:
+        """The sentence embedder recall and the write path use (loaded on first use if none was given)."""
+        with self._embedder_lock:
+            if self._embedder is None:
+                self._embedder = Embedder()
+            return self._embedder
 
     def close(self) -> None:
         with self._lock:
@@ -236,7 +239,8 @@ class Store:
     def insert_memory(
         self, db: sqlite3.Connection, user: User, item: NewMemory, now: float, message_id: int | None
     ) -> int:
-        """Inside a transaction: insert one memory with its index entry and an 'add' history row."""
+        """Inside a transaction: insert one memory with its index entry and an 'add' history row.
+        Every memory row is inserted here (it stamps `changed`; see migration 3)."""
         _check_memory_text(item.text)
         said_at = now if item.said_at is None else float(item.said_at)
         if item.instance_id is not None:
@@ -246,9 +250,10 @@ class Store:
         blob = None if item.embedding is None else np.asarray(item.embedding, np.float32).reshape(DIM).tobytes()
         cur = db.execute(
             "INSERT INTO memories (user_id, instance_id, kind, key, text, speaker, said_at, source_id, embedding,"
-            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " created_at, updated_at, changed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+            " (SELECT mem_version + 1 FROM users WHERE id = ?))",  # see migration 3
             (user.id, item.instance_id, item.kind, item.key, item.text, item.speaker, said_at, item.source_id, blob,
-             now, now),
+             now, now, user.id),
         )  # fmt: skip
         mid = int(cur.lastrowid)
         db.execute(
@@ -359,26 +364,31 @@ class Store:
             self.bump(db, user)
 
     def vector_index(self, user: User) -> VectorIndex:
-        """The user's embedded active memories as arrays; cached until the user's memories change."""
+        """The user's embedded active memories as an in-memory index, kept up to date by reading only
+        the rows changed since it was last used (by this process or any other; see migration 3)."""
         with self._lock:
-            version = self._conn.execute("SELECT mem_version FROM users WHERE id = ?", (user.id,)).fetchone()
-            version = -1 if version is None else version[0]
+            row = self._conn.execute("SELECT mem_version, created_at FROM users WHERE id = ?", (user.id,)).fetchone()
+            if row is None:  # erased (perhaps by another process)
+                self._vectors.pop(user.id, None)
+                return VectorIndex(-1)
+            version, born = row
             cached = self._vectors.get(user.id)
-            if cached is not None and cached.version == version:
-                return cached
-            rows = self._conn.execute(
-                "SELECT id, COALESCE(instance_id, 0), said_at, embedding FROM memories"
-                " WHERE user_id = ? AND status = 'active' AND embedding IS NOT NULL ORDER BY id",
+            if cached is not None and cached[0] == born and cached[1].version <= version:
+                index = cached[1]
+                if index.version < version:
+                    index.apply(self._conn.execute(
+                        "SELECT id, status, COALESCE(instance_id, 0), embedding FROM memories"
+                        " WHERE user_id = ? AND changed > ?",
+                        (user.id, index.version),
+                    ))  # fmt: skip
+                    index.version = version
+                return index
+            index = VectorIndex(version, self._conn.execute(
+                "SELECT id, COALESCE(instance_id, 0), embedding FROM memories"
+                " WHERE user_id = ? AND status = 'active' AND embedding IS NOT NULL",
                 (user.id,),
-            ).fetchall()
-            index = VectorIndex(
-                version=version,
-                ids=np.fromiter((r[0] for r in rows), np.int64, len(rows)),
-                instance_ids=np.fromiter((r[1] for r in rows), np.int64, len(rows)),
-                said_at=np.fromiter((r[2] for r in rows), np.float64, len(rows)),
-                matrix=np.frombuffer(b"".join(r[3] for r in rows), np.float32).reshape(len(rows), DIM),
-            )
-            self._vectors[user.id] = index
+            ))  # fmt: skip
+            self._vectors[user.id] = (born, index)
             return index
 
     def active_by_key(self, db: sqlite3.Connection, user: User, key: str, instance_id: int | None) -> list[sqlite3.Row]:
@@ -412,8 +422,14 @@ class Store:
 
 
 def count_tokens(text: str) -> int:
-    """A cheap token estimate (about 4 characters a token), used to fit budgets."""
-    return len(text) // 4 + 1
+    """A cheap token estimate used to fit budgets (Qwen2.5's tokenizer, measured: about 4 ASCII
+    characters a token, 2.5 Cyrillic or Arabic ones, and one Chinese or Japanese character;
+    counting every script like English let a Chinese history 2.7 times too long through)."""
+    if text.isascii():
+        return len(text) // 4 + 1
+    wide = sum(1 for ch in text if ch >= "\u2e80")  # CJK and beyond
+    ascii_chars = len(text.encode("ascii", "ignore"))
+    return ascii_chars // 4 + int((len(text) - ascii_chars - wide) / 2.5) + wide + 1
 
 
 def _check_memory_text(text: str) -> None:

@@ -13,10 +13,11 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from memory import Exchange, create_persona, list_personas, open_store, recall, remember
+from memory import Embedder, Exchange, create_persona, list_personas, open_store, recall, remember
 from memory.personas import Persona
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,6 +124,11 @@ def test_two_processes_append_at_once_and_every_row_lands(tmp_path):
     assert texts == {f"{t} {i}" for t in ("a", "b") for i in range(150)}
 
 
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    return Embedder()  # one model for every store of the property test, as a server shares one
+
+
 WORDS = ["coffee", "garden", "piano", "Berlin", "allergy", "sister", "marathon", "salary", "password", "doctor"]
 
 
@@ -139,7 +145,7 @@ WORDS = ["coffee", "garden", "piano", "Berlin", "allergy", "sister", "marathon",
     ),
     seed=st.integers(0, 10_000),
 )
-def test_nothing_ever_crosses_users(tmp_path_factory, plan, seed):
+def test_nothing_ever_crosses_users(tmp_path_factory, embedder, plan, seed):
     """Users write memories, messages and personas in parallel; every read stays inside its owner."""
     data_dir = tmp_path_factory.mktemp("iso")
     names = [f"user{i}-{seed}" for i in range(len(plan))]
@@ -153,7 +159,7 @@ def test_nothing_ever_crosses_users(tmp_path_factory, plan, seed):
             errors.append(err)
 
     def _write(name: str, items: list) -> None:
-        with open_store(data_dir) as s:
+        with open_store(data_dir, embedder) as s:
             user = s.user(name)
             create_persona(s, user, Persona(name=f"P{name}", style=f"style of {name}"))
             for w1, w2, inst_no, private in items:
@@ -169,7 +175,7 @@ def test_nothing_ever_crosses_users(tmp_path_factory, plan, seed):
     for t in threads:
         t.join()
     assert errors == []
-    with open_store(data_dir) as s:
+    with open_store(data_dir, embedder) as s:
         for name in names:
             user = s.user(name, create=False)
             others = [n for n in names if n != name]

