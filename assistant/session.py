@@ -90,6 +90,11 @@ class Session:
             system += f"\nWhat you remember about {self._user.name} (use it when relevant):\n{facts}"
         return system
 
+    def system_prompt(self, query: str) -> str:
+        """The persona's instructions plus what is remembered about the user that bears on `query`
+        (the API uses it for a client's own conversation)."""
+        return self._system(query)
+
     def request_for(self, turn: Turn, speak: bool = True, voice: str | None = None,
                     seed: int | None = None, temperature: float = 0.0) -> Request:
         """The request the engine gets for `turn`: persona + memories, recent history, the turn."""
@@ -109,8 +114,11 @@ class Session:
 
     # ------------------------------------------------------------------ a turn
     async def converse(self, turn: Turn, speak: bool = True, voice: str | None = None,
-                       seed: int | None = None) -> AsyncIterator[Event]:
-        """Submit one turn and yield its events; the exchange is stored when it is done."""
+                       seed: int | None = None, record: bool = True) -> AsyncIterator[Event]:
+        """Submit one turn and yield its events; the exchange is stored when it is done.
+
+        With `record=False` the caller stores it with `record()` (the voice loop does, once it
+        knows how much of the reply was heard)."""
         request = self.request_for(turn, speak=speak, voice=voice, seed=seed)
         heard = ""
         async for event in self.engine.stream(request):
@@ -118,21 +126,29 @@ class Session:
             if isinstance(event, Transcript):
                 heard = event.text  # the backend's own ASR (cascade): no second transcription
             elif isinstance(event, Done):
-                self._record(turn, event, heard)
+                if record:
+                    self.record(turn, event.text, heard=heard, done=event)
             elif isinstance(event, Error):
                 return
 
-    def _record(self, turn: Turn, done: Done, heard: str = "") -> None:
+    def record(self, turn: Turn, reply: str, heard: str = "", done: Done | None = None,
+               interrupted: bool = False, extra_timings: dict | None = None) -> None:
+        """Store one exchange: what the user said and the reply (as far as it was heard when
+        `interrupted`); then extract facts from it off the latency path. Needs a running loop."""
         said = turn.text or heard
         if self.store is None:
-            self.history += [Message("user", said or "(spoken message)"), Message("assistant", done.text)]
+            self.history += [Message("user", said or "(spoken message)"), Message("assistant", reply)]
             return
-        timings = {"first_text_s": done.timings.first_text_s, "first_audio_s": done.timings.first_audio_s,
-                   "total_s": done.timings.total_s}
-        user_msg = self.store.append_message(self._instance, "user", said, turn_id=done.turn_id)
-        self.store.append_message(self._instance, "assistant", done.text, timings=timings, turn_id=done.turn_id)
+        timings = dict(extra_timings or {})
+        if done is not None:
+            timings |= {"first_text_s": done.timings.first_text_s, "first_audio_s": done.timings.first_audio_s,
+                        "total_s": done.timings.total_s}
+        turn_id = done.turn_id if done is not None else None
+        user_msg = self.store.append_message(self._instance, "user", said, turn_id=turn_id)
+        self.store.append_message(self._instance, "assistant", reply, timings=timings, turn_id=turn_id,
+                                  interrupted=interrupted)
         # Fact extraction runs in a worker thread: the reply is never delayed by it.
-        task = asyncio.get_running_loop().run_in_executor(None, self._remember, turn, said, done.text, user_msg)
+        task = asyncio.get_running_loop().run_in_executor(None, self._remember, turn, said, reply, user_msg)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 

@@ -11,7 +11,7 @@ import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
@@ -19,6 +19,7 @@ from assistant.config import EngineConfig
 from assistant.engine import Engine, load_engine
 from assistant.errors import AssistantError
 from ui.api import ApiError, ApiState, assistant_error_response, error_body, make_api_router
+from ui.realtime import make_realtime_router
 
 __all__ = ["ServeConfig", "create_app"]
 
@@ -80,6 +81,18 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
         raise ApiError(401, "missing API key: send Authorization: Bearer <key>", "invalid_api_key")
 
     app.include_router(make_api_router(state, authenticate))
+
+    def identify(ws: WebSocket) -> str | None:
+        """The realtime socket's user: a Bearer key, or `?api_key=` (browsers cannot set headers)."""
+        auth = ws.headers.get("authorization", "")
+        key = auth[7:].strip() if auth.lower().startswith("bearer ") else ws.query_params.get("api_key")
+        if key:
+            return config.api_keys.get(key)
+        if config.allow_anonymous_loopback and _is_loopback(ws.client.host if ws.client else None):
+            return config.anonymous_user
+        return None
+
+    app.include_router(make_realtime_router(lambda: holder["engine"], store, identify, config.engine.max_new_tokens))
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, err: ApiError) -> JSONResponse:

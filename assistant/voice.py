@@ -1,0 +1,337 @@
+"""A spoken conversation over a live audio stream: turn detection, replies, barge-in.
+
+`VoiceConversation` is the one state machine behind `assistant talk` (in process) and the
+realtime WebSocket of `assistant serve`: microphone audio goes in (`feed`), protocol events and
+reply audio come out through two callbacks, and the player on the other side reports back what
+it played (`playback_started` / `playback_done`). The events are the realtime protocol's
+(`assistant/realtime.py` documents them); positions are seconds of the input stream.
+
+- End of turn: `audio.endpoint.Endpointer` (webrtcvad, pre-roll, blips ignored).
+- The utterance goes to the session as audio: the core model hears it itself.
+- Barge-in: at a speech onset the player pauses at once (`speech.started`); if it was only a blip
+  it resumes (`speech.ignored`); if it is speech the reply is cancelled (`response.cancelled`), the
+  player flushes, and the history stores the reply as interrupted, with only what was heard.
+- A reply cancelled before a sound of it was played is not a turn: the user was still talking
+  (a pause mid-sentence), so their two utterances go to the model as one.
+- Echo: while the reply is audible, the endpointer's gate rises (see `EndpointConfig`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from assistant.errors import AssistantError
+from assistant.events import AudioChunk, Done, Error, TextDelta, Transcript
+from assistant.session import Session
+from assistant.turns import Turn, new_turn_id
+from audio.endpoint import SAMPLE_RATE, Blip, End, EndpointConfig, Endpointer, Onset, Start
+
+__all__ = ["STATES", "VoiceConversation"]
+
+log = logging.getLogger(__name__)
+
+STATES = ("listening", "hearing", "thinking", "speaking")
+WORDS_PER_S = 2.5  # speaking rate, to place a cut in a reply whose audio is not all made yet
+MERGE_GAP_S = 0.3  # silence put between two utterances that make one turn
+
+
+@dataclass
+class _Reply:
+    id: str
+    turn: Turn
+    user_audio: np.ndarray | None
+    text: list[str] = field(default_factory=list)
+    heard: str = ""  # the user's words, when the backend transcribed them
+    audio_s: float = 0.0  # reply audio generated
+    done: Done | None = None
+    failed: bool = False
+    audible: bool = False  # the player started playing it
+    cancelled: bool = False
+    task: asyncio.Task | None = None
+    first_sent: float | None = None  # loop time the first audio went out (players that do not report)
+    estimate: asyncio.TimerHandle | None = None
+
+
+class VoiceConversation:
+    """One live conversation. Call everything from the event loop that created it."""
+
+    def __init__(self, session: Session, send: Callable[[dict], None],
+                 send_audio: Callable[[str, np.ndarray, int], None],
+                 endpoint: EndpointConfig | None = None, speak: bool = True, voice: str | None = None,
+                 turn_detection: str = "server", player_reports: bool = True) -> None:
+        self.session = session
+        self._send = send
+        self._send_audio = send_audio
+        self.endpointer = Endpointer(endpoint)
+        self.speak = speak
+        self.voice = voice
+        self.turn_detection = turn_detection  # "server" (VAD) or "manual" (push-to-talk)
+        self.player_reports = player_reports  # False: assume replies play in real time once sent
+        self._reply: _Reply | None = None
+        self._carry: np.ndarray | None = None  # an utterance whose reply was cut before it was heard
+        self._state = ""
+        self._manual_open = False
+        self._saving: set[asyncio.Task] = set()
+        self._pending_cut: _Reply | None = None  # cut while audible: waits for the player's played_s
+        self._hearing = False
+        self.turns = 0
+        self._set_state("listening")
+
+    # ------------------------------------------------------------------ input side
+    def feed(self, pcm: np.ndarray) -> None:
+        """Microphone audio: int16 (or float32 in [-1, 1]) mono 16 kHz, any length."""
+        if self.turn_detection == "manual":
+            if self._manual_open:
+                self.endpointer.feed(pcm)  # collected; taken whole at commit()
+            else:
+                self.endpointer.position += len(pcm)
+            return
+        for event in self.endpointer.feed(pcm):
+            self._on_endpoint(event)
+
+    def begin(self) -> None:
+        """Push-to-talk pressed: start collecting an utterance (and stop any reply)."""
+        self.endpointer.reset()
+        self._manual_open = True
+        self._send({"type": "speech.started", "at_s": self._pos_s(self.endpointer.position)})
+        self._interrupt()
+        self._hearing = True
+        self._update_state()
+
+    def commit(self) -> None:
+        """End the utterance now (push-to-talk released, or the client decided)."""
+        end = self.endpointer.take_all() if self.turn_detection == "manual" else self.endpointer.commit()
+        self._manual_open = False
+        if end is None or len(end.pcm) < SAMPLE_RATE * 0.1:
+            self._hearing = False
+            self._update_state()
+            return
+        self._on_endpoint(end)
+
+    def set_endpoint(self, config: EndpointConfig) -> None:
+        """New turn-detection settings; the stream position carries on."""
+        old = self.endpointer
+        self.endpointer = Endpointer(config)
+        self.endpointer.position, self.endpointer.playing = old.position, old.playing
+
+    def error(self, message: str, code: str = "bad_input") -> None:
+        """Tell the client its message was wrong; the conversation goes on."""
+        self._send({"type": "error", "code": code, "message": message})
+
+    def text(self, text: str) -> None:
+        """A typed turn in the same conversation."""
+        self._interrupt()
+        self._respond(Turn(text=text), None)
+
+    def cancel(self) -> None:
+        """The client asked to stop the reply."""
+        self._interrupt()
+
+    def playback_started(self, reply_id: str) -> None:
+        r = self._reply
+        if r is not None and r.id == reply_id and not r.cancelled:
+            r.audible = True
+            self.endpointer.playing = True
+            self._update_state()
+
+    def playback_done(self, reply_id: str, played_s: float, interrupted: bool = False) -> None:
+        """The player finished (or, after `response.cancelled`, stopped) a reply."""
+        self.endpointer.playing = False
+        r = self._reply
+        if r is not None and r.id == reply_id and not r.cancelled:
+            self._finish(r, played_s, interrupted=interrupted)
+        elif self._pending_cut is not None and self._pending_cut.id == reply_id:
+            cut, self._pending_cut = self._pending_cut, None
+            self._save(cut, played_s, interrupted=True)
+        self._update_state()
+
+    async def close(self) -> None:
+        """The conversation ends (Ctrl+C, the socket closed): stop the reply, save, wait for memory."""
+        r = self._reply
+        if r is not None:
+            self._reply = None
+            if r.task is not None:
+                r.task.cancel()
+            if r.audible or r.done is not None:
+                self._save(r, self._heard_estimate(r) if r.audible else 0.0, interrupted=True)
+        if self._saving:
+            await asyncio.gather(*self._saving, return_exceptions=True)
+        await self.session.wait_for_memory()
+
+    # ------------------------------------------------------------------ turn detection
+    def _on_endpoint(self, event) -> None:
+        if isinstance(event, Onset):
+            self._send({"type": "speech.started", "at_s": self._pos_s(event.at)})
+        elif isinstance(event, Blip):
+            self._send({"type": "speech.ignored", "at_s": self._pos_s(event.at)})
+        elif isinstance(event, Start):
+            self._interrupt()
+            self._hearing = True
+            self._update_state()
+        elif isinstance(event, End):
+            self._hearing = False
+            self._send({"type": "speech.stopped", "start_s": self._pos_s(event.start),
+                        "end_s": self._pos_s(event.end), "forced": event.forced})
+            audio = event.pcm
+            if self._carry is not None:
+                gap = np.zeros(int(MERGE_GAP_S * SAMPLE_RATE), dtype=np.float32)
+                audio = np.concatenate([self._carry, gap, audio])
+                self._carry = None
+            self._respond(Turn(audio=audio), audio)
+
+    def _interrupt(self) -> None:
+        """Stop the reply in progress (a barge-in, a new typed turn, a cancel)."""
+        r = self._reply
+        if r is None:
+            return
+        self._reply = None
+        r.cancelled = True
+        if r.task is not None and not r.task.done():
+            r.task.cancel()
+        if r.estimate is not None:
+            r.estimate.cancel()
+        if r.audible:
+            # it was being heard: the player says how much once it has stopped
+            if self.player_reports:
+                self._pending_cut = r  # before the event: an in-process player answers at once
+            self._send({"type": "response.cancelled", "id": r.id})
+            if not self.player_reports:
+                self._save(r, self._heard_estimate(r), interrupted=True)
+        else:
+            # nothing of it was heard: the user was not finished; their words join the next turn
+            self._send({"type": "response.cancelled", "id": r.id})
+            self._carry = r.user_audio
+        self.endpointer.playing = False
+
+    # ------------------------------------------------------------------ replies
+    def _respond(self, turn: Turn, user_audio: np.ndarray | None) -> None:
+        r = _Reply(new_turn_id(), turn, user_audio)
+        self._reply = r
+        self.turns += 1
+        self._send({"type": "response.started", "id": r.id})
+        self._set_state("thinking")
+        r.task = asyncio.get_running_loop().create_task(self._generate(r))
+
+    async def _generate(self, r: _Reply) -> None:
+        try:
+            async for ev in self.session.converse(r.turn, speak=self.speak, voice=self.voice, record=False):
+                if r.cancelled:
+                    return
+                if isinstance(ev, TextDelta):
+                    r.text.append(ev.text)
+                    self._send({"type": "text.delta", "id": r.id, "text": ev.text})
+                elif isinstance(ev, AudioChunk):
+                    r.audio_s += ev.duration_s
+                    self._send_audio(r.id, ev.pcm, ev.sample_rate)
+                    if not self.player_reports and not r.audible:
+                        r.audible, r.first_sent = True, asyncio.get_running_loop().time()
+                        self.endpointer.playing = True
+                        self._update_state()
+                elif isinstance(ev, Transcript):
+                    r.heard = ev.text
+                    self._send({"type": "transcript", "id": r.id, "text": ev.text})
+                elif isinstance(ev, Done):
+                    r.done = ev
+                    t = ev.timings
+                    self._send({"type": "response.done", "id": r.id, "text": ev.text, "audio_s": t.audio_s,
+                                "timings": {"first_text_s": t.first_text_s, "first_audio_s": t.first_audio_s,
+                                            "total_s": t.total_s}})
+                elif isinstance(ev, Error):
+                    r.failed = True
+                    self._send({"type": "error", "id": r.id, "code": ev.code, "message": ev.message})
+        except asyncio.CancelledError:
+            raise
+        except AssistantError as err:
+            r.failed = True
+            self._send({"type": "error", "id": r.id, "code": str(err.code), "message": str(err)})
+        except Exception as err:  # a bug: the conversation goes on
+            log.exception("reply failed")
+            r.failed = True
+            self._send({"type": "error", "id": r.id, "code": "internal", "message": f"the reply failed: {err}"})
+        if r.cancelled or self._reply is not r:
+            return
+        if r.failed:
+            self._reply = None
+            self._update_state()
+        elif r.audio_s == 0:
+            self._finish(r, 0.0)  # nothing to play (a text-only reply)
+        elif not self.player_reports:
+            # nobody tells us when it has played: assume real time from the first chunk on
+            r.estimate = asyncio.get_running_loop().call_later(
+                r.audio_s, lambda: self._reply is r and self._finish(r, r.audio_s))
+        self._update_state()
+
+    def _finish(self, r: _Reply, played_s: float, interrupted: bool = False) -> None:
+        if self._reply is r:
+            self._reply = None
+        if interrupted:  # the player stopped it (its user quit): make no more of it
+            r.cancelled = True
+            if r.task is not None and not r.task.done():
+                r.task.cancel()
+        self._save(r, played_s, interrupted=interrupted)
+        self._update_state()
+
+    @staticmethod
+    def _heard_estimate(r: _Reply) -> float:
+        """How much of a reply was heard when the player cannot say: real time since it began."""
+        if r.first_sent is None:
+            return 0.0
+        return max(0.0, min(r.audio_s, asyncio.get_running_loop().time() - r.first_sent))
+
+    def _save(self, r: _Reply, played_s: float, interrupted: bool) -> None:
+        text = "".join(r.text).strip()
+        if interrupted:
+            text = _heard_part(text, played_s, r.audio_s, complete=r.done is not None)
+        try:
+            self.session.record(r.turn, text, heard=r.heard, done=r.done, interrupted=interrupted,
+                                extra_timings={"played_s": round(played_s, 3)})
+        except Exception:  # a full disk must not end the conversation
+            log.exception("saving the turn failed")
+            self._send({"type": "error", "id": r.id, "code": "internal", "message": "the turn could not be saved"})
+            return
+        self._send({"type": "turn.saved", "id": r.id, "interrupted": interrupted, "text": text,
+                    "played_s": round(played_s, 3)})
+
+    # ------------------------------------------------------------------ state
+    def _update_state(self) -> None:
+        r = self._reply
+        if self._hearing:
+            self._set_state("hearing")
+        elif r is None:
+            self._set_state("listening")
+        elif r.audible:
+            self._set_state("speaking")
+        else:
+            self._set_state("thinking")
+
+    def _set_state(self, state: str) -> None:
+        if state != self._state:
+            self._state = state
+            self._send({"type": "state", "state": state})
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @staticmethod
+    def _pos_s(samples: int) -> float:
+        return round(samples / SAMPLE_RATE, 4)
+
+
+def _heard_part(text: str, played_s: float, audio_s: float, complete: bool) -> str:
+    """The words of `text` the user heard before the cut, marked as cut short."""
+    words = text.split()
+    if not words or played_s <= 0:
+        return "…"
+    if complete and audio_s > 0:
+        n = math.ceil(len(words) * min(1.0, played_s / audio_s))
+    else:  # audio still being made: place the cut by a usual speaking rate
+        n = math.ceil(played_s * WORDS_PER_S)
+    n = max(0, min(len(words), n))
+    return " ".join(words[:n]) + " …"  # cut short, even if every word had been said

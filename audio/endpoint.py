@@ -1,0 +1,243 @@
+"""Where a spoken turn begins and ends, in a live 16 kHz stream: webrtcvad plus a level gate.
+
+Feed 10 ms frames to `Endpointer.push`; it answers with events, each placed by its sample
+position in the stream:
+
+- `Onset`: a run of speech frames began (a candidate: a front end pauses its playback here, so a
+  barge-in is heard at once);
+- `Blip`: the candidate died before it was long enough to be a turn (a cough, a click): resume;
+- `Start`: the candidate is speech (at least `min_speech_s` of it): the turn has begun;
+- `End`: the silence after speech lasted `silence_s`: the utterance, with its pre-roll.
+
+A frame counts as speech only if webrtcvad says so AND its level clears a gate: the higher of
+`threshold_db` and the room's noise floor plus `noise_margin_db`. While the assistant is speaking
+through loudspeakers (`playing=True`) the gate rises to `echo_threshold_db`, so its own voice
+coming back through the microphone does not start a turn (the echo-safe default; with headphones
+set `echo_threshold_db=None`).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import webrtcvad
+
+__all__ = ["FRAME", "SAMPLE_RATE", "Blip", "End", "EndpointConfig", "Endpointer", "Onset", "Start"]
+
+SAMPLE_RATE = 16_000
+FRAME_MS = 10
+FRAME = SAMPLE_RATE * FRAME_MS // 1000  # samples per frame
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    aggressiveness: int = 2  # webrtcvad 0 (keeps most) .. 3 (strictest)
+    silence_s: float = 0.7  # this much silence after speech ends the turn (Home Assistant, OVOS)
+    min_speech_s: float = 0.25  # less voiced time than this is a blip, not a turn
+    onset_frames: int = 4  # consecutive speech frames that make an onset (40 ms)
+    pre_roll_s: float = 0.3  # audio kept from before the onset, so the first syllable is whole
+    tail_s: float = 0.15  # audio kept after the last speech frame
+    threshold_db: float = -45.0  # quieter frames are never speech (dBFS)
+    noise_margin_db: float = 12.0  # ... nor frames less than this above the noise floor
+    echo_threshold_db: float | None = -35.0  # the gate while the assistant is speaking; None: headphones
+    decay_db: float = 30.0  # within an utterance, frames this far below its loudest are its fading tail
+    max_utterance_s: float = 30.0  # a turn is cut here at the latest
+
+    def __post_init__(self) -> None:
+        if self.aggressiveness not in (0, 1, 2, 3):
+            raise ValueError("VAD aggressiveness must be 0, 1, 2 or 3")
+        if not 0.1 <= self.silence_s <= 10:
+            raise ValueError("the silence timeout must be between 0.1 and 10 s")
+        if self.min_speech_s < 0 or self.pre_roll_s < 0:
+            raise ValueError("durations cannot be negative")
+
+
+@dataclass(frozen=True, slots=True)
+class Onset:
+    at: int  # sample position of the first speech frame
+
+
+@dataclass(frozen=True, slots=True)
+class Blip:
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    start: int  # first speech sample
+    end: int  # one past the last speech sample
+    pcm: np.ndarray = field(repr=False)  # float32 16 kHz: pre-roll + speech + tail
+    forced: bool = False  # cut by max_utterance_s or a manual commit, not by silence
+
+
+Event = Onset | Blip | Start | End
+
+
+def level_db(frame: np.ndarray) -> float:
+    """RMS level of int16 samples in dBFS."""
+    x = frame.astype(np.float32) / 32768.0
+    return float(10 * np.log10(np.mean(x * x) + 1e-12))
+
+
+class Endpointer:
+    """Turn detection over a live stream. Not thread-safe: one feeder."""
+
+    _IDLE, _CANDIDATE, _SPEECH = range(3)
+
+    def __init__(self, config: EndpointConfig | None = None) -> None:
+        self.config = config or EndpointConfig()
+        self._vad = webrtcvad.Vad(self.config.aggressiveness)
+        self.position = 0  # samples pushed so far
+        self.playing = False  # set by the front end while the assistant's voice is audible
+        self._state = self._IDLE
+        self._run = 0  # consecutive speech frames (idle) / silent frames (candidate, speech)
+        self._voiced = 0  # speech frames since the onset
+        self._start = 0
+        self._last_voiced_end = 0
+        self._buf: list[np.ndarray] = []  # frames of the current candidate or utterance
+        self._pre: deque[np.ndarray] = deque(maxlen=max(1, round(self.config.pre_roll_s * 1000 / FRAME_MS)))
+        self._levels: deque[float] = deque(maxlen=1000)  # 10 s of frame levels for the noise floor
+        self._floor = -90.0
+        self._peak = -90.0  # the loudest frame of the current utterance
+        self._pending = np.zeros(0, dtype=np.int16)
+
+    # ------------------------------------------------------------------ input
+    def feed(self, pcm: np.ndarray) -> list[Event]:
+        """Push any number of int16 samples; returns the events of the whole frames among them."""
+        if pcm.dtype != np.int16:
+            pcm = (np.clip(pcm, -1.0, 1.0) * 32767).astype(np.int16)
+        data = np.concatenate([self._pending, pcm]) if len(self._pending) else pcm
+        n = len(data) // FRAME * FRAME
+        self._pending = data[n:].copy()
+        events: list[Event] = []
+        for i in range(0, n, FRAME):
+            events += self.push(data[i : i + FRAME])
+        return events
+
+    def push(self, frame: np.ndarray) -> list[Event]:
+        """One 10 ms frame of int16 samples -> the events it causes."""
+        if len(frame) != FRAME:
+            raise ValueError(f"a frame is {FRAME} samples")
+        level = level_db(frame)
+        speech = level >= self.gate() and self._vad.is_speech(frame.tobytes(), SAMPLE_RATE)
+        self._track_floor(level, speech)
+        if self._state != self._IDLE:
+            self._peak = max(self._peak, level)
+            speech = speech and level >= self._peak - self.config.decay_db  # a fading tail ends sooner
+        pos = self.position
+        self.position += FRAME
+        cfg = self.config
+        events: list[Event] = []
+        if self._state == self._IDLE:
+            self._run = self._run + 1 if speech else 0
+            self._buf.append(frame)
+            # while the assistant speaks, one frame less: a barge-in pauses it sooner (the gate is higher)
+            onset = cfg.onset_frames - 1 if self.playing and cfg.onset_frames > 1 else cfg.onset_frames
+            if self._run >= onset:
+                self._state, self._voiced = self._CANDIDATE, self._run
+                self._peak = max(level_db(f) for f in self._buf[-self._run :])
+                self._start = pos - (self._run - 1) * FRAME
+                self._last_voiced_end = pos + FRAME
+                self._buf = self._buf[-self._run :]
+                self._run = 0
+                events.append(Onset(self._start))
+            else:
+                for f in self._buf[: len(self._buf) - self._run]:
+                    self._pre.append(f)
+                self._buf = self._buf[len(self._buf) - self._run :]
+            return events
+        self._buf.append(frame)
+        if speech:
+            self._voiced += 1
+            self._run = 0
+            self._last_voiced_end = pos + FRAME
+        else:
+            self._run += 1
+        silence_s = self._run * FRAME_MS / 1000
+        if self._state == self._CANDIDATE:
+            if self._voiced * FRAME_MS / 1000 >= cfg.min_speech_s:
+                self._state = self._SPEECH
+                events.append(Start(self._start))
+            elif silence_s >= min(cfg.silence_s, 0.3):
+                events.append(Blip(self._start))
+                self._reset()
+                return events
+        if self._state == self._SPEECH:
+            too_long = self.position - self._start >= cfg.max_utterance_s * SAMPLE_RATE
+            if silence_s >= cfg.silence_s or too_long:
+                events.append(self._finish(forced=too_long and silence_s < cfg.silence_s))
+        return events
+
+    # ------------------------------------------------------------------ control
+    def commit(self) -> End | None:
+        """End the current utterance now (push-to-talk release); None if there was no speech."""
+        if self._state == self._IDLE and not self._buf:
+            return None
+        if self._state != self._SPEECH:
+            self._start = self.position - len(self._buf) * FRAME
+            self._last_voiced_end = self.position
+        return self._finish(forced=True)
+
+    def take_all(self) -> End | None:
+        """Everything since the last reset as one utterance (push-to-talk: no detection)."""
+        frames = list(self._pre) + self._buf
+        if not frames:
+            return None
+        pcm = np.concatenate(frames).astype(np.float32) / 32768.0
+        start = self.position - len(frames) * FRAME
+        self._reset()
+        return End(start, self.position, pcm, forced=True)
+
+    def reset(self) -> None:
+        """Forget any audio in progress (and the pre-roll)."""
+        self._reset()
+        self._pre.clear()
+
+    def gate(self) -> float:
+        """The level a frame must reach to count as speech, in dBFS."""
+        cfg = self.config
+        gate = max(cfg.threshold_db, self._floor + cfg.noise_margin_db)
+        if self.playing and cfg.echo_threshold_db is not None:
+            gate = max(gate, cfg.echo_threshold_db)
+        return gate
+
+    @property
+    def in_speech(self) -> bool:
+        return self._state != self._IDLE
+
+    # ------------------------------------------------------------------ internals
+    def _finish(self, forced: bool) -> End:
+        cfg = self.config
+        keep_tail = round(cfg.tail_s * 1000 / FRAME_MS)
+        frames = list(self._pre) + self._buf
+        # drop trailing silence beyond the tail
+        drop = max(0, (self.position - self._last_voiced_end) // FRAME - keep_tail)
+        if drop:
+            frames = frames[: len(frames) - drop]
+        pcm = np.concatenate(frames).astype(np.float32) / 32768.0
+        event = End(self._start, self._last_voiced_end, pcm, forced=forced)
+        self._reset()
+        self._pre.clear()
+        return event
+
+    def _reset(self) -> None:
+        self._state = self._IDLE
+        self._run = self._voiced = 0
+        for f in self._buf:
+            self._pre.append(f)
+        self._buf = []
+
+    def _track_floor(self, level: float, speech: bool) -> None:
+        """The noise floor: a low percentile of the last 10 s of non-speech frame levels."""
+        if speech or level < -100:
+            return
+        self._levels.append(level)
+        if len(self._levels) % 50 == 0 or len(self._levels) < 50:
+            self._floor = float(np.percentile(np.fromiter(self._levels, float), 20))

@@ -1,0 +1,227 @@
+"""`assistant talk` with real sound devices: a PulseAudio daemon with a virtual microphone and
+speaker (tests/pulse.py). Recorded speech is played into the microphone; what the assistant says
+is recorded from the speaker's monitor. Both run in process and against `assistant serve`
+(`--server`, the realtime WebSocket). The tiny model's replies are noise: the tests assert
+timings and lengths, not words.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from audio.io import load_audio
+from tests.conftest import start_server, stop_server
+from tests.pulse import PulseAudio, speech_span
+
+TINY = ["--profile", "tiny", "--architecture", "qwen3_omni"]
+
+
+@pytest.fixture(scope="module")
+def pulse():
+    pa = PulseAudio()
+    yield pa
+    pa.close()
+
+
+@pytest.fixture(scope="module")
+def clips(speech_dir):
+    out = {}
+    for name in ("test", "test_de", "test_fr"):
+        pcm = np.asarray(load_audio(speech_dir / "leopard" / f"{name}.wav"), dtype=np.float32)
+        out[name] = (pcm, *speech_span(pcm))
+    return out
+
+
+class Talk:
+    """`assistant talk --json` in a subprocess, on the virtual devices; its events in a queue."""
+
+    def __init__(self, pulse: PulseAudio, data_dir: Path, *args: str) -> None:
+        env = {**pulse.env, "ASSISTANT_DATA_DIR": str(data_dir)}
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.heard_wav = data_dir / "heard.wav"  # what its microphone heard
+        self.proc = subprocess.Popen([sys.executable, "-m", "assistant", "talk", "--json", "--record-input",
+                                      str(self.heard_wav), *args], env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.events: list[dict] = []
+        self._taken: set[int] = set()
+        self._cond = threading.Condition()
+        self.stderr: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=lambda: self.stderr.extend(self.proc.stderr), daemon=True).start()
+        self.wait("ready", timeout=180)
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            with self._cond:
+                self.events.append(json.loads(line))
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait(self, kind: str, timeout: float = 60, **match) -> dict:
+        """The first event of `kind` (matching `match`) not returned before, waiting on the
+        process's own output."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for i, ev in enumerate(self.events):
+                    if i not in self._taken and ev["event"] == kind and all(ev.get(k) == v for k, v in match.items()):
+                        self._taken.add(i)
+                        return ev
+                left = deadline - time.monotonic()
+                if left <= 0 or self.proc.poll() is not None:
+                    raise AssertionError(f"no {kind!r} event; stderr: {''.join(self.stderr)[-2000:]}")
+                self._cond.wait(min(left, 0.5))
+
+    def of(self, kind: str) -> list[dict]:
+        return [e for e in self.events if e["event"] == kind]
+
+    def stop(self) -> int:
+        self.proc.send_signal(2)  # Ctrl+C
+        rc = self.proc.wait(timeout=60)
+        time.sleep(0.1)
+        return rc
+
+
+@pytest.fixture(params=["local", "server"])
+def talk(request, pulse, tmp_path):
+    """`talk(max_new_tokens)`: `assistant talk` in process, or with `--server` against a running
+    `assistant serve` (the realtime WebSocket); stopped afterwards."""
+    started: list[Talk] = []
+    servers = []
+
+    def start(max_new_tokens: int) -> Talk:
+        tokens = ["--max-new-tokens", str(max_new_tokens)]
+        if request.param == "server":
+            server, url = start_server(*TINY, *tokens, "--allow-anonymous-loopback", "--data-dir", str(tmp_path))
+            servers.append(server)
+            t = Talk(pulse, tmp_path / "client", "--server", url)
+        else:
+            t = Talk(pulse, tmp_path, *TINY, *tokens)
+        started.append(t)
+        return t
+
+    start.data_dir = tmp_path
+    yield start
+    for t in started:
+        if t.proc.poll() is None:
+            t.proc.kill()
+    for server in servers:
+        stop_server(server)
+
+
+def _best_lag(haystack: np.ndarray, needle: np.ndarray) -> int:
+    """Where `needle` fits best in `haystack` (cross-correlation through the FFT)."""
+    n = 1 << (len(haystack) + len(needle)).bit_length()
+    xc = np.fft.irfft(np.fft.rfft(haystack, n) * np.conj(np.fft.rfft(needle, n)), n)
+    return int(np.argmax(xc[: len(haystack) - len(needle) + 1]))
+
+
+def _turn_matches(turn: dict, heard: np.ndarray, clip: tuple) -> None:
+    """The turn begins and ends within 100 ms of the clip's speech as the microphone heard it: the
+    clip is found in the recording by cross-correlation, and its speech there by the same level
+    rule as in the file (on a loaded machine the virtual devices can drop blocks and stretch a
+    clip, so the file's own offsets are not used)."""
+    pcm, s0, _ = clip
+    sr = 16_000
+    guess = int((turn["start_s"] - s0) * sr)
+    lo = max(0, guess - sr)
+    offset = lo + _best_lag(heard[lo : guess + len(pcm) + sr], pcm)
+    region = heard[offset : offset + len(pcm) + 2 * sr]  # room for a stretched ending (silence follows)
+    start, end = (offset / sr + t for t in speech_span(region))
+    assert abs(turn["start_s"] - start) <= 0.1, f"turn began {turn['start_s'] - start:+.3f} s from the speech"
+    assert abs(turn["end_s"] - end) <= 0.1, f"turn ended {turn['end_s'] - end:+.3f} s from the speech"
+
+
+def test_one_turn_per_utterance_and_the_reply_plays(talk, pulse, clips):
+    t = talk(2)
+    turns = []
+    for n, name in enumerate(("test", "test_de")):
+        pulse.feeder.play(clips[name][0])
+        turns.append(t.wait("turn", timeout=30))
+        reply = t.wait("reply.started")
+        heard = t.wait("reply.audio", id=reply["id"])
+        done = t.wait("reply.done", id=reply["id"], timeout=120)
+        played = t.wait("reply.played", id=reply["id"], timeout=120)
+        assert done["audio_s"] > 0.5
+        assert played["played_s"] == pytest.approx(done["audio_s"], abs=0.05)
+        # on the speaker's monitor: sound from the first sample for as long as the engine made
+        first = heard["first_sample"]
+        span = pulse.recorder.loud_span(first - 0.3, first + done["audio_s"] + 1.0)
+        assert span is not None, "nothing came out of the speaker"
+        assert abs(span[0] - first) <= 0.06
+        # as much sound as the engine made (a slow engine may leave gaps, never lose audio)
+        sounding = pulse.recorder.loud_seconds(span[0] - 0.01, span[1] + 0.01)
+        assert sounding == pytest.approx(done["audio_s"], abs=0.1), (sounding, span[1] - span[0])
+        assert len(t.of("turn")) == n + 1
+    assert t.stop() == 0
+    assert len(t.of("turn")) == 2
+    heard = load_audio(t.heard_wav)
+    for turn, name in zip(turns, ("test", "test_de"), strict=True):
+        _turn_matches(turn, heard, clips[name])
+    saved = t.of("saved")
+    assert len(saved) == 2 and not any(s["interrupted"] for s in saved)
+
+
+def test_barge_in_stops_the_reply_and_starts_a_turn(talk, pulse, clips):
+    t = talk(24)  # ~15 s of speech: long enough to talk over
+    pulse.feeder.play(clips["test"][0])
+    t.wait("turn", timeout=30)
+    reply = t.wait("reply.started")
+    heard = t.wait("reply.audio", id=reply["id"])
+    time.sleep(1.0)  # let it speak for a while
+    at = pulse.feeder.play(clips["test_fr"][0])
+    cut = t.wait("reply.cancelled", id=reply["id"], timeout=10)
+    second = t.wait("turn", timeout=30)
+    # the barge-in's first sound, as it reached the microphone (same clock as the speaker's monitor)
+    onset = pulse.heard.loud_span(at - 0.1, at + 3.0, threshold_db=-40.0)[0]
+    # measured on the monitor: playback stopped within 150 ms of the barge-in's first sound
+    span = pulse.recorder.loud_span(heard["first_sample"] - 0.2, onset + 1.0)
+    assert span is not None
+    assert span[1] - onset <= 0.15, f"playback went on {1000 * (span[1] - onset):.0f} ms into the barge-in"
+    assert span[1] - onset > -0.3, "playback stopped before anyone spoke"
+    saved = t.wait("saved", id=reply["id"])
+    assert saved["interrupted"]
+    assert saved["played_s"] == pytest.approx(cut["played_s"], abs=0.05)
+    assert saved["played_s"] == pytest.approx(onset - heard["first_sample"], abs=0.2)
+    assert saved["text"].endswith("…")
+    t.wait("reply.started")  # the new utterance gets its own reply
+    assert t.stop() == 0
+    _turn_matches(second, load_audio(t.heard_wav), clips["test_fr"])
+    # the history keeps the cut reply as interrupted, with only what was heard
+    from memory import open_store
+
+    store = open_store(talk.data_dir)
+    try:
+        rows = store.read("SELECT text, interrupted FROM messages WHERE role = 'assistant' ORDER BY id")
+    finally:
+        store.close()
+    assert rows[0]["interrupted"] == 1 and rows[0]["text"] == saved["text"]
+
+
+def test_silence_and_quiet_noise_start_no_turn(pulse, tmp_path):
+    t = Talk(pulse, tmp_path, *TINY, "--max-new-tokens", "2")
+    rng = np.random.default_rng(7)
+    noise = rng.normal(0, 10 ** (-50 / 20), 16_000 * 4).astype(np.float32)  # white noise at -50 dBFS
+    pulse.feeder.play(np.zeros(16_000 * 2, np.float32), wait=True)
+    pulse.feeder.play(noise, wait=True)
+    pulse.feeder.play(np.zeros(16_000, np.float32), wait=True)
+    assert t.stop() == 0
+    assert t.of("turn") == [] and t.of("reply.started") == []
+    assert t.of("stopped")[0]["turns"] == 0
+
+
+def test_bad_device_is_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "assistant", "talk", *TINY, "--input-device", "no-such-microphone"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "no-such-microphone" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
