@@ -291,7 +291,8 @@ class TalkLoop:
                 self.link.playback_done(turn, played, True)
         elif kind == "response.done":
             sp.finish(ev["id"])
-            self._emit("reply.done", id=ev["id"], audio_s=ev.get("audio_s", 0.0), text=ev.get("text", ""))
+            self._emit("reply.done", id=ev["id"], audio_s=ev.get("audio_s", 0.0), text=ev.get("text", ""),
+                       timings=ev.get("timings", {}))
             if ev.get("text"):
                 self._say(f"  {ev['text'].strip()[:300]}")
         elif kind == "transcript":

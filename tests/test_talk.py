@@ -186,12 +186,15 @@ def test_barge_in_stops_the_reply_and_starts_a_turn(talk, pulse, clips):
     # measured on the monitor: playback stopped within 150 ms of the barge-in's first sound
     span = pulse.recorder.loud_span(heard["first_sample"] - 0.2, onset + 1.0)
     assert span is not None
-    assert span[1] - onset <= 0.15, f"playback went on {1000 * (span[1] - onset):.0f} ms into the barge-in"
+    paused = [e["t"] - onset for e in t.of("pause") if e["t"] > onset - 0.5]
+    assert span[1] - onset <= 0.15, (f"playback went on {1000 * (span[1] - onset):.0f} ms into the barge-in "
+                                     f"(paused {1000 * paused[0] if paused else float('nan'):.0f} ms in)")
     assert span[1] - onset > -0.3, "playback stopped before anyone spoke"
     saved = t.wait("saved", id=reply["id"])
     assert saved["interrupted"]
     assert saved["played_s"] == pytest.approx(cut["played_s"], abs=0.05)
-    assert saved["played_s"] == pytest.approx(onset - heard["first_sample"], abs=0.2)
+    # what it says was heard is what came out of the speaker (gaps, if the engine fell behind, excluded)
+    assert saved["played_s"] == pytest.approx(pulse.recorder.loud_seconds(span[0] - 0.01, span[1] + 0.01), abs=0.15)
     assert saved["text"].endswith("…")
     t.wait("reply.started")  # the new utterance gets its own reply
     assert t.stop() == 0

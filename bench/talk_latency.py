@@ -1,0 +1,153 @@
+"""End of the user's speech -> the first reply sample on the speaker, through real sound devices.
+
+    python bench/talk_latency.py [--turns 10] [--profile tiny|offline] [--server]
+
+A private PulseAudio daemon (tests/pulse.py) gives `assistant talk` a virtual microphone and
+speaker. Each turn plays a spoken question into the microphone; the end of the speech is where
+the question's last loud block reached the microphone, and the first reply sample is the first
+loud block on the speaker's monitor after it: both recorded by this script on one clock. Besides
+p50/p95 it splits the time into its parts: the silence the end of turn waits for, the engine's
+own time to first audio, and the rest (the loop, the devices), as a share of the whole.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from audio.io import load_audio  # noqa: E402
+from tests.pulse import PulseAudio  # noqa: E402
+
+QUESTIONS = ["What is two plus two?", "What is the capital of France?", "Tell me a short joke.",
+             "What colour is the sky?", "How many legs does a spider have?"]
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+
+def spoken(text: str, folder: Path) -> np.ndarray:
+    """`text` spoken by espeak-ng, as 16 kHz float32."""
+    path = folder / f"q{abs(hash(text))}.wav"
+    subprocess.run(["espeak-ng", "-s", "160", "-w", str(path), text], check=True, capture_output=True)
+    return np.asarray(load_audio(path), dtype=np.float32)
+
+
+class Events:
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.items: list[dict] = []
+        self._cond = threading.Condition()
+        threading.Thread(target=self._read, args=(proc,), daemon=True).start()
+
+    def _read(self, proc) -> None:
+        for line in proc.stdout:
+            with self._cond:
+                self.items.append(json.loads(line))
+                self._cond.notify_all()
+
+    def wait(self, kind: str, after: int, timeout: float = 120) -> tuple[int, dict]:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for i in range(after, len(self.items)):
+                    if self.items[i]["event"] == kind:
+                        return i, self.items[i]
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no {kind} event")
+                self._cond.wait(0.5)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--turns", type=int, default=10)
+    ap.add_argument("--profile", default="tiny", choices=["tiny", "offline"])
+    ap.add_argument("--architecture", default="qwen2_5_omni", choices=["qwen2_5_omni", "qwen3_omni"])
+    ap.add_argument("--max-new-tokens", type=int, default=24)
+    ap.add_argument("--server", action="store_true", help="talk --server to a running assistant serve")
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="talk-bench-"))
+    clips = [spoken(q, work) for q in QUESTIONS]
+    pa = PulseAudio()
+    model = ["--profile", args.profile, "--max-new-tokens", str(args.max_new_tokens)]
+    if args.profile == "tiny":
+        model += ["--architecture", args.architecture]
+    server = None
+    env = {**pa.env, "ASSISTANT_DATA_DIR": str(work / "data")}
+    try:
+        if args.server:
+            from tests.conftest import start_server
+
+            server, url = start_server(*model, "--allow-anonymous-loopback", "--data-dir", str(work / "data"))
+            cmd = ["talk", "--json", "--server", url]
+        else:
+            cmd = ["talk", "--json", *model]
+        proc = subprocess.Popen([sys.executable, "-m", "assistant", *cmd], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True, cwd=REPO)
+        events = Events(proc)
+        cursor, _ = events.wait("ready", 0, timeout=600)
+        rows = []
+        for n in range(args.turns):
+            clip = clips[n % len(clips)]
+            at = pa.feeder.play(clip)
+            cursor, turn = events.wait("turn", cursor)
+            cursor, started = events.wait("reply.started", cursor)
+            cursor, audio = events.wait("reply.audio", cursor)
+            cursor, _ = events.wait("reply.played", cursor, timeout=300)
+            done = next((e for e in events.items if e["event"] == "reply.done" and e["id"] == started["id"]), None)
+            time.sleep(0.3)
+            heard = pa.heard.loud_span(at - 0.1, turn["t"] + 0.1, threshold_db=-40.0)
+            said = pa.recorder.loud_span(heard[1], audio["first_sample"] + 2.0)
+            if heard is None or said is None:
+                print(f"turn {n}: nothing measured", file=sys.stderr)
+                continue
+            end_of_speech, first_sample = heard[1], said[0]
+            rows.append({"latency": first_sample - end_of_speech, "loop_view": audio["latency_s"],
+                         "engine": ((done or {}).get("timings") or {}).get("first_audio_s")})
+            print(f"turn {n + 1}: end of speech -> first reply sample {1000 * rows[-1]['latency']:.0f} ms "
+                  f"(the loop's own estimate {1000 * audio['latency_s']:.0f} ms)", flush=True)
+        proc.send_signal(2)
+        proc.wait(timeout=60)
+    finally:
+        if server is not None:
+            from tests.conftest import stop_server
+
+            stop_server(server)
+        pa.close()
+    lat = [r["latency"] for r in rows]
+    if not lat:
+        print("no turns measured", file=sys.stderr)
+        return 1
+    silence = 0.7
+    print(f"\n{args.profile}{'' if args.profile != 'tiny' else ' ' + args.architecture}"
+          f"{' --server' if args.server else ''}, {len(lat)} turns: "
+          f"end of speech -> first reply sample p50 {1000 * pct(lat, 0.5):.0f} ms, p95 {1000 * pct(lat, 0.95):.0f} ms")
+    p50 = pct(lat, 0.5)
+    print(f"  of the p50: end-of-turn silence {silence:.2f} s ({silence / p50:.0%}), "
+          f"the rest (model to first audio, loop, devices) {p50 - silence:.2f} s ({(p50 - silence) / p50:.0%})")
+    engine = [r["engine"] for r in rows if r["engine"] is not None]
+    if engine:
+        e50 = statistics.median(engine)
+        print(f"  the engine's own time from the turn to its first audio: median {1000 * e50:.0f} ms; "
+              f"loop and devices: {1000 * (p50 - silence - e50):.0f} ms")
+    loop_err = [r["loop_view"] - r["latency"] for r in rows if r["loop_view"] is not None]
+    if loop_err:
+        print(f"  the loop's own latency estimate differs by {1000 * statistics.median(loop_err):+.0f} ms (median)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
