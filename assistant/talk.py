@@ -296,6 +296,7 @@ class TalkLoop:
             if ev.get("text"):
                 self._say(f"  {ev['text'].strip()[:300]}")
         elif kind == "transcript":
+            self._emit("transcript", id=ev.get("id"), text=ev.get("text", ""))
             self._say(f"you: {ev.get('text', '')}")
         elif kind == "turn.saved":
             self._emit("saved", id=ev["id"], interrupted=ev["interrupted"], text=ev["text"], played_s=ev["played_s"])

@@ -100,7 +100,7 @@ def main() -> int:
         events = Events(proc)
         cursor, _ = events.wait("ready", 0, timeout=600)
         rows = []
-        for n in range(args.turns):
+        for n in range(args.turns + 1):  # turn 0 warms up (first model call, memory index)
             clip = clips[n % len(clips)]
             at = pa.feeder.play(clip)
             cursor, turn = events.wait("turn", cursor)
@@ -115,9 +115,12 @@ def main() -> int:
                 print(f"turn {n}: nothing measured", file=sys.stderr)
                 continue
             end_of_speech, first_sample = heard[1], said[0]
+            if n == 0:
+                print(f"first turn (cold): {1000 * (first_sample - end_of_speech):.0f} ms, not counted", flush=True)
+                continue
             rows.append({"latency": first_sample - end_of_speech, "loop_view": audio["latency_s"],
                          "engine": ((done or {}).get("timings") or {}).get("first_audio_s")})
-            print(f"turn {n + 1}: end of speech -> first reply sample {1000 * rows[-1]['latency']:.0f} ms "
+            print(f"turn {n}: end of speech -> first reply sample {1000 * rows[-1]['latency']:.0f} ms "
                   f"(the loop's own estimate {1000 * audio['latency_s']:.0f} ms)", flush=True)
         proc.send_signal(2)
         proc.wait(timeout=60)

@@ -228,3 +228,26 @@ def test_bad_device_is_one_line(tmp_path):
     assert r.returncode == 2
     assert "no-such-microphone" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_offline_profile_hears_a_spoken_question_and_answers_aloud(pulse, tmp_path):
+    """The offline profile's real weights (ASR -> small LLM -> Piper voice) behind the same loop."""
+    wav = tmp_path / "q.wav"
+    subprocess.run(["espeak-ng", "-s", "150", "-w", str(wav), "What is two plus two?"], check=True)
+    question = np.asarray(load_audio(wav), dtype=np.float32)
+    t = Talk(pulse, tmp_path, "--profile", "offline", "--max-new-tokens", "40")
+    pulse.feeder.play(question)
+    turn = t.wait("turn", timeout=30)
+    heard_text = t.wait("transcript", timeout=60)
+    assert "two" in heard_text["text"].lower() or "2" in heard_text["text"]
+    reply = t.wait("reply.started")
+    audio = t.wait("reply.audio", id=reply["id"], timeout=60)
+    done = t.wait("reply.done", id=reply["id"], timeout=180)
+    t.wait("reply.played", id=reply["id"], timeout=120)
+    assert "four" in done["text"].lower() or "4" in done["text"]
+    span = pulse.recorder.loud_span(audio["first_sample"] - 0.3, audio["first_sample"] + done["audio_s"] + 1.0)
+    assert span is not None and abs(span[0] - audio["first_sample"]) <= 0.06
+    sounding = pulse.recorder.loud_seconds(span[0] - 0.01, span[1] + 0.01)  # Piper pauses between words
+    assert 0.5 * done["audio_s"] <= sounding <= done["audio_s"] + 0.1
+    assert audio["latency_s"] < 10 and turn["end"] < audio["first_sample"]
+    assert t.stop() == 0
