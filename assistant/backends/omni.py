@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from assistant.backends.base import Stream
-from assistant.backends.batching import KVBatch, sample_token
+from assistant.backends.batching import KVBatch, sample_tokens
 from assistant.errors import BadInput, Code, ModelError, ModelNotFound
 from assistant.turns import Message, Request
 
@@ -276,7 +276,11 @@ class OmniBackend:
     def _accept(self, stream: OmniStream, logits: torch.Tensor) -> None:
         """Pick the next token for one stream from its (1, vocab) logits and emit text."""
         req = stream.request
-        token = sample_token(logits[0], req.temperature, req.top_p, stream.generator)
+        self._take(stream, sample_tokens(logits, [req.temperature], [req.top_p], [stream.generator])[0])
+
+    def _take(self, stream: OmniStream, token: int) -> None:
+        """Append a sampled token to the stream (or end its text) and emit the new text."""
+        req = stream.request
         if token in self.eos_ids:
             self._end_text(stream)
             return
@@ -331,11 +335,13 @@ class OmniBackend:
         out = self.thinker(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
                            past_key_values=batch.cache, use_cache=True, output_hidden_states=speak)
         batch.cache = out.past_key_values
-        for i, s in enumerate(streams):
+        tokens = sample_tokens(out.logits[:, -1, :], [s.request.temperature for s in streams],
+                               [s.request.top_p for s in streams], [s.generator for s in streams])
+        for i, (s, token) in enumerate(zip(streams, tokens, strict=True)):
             s.next_pos += 1
             if speak and s.request.speak:
                 s.step_states.append((out.hidden_states[0][i:i + 1], out.hidden_states[self.keep_layer][i:i + 1]))
-            self._accept(s, out.logits[i:i + 1, -1, :])
+            self._take(s, token)
 
     # ------------------------------------------------------------------ speech (Qwen2.5, streamed)
     def _reply_part(self, stream: OmniStream, k: int) -> torch.Tensor | None:
