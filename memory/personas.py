@@ -109,12 +109,16 @@ def create_persona(store: Store, user: User, persona: Persona) -> Persona:
 
 
 def edit_persona(store: Store, user: User, name: str, *, new_name: str | None = None, **changes: str | None) -> Persona:
-    """Change some fields (voice, style, language, greeting) and/or the name; returns the result."""
+    """Change some fields (voice, style, language, greeting) and/or the name; returns the result.
+    A field given as None is kept; a voice given as "" goes back to the model's default."""
     unknown = set(changes) - set(_FIELDS)
     if unknown:
         raise BadInput(f"unknown persona field(s): {', '.join(sorted(unknown))}")
     old = get_persona(store, user, name)
-    new = replace(old, **{k: v for k, v in changes.items() if v is not None}, name=new_name or old.name, builtin=False)
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if changes.get("voice") == "":
+        changes["voice"] = None
+    new = replace(old, **changes, name=new_name or old.name, builtin=False)
     now = time.time()
     with store.transaction() as db:
         if new.name.casefold() != old.name.casefold():

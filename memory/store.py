@@ -299,6 +299,36 @@ class Store:
         with self.transaction() as db:
             return [m for m in memory_ids if self.retire(db, user, int(m), "deleted", message_id)]
 
+    def edit_memory(self, user: User, memory_id: int, text: str) -> Memory:
+        """Change the text of one of the user's active memories in place (an 'update' history row keeps
+        the old text); it is embedded again on the next recall. NotFound if the user has no such memory."""
+        _check_memory_text(text)
+        now = time.time()
+        with self.transaction() as db:
+            row = db.execute(
+                f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE id = ? AND user_id = ? AND status = 'active'",
+                (int(memory_id), user.id),
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"you have no memory {memory_id}")
+            if text != row["text"]:
+                db.execute(
+                    "UPDATE memories SET text = ?, embedding = NULL, updated_at = ? WHERE id = ?",
+                    (text, now, row["id"]),
+                )
+                db.execute("DELETE FROM memories_fts WHERE rowid = ?", (row["id"],))
+                db.execute(
+                    "INSERT INTO memories_fts (rowid, body) VALUES (?, ?)",
+                    (row["id"], index_text(text, row["speaker"], row["said_at"])),
+                )
+                db.execute(
+                    "INSERT INTO memory_history (user_id, memory_id, action, before, after, message_id, created_at)"
+                    " VALUES (?, ?, 'update', ?, ?, NULL, ?)",
+                    (user.id, row["id"], row["text"], text, now),
+                )
+                self.bump(db, user)
+        return self.get_memories(user, [row["id"]])[row["id"]]
+
     def memories(self, user: User, instance: Instance | None = None, include_inactive: bool = False) -> list[Memory]:
         """The user's memories, oldest first: user-wide ones plus, given an instance, its private ones."""
         sql = f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE user_id = ?"
@@ -321,8 +351,15 @@ class Store:
         )
         return {r["id"]: _memory(r) for r in rows}
 
-    def history_of_memories(self, user: User) -> list[dict]:
-        rows = self.read("SELECT * FROM memory_history WHERE user_id = ? ORDER BY id", (user.id,))
+    def history_of_memories(self, user: User, memory_id: int | None = None) -> list[dict]:
+        """The user's memory history (add, supersede, update, delete), oldest first; one memory's with an id."""
+        if memory_id is None:
+            rows = self.read("SELECT * FROM memory_history WHERE user_id = ? ORDER BY id", (user.id,))
+        else:
+            rows = self.read(
+                "SELECT * FROM memory_history WHERE user_id = ? AND memory_id = ? ORDER BY id",
+                (user.id, int(memory_id)),
+            )
         return [
             {"memory_id": r["memory_id"], "action": r["action"], "before": r["before"], "after": r["after"],
              "message_id": r["message_id"], "at": iso(r["created_at"])}

@@ -10,6 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import start_server, stop_server
 
@@ -53,17 +54,58 @@ def shot(page, name: str) -> None:
         page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
 
 
-def test_chat_streams_a_reply_with_speech(page):
-    box = page.locator("#chat-input textarea")
-    box.fill("hello there")
+def wait_text(page, selector: str, text: str, present: bool = True) -> None:
+    page.wait_for_function(
+        "([s, t, p]) => document.querySelector(s).innerText.includes(t) === p", arg=[selector, text, present])
+
+
+def speech_log(page) -> list[dict]:
+    """What the page's speech player did (ui/static/web.js): requested, first-audio, stream-end, reply-done."""
+    return page.evaluate("window.assistantSpeech.log")
+
+
+def send(page, text: str, pane: str = "") -> None:
+    """Type into a pane's box, press Enter, and wait until the page has the whole reply."""
+    done = len([e for e in speech_log(page) if e["event"] == "reply-done"])
+    box = page.locator(f"#chat-input{pane} textarea")
+    box.fill(text)
     box.press("Enter")
+    page.wait_for_function(f"window.assistantSpeech.log.filter(e => e.event === 'reply-done').length > {done}")
+
+
+def test_chat_streams_a_reply_with_speech(page):
+    send(page, "hello there")
     bot = page.locator("#chatbot")
     bot.get_by_text("hello there").wait_for()
-    page.locator("#chat-audio audio[src]").wait_for(state="attached")
+    page.locator("#chat-audio audio[src]").wait_for(state="attached")  # the whole reply, to play again
     replies = bot.locator(".message")  # user + assistant bubbles
     assert replies.count() >= 2
     assert replies.last.inner_text().strip()
     shot(page, "chat")
+
+
+def test_spoken_reply_starts_playing_before_the_reply_is_finished(page):
+    """The speech of a reply is played as it is made: its first sound is due well before the reply is
+    done. (The tiny talker samples where its speech ends and now and then says almost nothing; such a
+    reply arrives in one piece at the end, so the first reply with over a second of speech is judged.)"""
+    field = page.locator("#instance-1 input")  # a fresh conversation: no history
+    field.fill("Speech")
+    field.press("Enter")
+    for attempt in range(5):
+        before = len(speech_log(page))
+        send(page, f"Tell me a long story about the sea, part {attempt + 1}.")
+        page.wait_for_function(f"window.assistantSpeech.log.slice({before}).some(e => e.event === 'stream-end')")
+        log = speech_log(page)[before:]
+        end = next(e for e in log if e["event"] == "stream-end")
+        if end["samples"] > 24_000:
+            break
+    else:
+        pytest.fail(f"five replies had under a second of speech each: {log}")
+    first = next(e for e in log if e["event"] == "first-audio")
+    done = next(e for e in log if e["event"] == "reply-done")
+    assert first["running"]  # the page's audio clock runs: the sound is really scheduled
+    assert first["plays_at"] < done["t"] - 300, log  # heard while the reply was still being made
+    assert end["t"] > first["t"]  # and the rest of it came afterwards, on the same stream
 
 
 def test_upload_an_image_and_get_an_answer(page, tmp_path):
@@ -82,11 +124,19 @@ def test_upload_an_image_and_get_an_answer(page, tmp_path):
     assert page.locator("#chatbot .message").count() >= 4
 
 
+def upload(page, path) -> None:
+    """Put a file into the Transcribe tab's upload box (clearing the one there)."""
+    page.get_by_role("tab", name="Transcribe").click()
+    clear = page.locator("#transcribe-file button[aria-label=Clear]")
+    if clear.count():
+        clear.click()
+    page.locator("#transcribe-file input[type=file]").set_input_files(str(path))
+
+
 def test_transcribe_and_download_srt(page, speech_dir, tmp_path):
     import srt
 
-    page.get_by_role("tab", name="Transcribe").click()
-    page.locator("#transcribe-file input[type=file]").set_input_files(str(speech_dir / "openai_whisper/jfk.flac"))
+    upload(page, speech_dir / "openai_whisper/jfk.flac")
     page.locator("#transcribe-go").click()
     page.wait_for_function("document.querySelector('#transcript textarea').value.length > 20")
     assert "country" in page.locator("#transcript textarea").input_value().lower()
@@ -98,38 +148,170 @@ def test_transcribe_and_download_srt(page, speech_dir, tmp_path):
     dl.value.save_as(path)
     subs = list(srt.parse(path.read_text()))
     assert subs and "country" in " ".join(s.content for s in subs).lower()
+    # The recording plays with its subtitles.
+    page.locator("#transcribe-player button[aria-label=Play]").click()
+    page.wait_for_function("document.querySelector('#transcribe-player [data-testid=subtitle-display]')"
+                           ".innerText.trim().length > 0")
+    shown = page.locator("#transcribe-player [data-testid=subtitle-display]").inner_text().lower()
+    assert any(word in shown for word in ("americans", "country", "fellow"))
     shot(page, "transcribe")
+
+
+def test_transcribe_options_per_channel_vtt_and_every_file(page, speech_dir, tmp_path):
+    import webvtt
+
+    upload(page, speech_dir / "faster_whisper" / "stereo_diarization.wav")
+    page.locator("#transcribe-channels input").check()
+    page.locator("#transcribe-words input").check()
+    pick(page, "#transcribe-format", "all")
+    page.locator("#transcribe-go").click()
+    page.wait_for_function("document.querySelector('#transcript textarea').value.includes('[left]')")
+    text = page.locator("#transcript textarea").input_value()
+    assert "[left]" in text and "[right]" in text  # one speaker per channel
+    page.wait_for_function("document.querySelectorAll('#transcript-file td.filename').length >= 5")
+    names = sorted(e.get_attribute("aria-label") for e in page.locator("#transcript-file td.filename").all())
+    assert names == [f"stereo_diarization.{ext}" for ext in ("json", "srt", "tsv", "txt", "vtt")], names
+    row = page.locator("#transcript-file tr", has=page.locator("td[aria-label$='.vtt']"))
+    with page.expect_download() as dl:
+        row.locator("a").click()
+    path = tmp_path / "stereo.vtt"
+    dl.value.save_as(path)
+    captions = webvtt.read(str(path))
+    assert {c.voice for c in captions} == {"left", "right"}
+
+
+def test_transcribe_shows_progress_on_a_long_recording(page, speech_dir, tmp_path):
+    """Four minutes of speech (five different clips, five times): the page says how far it has got."""
+    from audio.io import load_audio, wav_bytes
+
+    names = ("openai_whisper/jfk.flac", "leopard/test.wav", "leopard/diarization_test.wav",
+             "faster_whisper/stereo_diarization.wav", "faster_whisper/hotwords.mp3")
+    gap = np.zeros(8000, np.float32)
+    clips = np.concatenate([part for n in names for part in (load_audio(speech_dir / n), gap)])
+    long = tmp_path / "four-minutes.wav"
+    long.write_bytes(wav_bytes(np.tile(clips, 5), 16_000))
+    upload(page, long)
+    page.locator("#transcribe-channels input").uncheck()
+    page.locator("#transcribe-go").click()
+    page.wait_for_function("document.querySelector('#transcript').innerText.includes('s of audio')")
+    seen = page.locator("#transcript").inner_text()
+    shot(page, "transcribe-progress")
+    assert "/240.9 s of audio" in seen or "/241 s of audio" in seen, seen  # done / total
+    wait_text(page, "#transcribe-status", "241 s of audio")  # done: "N segments, 241 s of audio, ..."
+
+
+def pick(page, dropdown: str, option: str) -> None:
+    page.locator(f"{dropdown} input").click()
+    page.locator(dropdown).get_by_role("option", name=option, exact=True).click()
 
 
 def test_create_and_switch_persona(page):
     page.get_by_role("tab", name="Personas").click()
-    page.locator("#persona-name textarea, #persona-name input").first.fill("Coach")
-    page.locator("#persona-style textarea, #persona-style input").first.fill("energetic and short")
+    page.locator("#persona-name input").fill("Coach")
+    page.locator("#persona-style textarea").fill("energetic and short")
     page.locator("#persona-create").click()
-    page.wait_for_function("document.querySelector('#personas').innerText.includes('Coach')")
-    shot(page, "personas")
-    page.locator("#persona input").click()
-    page.get_by_role("option", name="Coach").click()
+    wait_text(page, "#personas", "Coach")
+    page.get_by_role("tab", name="Chat").click()
+    pick(page, "#persona", "Coach")
     assert page.locator("#persona input").input_value() == "Coach"
+    page.wait_for_function("document.querySelector('#instance-1 input').value === 'Coach'")  # its own conversation
+
+
+def test_edit_a_persona_and_hear_a_sample_of_its_voice(page):
+    page.get_by_role("tab", name="Personas").click()
+    page.locator("#personas [role=gridcell]", has_text="Coach").first.click()
+    wait_text(page, "#persona-status", "Editing Coach")
+    page.locator("#persona-style textarea").fill("calm and slow")
+    pick(page, "#persona-voice", "Ethan")
+    page.locator("#persona-save").click()
+    wait_text(page, "#personas", "calm and slow")
+    row = page.locator("#personas [role=row]", has_text="Coach").inner_text()
+    assert "Ethan" in row and "energetic" not in row
+    before = len(speech_log(page))
+    page.locator("#persona-preview").click()
+    wait_text(page, "#persona-status", "Played a")
+    page.wait_for_function(f"window.assistantSpeech.log.slice({before})"
+                           ".some(e => e.pane === 'preview' && e.event === 'stream-end')")
+    end = next(e for e in speech_log(page)[before:] if e["pane"] == "preview" and e["event"] == "stream-end")
+    assert end["samples"] > 0 and "Ethan" in page.locator("#persona-status").inner_text()
+    shot(page, "personas")
+    page.locator("#persona-name input").fill("Coach")  # a name that is taken: one line, nothing changes
+    page.locator("#persona-create").click()
+    wait_text(page, "#persona-status", "already exists")
+
+
+def test_two_conversations_side_by_side_both_at_once(page):
+    page.get_by_role("tab", name="Chat").click()
+    page.locator("#open-second").click()
+    page.locator("#chat-input-2 textarea").wait_for()
+    pick(page, "#persona-2", "Coach")
+    page.wait_for_function("document.querySelector('#instance-2 input').value === 'Coach'")
+    pick(page, "#persona", "Grok")
+    page.wait_for_function("document.querySelector('#instance-1 input').value === 'Grok'")
+    done = len([e for e in speech_log(page) if e["event"] == "reply-done"])
+    page.locator("#chat-input textarea").fill("first pane question")
+    page.locator("#chat-input-2 textarea").fill("second pane question")
+    page.locator("#chat-input textarea").press("Enter")
+    page.locator("#chat-input-2 textarea").press("Enter")  # while the first is still answering
+    page.wait_for_function(f"window.assistantSpeech.log.filter(e => e.event === 'reply-done').length >= {done + 2}")
+    one, two = page.locator("#chatbot").inner_text(), page.locator("#chatbot-2").inner_text()
+    assert "first pane question" in one and "second pane question" not in one
+    assert "second pane question" in two and "first pane question" not in two
+    assert page.locator("#chatbot-2 .message").count() >= 2
+    shot(page, "chat-side-by-side")
+    page.locator("#open-second").click()  # close it again
+    page.locator("#chat-input-2").wait_for(state="detached")
+
+
+def remembered(page, data_dir, text: str, query: str) -> int:
+    """Store a memory for the page's user (as a chat would), then search for it in the Memory tab."""
+    from memory import open_store
+
+    store = open_store(data_dir)
+    mid = store.add_memory(store.user("local"), text)
+    store.close()
+    page.get_by_role("tab", name="Memory").click()
+    page.locator("#memory-query input").fill(query)
+    page.locator("#memory-query input").press("Enter")
+    return mid
 
 
 def test_delete_a_memory(page, server):
     from memory import open_store
 
-    store = open_store(server[1])
-    mid = store.add_memory(store.user("local"), "The user's name is Igor.")
-    store.close()
-    page.get_by_role("tab", name="Memory").click()
-    page.locator("#memory-query textarea, #memory-query input").first.fill("name")
-    page.locator("#memory-query textarea, #memory-query input").first.press("Enter")
-    page.wait_for_function("document.querySelector('#memories').innerText.includes('Igor')")
+    mid = remembered(page, server[1], "The user's name is Igor.", "name")
+    wait_text(page, "#memories", "Igor")
     page.locator("#memory-id input").fill(str(mid))
     page.locator("#memory-delete").click()
-    page.wait_for_function("!document.querySelector('#memories').innerText.includes('Igor')")
-    shot(page, "memory")
+    wait_text(page, "#memories", "Igor", present=False)
     store = open_store(server[1])
     assert all(m.id != mid for m in store.memories(store.user("local")))
     store.close()
+
+
+def test_edit_a_memory_and_see_its_history(page, server):
+    from memory import open_store
+
+    mid = remembered(page, server[1], "The user likes tea.", "tea")
+    page.locator("#memories [role=gridcell]", has_text="likes tea").first.click()
+    page.wait_for_function("document.querySelector('#memory-text textarea').value.includes('likes tea')")
+    wait_text(page, "#memory-history", "add")
+    page.locator("#memory-text textarea").fill("The user likes green tea.")
+    page.locator("#memory-save").click()
+    wait_text(page, "#memories", "green tea")
+    wait_text(page, "#memory-history", "update")
+    shot(page, "memory")
+    page.locator("#memory-delete").click()
+    wait_text(page, "#memory-history", "delete")
+    wait_text(page, "#memories", "green tea", present=False)
+    page.locator("#memory-all input").check()  # deleted ones are listed on request, with their status
+    wait_text(page, "#memories", "green tea")
+    assert "deleted" in page.locator("#memories [role=row]", has_text="green tea").inner_text()
+    store = open_store(server[1])
+    history = store.history_of_memories(store.user("local"), mid)
+    store.close()
+    assert [h["action"] for h in history] == ["add", "update", "delete"]
+    assert history[1]["before"] == "The user likes tea." and history[1]["after"] == "The user likes green tea."
 
 
 def test_voice_tab_records_from_the_fake_microphone(page):

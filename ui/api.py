@@ -16,14 +16,15 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
 
 from assistant.engine import Engine
-from assistant.errors import BadInput
+from assistant.errors import BadInput, NotFound
 from assistant.events import AudioChunk, Done, Error, TextDelta
 from assistant.turns import Message
 from assistant.turns import Request as TurnRequest
@@ -31,6 +32,9 @@ from audio.encode import FORMATS as SPEECH_FORMATS
 from audio.encode import MEDIA_TYPES, encode_audio, pcm16_bytes
 from ui.errors import ApiError, assistant_error_response, error_body, status_for
 from ui.transcriptions import MAX_UPLOAD_BYTES, transcribe_upload
+
+if TYPE_CHECKING:
+    from memory import Store
 
 __all__ = ["ApiError", "ApiState", "assistant_error_response", "error_body", "make_api_router", "status_for"]
 
@@ -44,10 +48,11 @@ ENDPOINTS = {"models": "GET", "chat/completions": "POST", "audio/speech": "POST"
 
 @dataclass
 class ApiState:
-    """What the routes need: the engine, the model's public name, and who the caller is."""
+    """What the routes need: the engine, the model's public name, and the store (for personas)."""
 
     engine: Engine
     model_name: str
+    store: Store | None = None
 
 
 def make_api_router(state: ApiState, authenticate) -> APIRouter:
@@ -65,6 +70,8 @@ def make_api_router(state: ApiState, authenticate) -> APIRouter:
     async def chat(request: Request, user: str = Depends(authenticate)):
         body = await _json_body(request)
         req, fmt = _chat_request(body, state)
+        if body.get("persona") is not None:
+            req = await asyncio.to_thread(_as_persona, state, user, body["persona"], req)
         if body.get("stream"):
             return StreamingResponse(
                 _sse(state, req, fmt, request),
@@ -242,6 +249,29 @@ def _chat_request(body: dict, state: ApiState) -> tuple[TurnRequest, str]:
         seed=seed,
     )
     return req, fmt
+
+
+def _as_persona(state: ApiState, user: str, name, req: TurnRequest) -> TurnRequest:
+    """The request as one of the caller's personas: its instructions and voice, and what is remembered
+    about the caller that bears on the last message, before the client's own system text. Only the
+    caller's personas and memories are ever read (the user comes from the API key, never the body)."""
+    from assistant.session import Session
+
+    if not isinstance(name, str) or not name.strip():
+        raise ApiError(400, "`persona` must be the name of one of your personas", "bad_input")
+    if state.store is None:
+        raise ApiError(400, "this server keeps no personas", "bad_input")
+    try:
+        session = Session(state.engine, state.store, user=user, persona_name=name.strip())
+    except NotFound as err:
+        raise ApiError(404, f"you have no persona called {name.strip()!r}", "persona_not_found") from err
+    except BadInput as err:
+        raise ApiError(400, err.message, "bad_input") from err
+    system = session.system_prompt(req.messages[-1].text or "about me, my name")
+    if req.system:
+        system += "\n" + req.system
+    voice = (req.voice or session.persona.voice) if req.speak else None
+    return replace(req, system=system, voice=voice)
 
 
 def _content(content, i: int) -> tuple[str, tuple, np.ndarray | None]:

@@ -67,7 +67,7 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
         store.close()
 
     app = FastAPI(title="assistant", lifespan=lifespan)
-    state = ApiState(engine=engine, model_name=config.model_name)  # engine set at start-up
+    state = ApiState(engine=engine, model_name=config.model_name, store=store)  # engine set at start-up
 
     async def authenticate(request: Request) -> str:
         auth = request.headers.get("authorization", "")
@@ -126,12 +126,10 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
             "max_batch": m.max_batch if m else 0,
         }
 
-    if config.web_ui:
-        import gradio as gr
-
-        from ui.web import build_ui
+    if config.web_ui:  # last: the UI is mounted at /, behind every route above
+        from ui.web import mount_web_ui
 
         logins = [(user, key) for key, user in config.api_keys.items()]  # user name + API key as password
-        ui = build_ui(lambda: holder["engine"], store, config.anonymous_user, config.engine.max_new_tokens)
-        app = gr.mount_gradio_app(app, ui, path="/", auth=logins or None)
+        app = mount_web_ui(app, lambda: holder["engine"], store, logins=logins, anonymous_user=config.anonymous_user,
+                           max_new_tokens=config.engine.max_new_tokens)
     return app

@@ -1,0 +1,126 @@
+"""Screenshots of every tab of the web UI, as a new user sees them after using each once.
+
+    python bench/ui_screenshots.py [--out DIR] [--url URL --user NAME --key KEY]
+
+Without --url it serves the tiny profile in a subprocess (fresh data folder, one login). Uses the
+Debian chromium through Playwright. The PNGs are for a person to look at; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+SPEECH = REPO.parent / "shared" / "data" / "speech"
+CHROMIUM = "/usr/bin/chromium"
+
+
+def serve(data_dir: str, user: str, key: str) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "assistant", "serve", "--profile", "tiny", "--port", str(port),
+                             "--data-dir", data_dir, "--max-new-tokens", "24", "--api-key", f"{key}={user}"],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(240):
+        try:
+            if httpx.get(f"{url}/health", timeout=1).json()["status"] == "ok":
+                return proc, url
+        except (httpx.HTTPError, ValueError):
+            time.sleep(0.5)
+    proc.kill()
+    raise SystemExit("the server did not start")
+
+
+def add_and_open(page, button: str, table: str, text: str, shows: str, signal: str) -> None:
+    """Press an add button, wait for the new row in the table, pick it, wait until `shows` says `signal`."""
+    page.locator(button).click()
+    page.wait_for_function("([t, x]) => document.querySelector(t).innerText.includes(x)", arg=[table, text])
+    page.locator(f"{table} [role=gridcell]", has_text=text).first.click()
+    page.wait_for_function("([s, x]) => document.querySelector(s).innerText.includes(x)", arg=[shows, signal])
+
+
+def take(url: str, user: str, key: str, out: Path) -> list[Path]:
+    from playwright.sync_api import sync_playwright
+
+    out.mkdir(parents=True, exist_ok=True)
+    shots = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(120_000)
+
+        def shot(name: str) -> None:
+            path = out / f"{name}.png"
+            page.screenshot(path=str(path), full_page=True)
+            shots.append(path)
+
+        page.goto(url + "/")
+        page.get_by_label("username").wait_for()
+        shot("0-login")
+        page.get_by_label("username").fill(user)
+        page.get_by_label("password").fill(key)
+        page.get_by_role("button", name="Login").click()
+        page.get_by_role("tab", name="Chat").wait_for()
+        shot("1-chat-empty")
+        page.locator("#chat-input textarea").fill("Hello! What can you do?")
+        page.locator("#chat-input textarea").press("Enter")
+        page.wait_for_function("(window.assistantSpeech?.log || []).some(e => e.event === 'reply-done')")
+        shot("2-chat-reply")
+        page.locator("#open-second").click()
+        page.locator("#chat-input-2 textarea").fill("And you, second one?")
+        page.locator("#chat-input-2 textarea").press("Enter")
+        page.wait_for_function("window.assistantSpeech.log.some(e => e.event === 'reply-done' && e.pane === '2')")
+        shot("3-chat-side-by-side")
+        page.get_by_role("tab", name="Voice").click()
+        shot("4-voice")
+        page.get_by_role("tab", name="Transcribe").click()
+        page.locator("#transcribe-file input[type=file]").set_input_files(str(SPEECH / "openai_whisper" / "jfk.flac"))
+        page.locator("#transcribe-go").click()
+        page.wait_for_function("document.querySelector('#transcript textarea').value.length > 20")
+        shot("5-transcribe")
+        page.get_by_role("tab", name="Personas").click()
+        page.locator("#persona-name input").fill("Coach")
+        page.locator("#persona-style textarea").fill("Energetic, short sentences, always ends with a challenge.")
+        add_and_open(page, "#persona-create", "#personas", "Coach", "#persona-status", "Editing")
+        shot("6-personas")
+        page.get_by_role("tab", name="Memory").click()
+        page.locator("#memory-text textarea").fill("The user's name is Igor.")
+        add_and_open(page, "#memory-add", "#memories", "Igor", "#memory-history", "add")
+        shot("7-memory")
+        browser.close()
+    return shots
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "assistant-screenshots"))
+    ap.add_argument("--url", help="a running server (default: start one with the tiny profile)")
+    ap.add_argument("--user", default="ada")
+    ap.add_argument("--key", default="screenshot-key-1")
+    args = ap.parse_args()
+    proc = None
+    url = args.url
+    with tempfile.TemporaryDirectory() as data:
+        if not url:
+            proc, url = serve(data, args.user, args.key)
+        try:
+            for path in take(url, args.user, args.key, Path(args.out)):
+                print(path)
+        finally:
+            if proc:
+                proc.terminate()
+                proc.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
