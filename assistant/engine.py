@@ -68,7 +68,9 @@ class _Turn:
 class Engine:
     """Owns a backend; schedules turns from any number of sessions onto it."""
 
-    def __init__(self, backend: Backend, config: EngineConfig | None = None) -> None:
+    def __init__(self, backend: Backend, config: EngineConfig | None = None, start: bool = True) -> None:
+        """With `start=False` the worker (and the backend's warm-up) waits for `start()`: a server
+        builds its app first, then starts the engine and listens while the backend warms up."""
         self.backend = backend
         self.config = config or EngineConfig()
         self.metrics = EngineMetrics()
@@ -77,7 +79,13 @@ class Engine:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
-        self._thread.start()
+        if start:
+            self._thread.start()
+
+    def start(self) -> None:
+        """Start the worker: it warms the backend up, then serves the turns queued meanwhile."""
+        if not self._thread.is_alive() and self._thread.ident is None:
+            self._thread.start()
 
     # ------------------------------------------------------------------ public API
     @property
@@ -121,11 +129,13 @@ class Engine:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=30)
+        if self._thread.ident is not None:
+            self._thread.join(timeout=30)
 
     # ------------------------------------------------------------------ worker
     def _run(self) -> None:
         torch.set_grad_enabled(False)
+        self._warm_up()
         active: list[_Turn] = []
         while not self._stop.is_set():
             self._admit(active)
@@ -134,6 +144,18 @@ class Engine:
                 continue
             self._step(active)
             active = [t for t in active if not self._finish_if_done(t)]
+
+    def _warm_up(self) -> None:
+        """Let the backend pay its one-off costs before the first turn (turns queue meanwhile)."""
+        warm_up = getattr(self.backend, "warm_up", None)
+        if warm_up is None:
+            return
+        t0 = time.perf_counter()
+        try:
+            warm_up()
+        except Exception:  # a failed warm-up only costs the first turn its speed
+            log.exception("warming up the %s backend failed", getattr(self.backend, "name", "model"))
+        log.info("backend warmed up in %.2f s", time.perf_counter() - t0)
 
     def _admit(self, active: list[_Turn]) -> None:
         free = self.config.max_batch - len(active)
@@ -289,5 +311,6 @@ def load_backend(config: EngineConfig) -> Backend:
     return load_cascade_backend(config)
 
 
-def load_engine(config: EngineConfig) -> Engine:
-    return Engine(load_backend(config), config)
+def load_engine(config: EngineConfig, start: bool = True) -> Engine:
+    """Load the profile's backend and put an engine in front of it (see Engine's `start`)."""
+    return Engine(load_backend(config), config, start=start)

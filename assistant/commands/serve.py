@@ -53,11 +53,14 @@ def run(args: argparse.Namespace) -> int:
     from assistant.engine import load_engine
 
     # Load the model before listening: a missing model is a one-line error, not a server traceback.
-    loaded = load_engine(engine)
+    # The engine starts (and warms the model up) only once the app is built: on two cores, warming
+    # up beside the web UI's imports slowed both down.
+    loaded = load_engine(engine, start=False)
     try:
         app = create_app(ServeConfig(engine=engine, api_keys=keys,
                                      allow_anonymous_loopback=args.allow_anonymous_loopback, model_name=name,
                                      data_dir=args.data_dir), engine=loaded)
+        loaded.start()  # turns that arrive while it warms up wait in its queue
         print(f"serving on http://{args.host}:{args.port} (web UI at /, API at /v1)", flush=True)
         if not keys and not args.allow_anonymous_loopback:
             print("the API answers 401 to every request: add --api-key KEY[=USER] or --allow-anonymous-loopback",

