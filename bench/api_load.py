@@ -1,0 +1,217 @@
+"""Load on the API: N concurrent clients on loopback for a while, chat and transcription mixed.
+
+    python bench/api_load.py [--seconds 120] [--clients 32] [--tokens 16]
+    python bench/api_load.py --seconds 10          (a short try)
+
+Serves `assistant serve --profile tiny` in a subprocess (fresh data folder, one API key) and runs
+--clients asyncio clients with the real `openai` client (AsyncOpenAI), each sending one request
+after another until --seconds have passed. Each request is, by a seeded draw:
+  chat         text in, text out (max_tokens --tokens), not streamed
+  chat_audio   text in, text + speech out, streamed (latency: first audio chunk and whole reply)
+  transcribe   an 11 s English clip (jfk.flac) -> json
+Prints, per kind: requests done, errors by status, p50/p95 latency (and first-audio p50/p95 for
+the stream; requests started before the end are waited for); the count of 5xx (goal: zero); the
+server's resident memory (RSS, with its children) before the load (after a warm-up), its peak
+during, and after. Figures, not a pass/fail test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import openai
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+CLIP = REPO.parent / "shared" / "data" / "speech" / "openai_whisper" / "jfk.flac"
+KEY = "load-test-key-0001"
+MIX = (("chat", 0.5), ("chat_audio", 0.2), ("transcribe", 0.3))
+
+
+@dataclass
+class Tally:
+    latencies_s: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    first_s: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    errors: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
+
+    def fail(self, kind: str, what: str) -> None:
+        self.errors[kind][what] += 1
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))] if values else float("nan")
+
+
+def serve(data_dir: str) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "assistant", "serve", "--profile", "tiny", "--port", str(port),
+                             "--data-dir", data_dir, "--api-key", f"{KEY}=load"],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).json()["status"] == "ok":
+                return proc, url
+        except (httpx.HTTPError, ValueError):
+            time.sleep(0.5)
+        if proc.poll() is not None:
+            raise SystemExit("the server exited while starting")
+    proc.kill()
+    raise SystemExit("the server did not start in 300 s")
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of the server and its children, MiB."""
+    p = psutil.Process(pid)
+    procs = [p, *p.children(recursive=True)]
+    return sum(x.memory_info().rss for x in procs if x.is_running()) / 2**20
+
+
+async def one(client: openai.AsyncOpenAI, kind: str, tokens: int, clip: bytes, i: int, tally: Tally) -> None:
+    t0 = time.perf_counter()
+    try:
+        if kind == "chat":
+            r = await client.chat.completions.create(
+                model="tiny-qwen2_5_omni", max_tokens=tokens,
+                messages=[{"role": "user", "content": f"Question {i}: what should I cook tonight?"}])
+            assert r.choices[0].message.content is not None
+        elif kind == "chat_audio":
+            stream = await client.chat.completions.create(
+                model="tiny-qwen2_5_omni", max_tokens=tokens, stream=True, modalities=["text", "audio"],
+                audio={"voice": "Chelsie", "format": "pcm16"},
+                messages=[{"role": "user", "content": f"Question {i}: tell me a story."}])
+            first = None
+            async for chunk in stream:
+                audio = getattr(chunk.choices[0].delta, "audio", None) if chunk.choices else None
+                if first is None and getattr(audio, "data", None):
+                    first = time.perf_counter() - t0
+            if first is not None:
+                tally.first_s[kind].append(first)
+        else:
+            r = await client.audio.transcriptions.create(model="whisper-1", file=("jfk.flac", clip))
+            assert r.text
+    except openai.APIStatusError as err:
+        tally.fail(kind, str(err.status_code))
+        return
+    except (openai.APIConnectionError, openai.APITimeoutError) as err:
+        tally.fail(kind, type(err).__name__)
+        return
+    tally.latencies_s[kind].append(time.perf_counter() - t0)
+
+
+async def load(url: str, clients: int, seconds: float, tokens: int, seed: int,
+               pid: int) -> tuple[Tally, float, float]:
+    clip = CLIP.read_bytes()
+    tally = Tally()
+    peak = [rss_mib(pid)]
+    http = httpx.AsyncClient(limits=httpx.Limits(max_connections=clients * 2), timeout=600)
+    client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0, http_client=http)
+    deadline = time.perf_counter() + seconds
+    rng = random.Random(seed)
+    kinds, weights = zip(*MIX, strict=True)
+
+    async def worker(w: int) -> None:
+        i = 0
+        while time.perf_counter() < deadline:
+            await one(client, rng.choices(kinds, weights)[0], tokens, clip, w * 100_000 + i, tally)
+            i += 1
+
+    async def watch() -> None:
+        while time.perf_counter() < deadline + 600:
+            peak[0] = max(peak[0], rss_mib(pid))
+            await asyncio.sleep(1)
+
+    watcher = asyncio.create_task(watch())
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(clients)))
+    elapsed = time.perf_counter() - t0
+    watcher.cancel()
+    await http.aclose()
+    return tally, elapsed, peak[0]
+
+
+def report(tally: Tally, elapsed: float, rss: dict, health: dict, args) -> dict:
+    out = {"clients": args.clients, "seconds": round(elapsed, 1), "tokens": args.tokens, "kinds": {}, "rss_mib": rss,
+           "server": health}
+    fivexx = 0
+    for kind, _ in MIX:
+        lat = tally.latencies_s.get(kind, [])
+        errs = dict(tally.errors.get(kind, {}))
+        fivexx += sum(n for code, n in errs.items() if code.startswith("5"))
+        row = {"done": len(lat), "errors": errs, "per_s": round(len(lat) / elapsed, 2),
+               "p50_s": round(pct(lat, 0.5), 3), "p95_s": round(pct(lat, 0.95), 3),
+               "mean_s": round(statistics.fmean(lat), 3) if lat else None}
+        if kind in tally.first_s:
+            row["first_audio_p50_s"] = round(pct(tally.first_s[kind], 0.5), 3)
+            row["first_audio_p95_s"] = round(pct(tally.first_s[kind], 0.95), 3)
+        out["kinds"][kind] = row
+    out["5xx"] = fivexx
+    print(f"{args.clients} clients sending for {args.seconds:.0f} s (all answered after {elapsed:.0f} s), "
+          f"tiny profile, max_tokens {args.tokens}, loopback, {psutil.cpu_count()} CPU cores, "
+          f"load average before {args.load_before:.2f}")
+    print(f"{'kind':<12}{'done':>6}{'per s':>8}{'p50 s':>8}{'p95 s':>8}  errors")
+    for kind, row in out["kinds"].items():
+        extra = (f"   first audio p50 {row['first_audio_p50_s']} s, p95 {row['first_audio_p95_s']} s"
+                 if "first_audio_p50_s" in row else "")
+        print(f"{kind:<12}{row['done']:>6}{row['per_s']:>8}{row['p50_s']:>8}{row['p95_s']:>8}  "
+              f"{row['errors'] or 'none'}{extra}")
+    print(f"5xx responses: {fivexx} (goal 0)")
+    print(f"server RSS: {rss['before']:.0f} MiB before (after warm-up), peak {rss['peak']:.0f} MiB, "
+          f"{rss['after']:.0f} MiB after (x{rss['after'] / rss['before']:.2f})")
+    print(f"engine: {health}")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=120.0, help="how long the clients send requests")
+    ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--tokens", type=int, default=16, help="max_tokens of each chat reply")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", help="also write the figures to this file")
+    args = ap.parse_args()
+    args.load_before = psutil.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as data:
+        proc, url = serve(data)
+        try:
+            rss = {"started": rss_mib(proc.pid)}
+            warm = Tally()
+
+            async def warm_up() -> None:  # one of each kind: models loaded, caches filled
+                async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0) as c:
+                    for i, (kind, _) in enumerate(MIX):
+                        await one(c, kind, args.tokens, CLIP.read_bytes(), i, warm)
+
+            asyncio.run(warm_up())
+            rss["before"] = rss_mib(proc.pid)
+            tally, elapsed, peak = asyncio.run(load(url, args.clients, args.seconds, args.tokens, args.seed, proc.pid))
+            rss["peak"] = peak
+            rss["after"] = rss_mib(proc.pid)
+            health = httpx.get(f"{url}/health").json()
+            out = report(tally, elapsed, {k: round(v, 1) for k, v in rss.items()}, health, args)
+            if args.json:
+                Path(args.json).write_text(json.dumps(out, indent=1))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+
+
+if __name__ == "__main__":
+    main()
