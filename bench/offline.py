@@ -7,6 +7,7 @@ by side on the same text prompts (first token, tokens/s, answers).
 
     python bench/offline.py [--turns 10] [--model 0.5b|1.5b] [--no-int8] [--dtype bfloat16|float32]
     python bench/offline.py --compare 0.5b,0.5b:int8,1.5b,1.5b:int8
+    python bench/offline.py --pair   # the same turns on a bfloat16-decoding twin, alternating turn by turn
 """
 
 from __future__ import annotations
@@ -130,10 +131,15 @@ def main() -> None:
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     ap.add_argument("--compare", default="", help="comma-separated LLMs to compare, e.g. 0.5b,0.5b:int8,1.5b")
     ap.add_argument("--no-int8", action="store_true", help="bfloat16 Linear weights (the default is int8)")
+    ap.add_argument("--threads", type=int, help="torch threads (default: one per core)")
+    ap.add_argument("--pair", action="store_true",
+                    help="also run each turn on a twin backend that decodes with bfloat16 weights, alternating")
     args = ap.parse_args()
     import torch
 
     dtype = getattr(torch, args.dtype)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.compare:
         compare_sizes(args.compare.split(","), dtype)
         return
@@ -151,10 +157,23 @@ def main() -> None:
     clips = [("real:jfk", load_audio(SPEECH / "openai_whisper/jfk.flac"))]
     clips += [(f"espeak:{q}", espeak(q)) for q in QUESTIONS]
     spoken_turn(backend, espeak("Good morning, how are you?"))  # one untimed turn (its transcript is not reused)
-    results = []
+    twin = None
+    if args.pair:
+        from assistant.backends.cascade import CascadeBackend
+        from assistant.offline.llm import load_llm
+
+        twin = CascadeBackend(load_llm(backend.llm.path, dtype=dtype), backend.recognizer, backend.speaker,
+                              backend.reader, config.max_context_tokens)  # fmt: skip
+        twin.warm_up()
+        spoken_turn(twin, espeak("Good morning, how are you?"))
+    results, baseline = [], []
     for i in range(args.turns):
         name, pcm = clips[i % len(clips)]
+        if twin is not None and i % 2:  # alternate which one goes first
+            baseline.append(spoken_turn(twin, pcm))
         r = spoken_turn(backend, pcm)
+        if twin is not None and not i % 2:
+            baseline.append(spoken_turn(twin, pcm))
         results.append(r)
         print(
             f"  {name[:30]:30s} first audio {r['first_audio_s']:.3f} s  asr {r['asr_s']:.3f}  "
@@ -176,6 +195,16 @@ def main() -> None:
     print(f"LLM decode:                 median {statistics.median(col('tok_s')):.1f} tokens/s")
     print(f"TTS real-time factor:       median {statistics.median(col('tts_rtf')):.3f}")
     print(f"peak RSS:                   {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    if baseline:
+        base = [r["first_audio_s"] for r in baseline]
+        ratios = [b["first_audio_s"] / r["first_audio_s"] for b, r in zip(baseline, results, strict=True)]
+        speed = [r["tok_s"] / b["tok_s"] for b, r in zip(baseline, results, strict=True)]
+        print(
+            "twin decoding with bfloat16 weights, same turns alternating:"
+            f" first audio p50 {percentile(base, 50):.3f} s  p95 {percentile(base, 95):.3f} s;"
+            f" paired median ratio twin/ours {statistics.median(ratios):.2f}x;"
+            f" decode tokens/s ours/twin {statistics.median(speed):.2f}x"
+        )
     print(f"start-up: load {startup_s:.2f} s (OCR still loading), warm-up {warm_s:.2f} s")
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 

@@ -20,6 +20,9 @@ def add_parser(sub, parents) -> None:
     p.add_argument("--api-key", action="append", default=[], metavar="KEY[=USER]",
                    help="accept this bearer key (repeatable); KEY=USER maps it to a user")
     p.add_argument("--max-new-tokens", type=int, default=256, help="longest reply in the web UI, in tokens")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for the model's tensor operations (default: one per core); on cores shared "
+                        "with other busy programs 1 can be several times faster (bench/offline.py --threads)")
     p.add_argument("--allow-anonymous-loopback", action="store_true",
                    help="let API clients on this machine (loopback) in without a key")
     p.add_argument("--no-anonymous-loopback", action="store_true", help=argparse.SUPPRESS)  # the default now
@@ -43,6 +46,12 @@ def run(args: argparse.Namespace) -> int:
     from ui.app import ServeConfig, create_app
 
     keys = _keys(args.api_key)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise BadInput("--threads must be at least 1")
+        import torch
+
+        torch.set_num_threads(args.threads)  # the process's setting, chosen here at its entry point
     if args.host not in ("127.0.0.1", "localhost", "::1") and not keys:
         raise BadInput("serving beyond loopback needs at least one --api-key")
     profile = resolve_profile(args.profile)
