@@ -2,6 +2,7 @@
 
     python bench/api_load.py [--seconds 120] [--clients 32] [--tokens 16]
     python bench/api_load.py --seconds 10          (a short try)
+    python bench/api_load.py --mix chat=0.7,transcribe=0.3 --rounds 2   (no speech; RSS after each round)
 
 Serves `assistant serve --profile tiny` in a subprocess (fresh data folder, one API key) and runs
 --clients asyncio clients with the real `openai` client (AsyncOpenAI), each sending one request
@@ -38,7 +39,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 CLIP = REPO.parent / "shared" / "data" / "speech" / "openai_whisper" / "jfk.flac"
 KEY = "load-test-key-0001"
-MIX = (("chat", 0.5), ("chat_audio", 0.2), ("transcribe", 0.3))
+MIX = "chat=0.5,chat_audio=0.2,transcribe=0.3"  # kind=weight
 
 
 @dataclass
@@ -49,6 +50,16 @@ class Tally:
 
     def fail(self, kind: str, what: str) -> None:
         self.errors[kind][what] += 1
+
+
+def parse_mix(text: str) -> list[tuple[str, float]]:
+    mix = []
+    for part in text.split(","):
+        kind, _, weight = part.partition("=")
+        if kind not in ("chat", "chat_audio", "transcribe") or not weight:
+            raise SystemExit(f"--mix: {part!r} is not KIND=WEIGHT with KIND chat, chat_audio or transcribe")
+        mix.append((kind, float(weight)))
+    return mix
 
 
 def pct(values: list[float], q: float) -> float:
@@ -116,8 +127,8 @@ async def one(client: openai.AsyncOpenAI, kind: str, tokens: int, clip: bytes, i
     tally.latencies_s[kind].append(time.perf_counter() - t0)
 
 
-async def load(url: str, clients: int, seconds: float, tokens: int, seed: int,
-               pid: int) -> tuple[Tally, float, float]:
+async def load(url: str, clients: int, seconds: float, tokens: int, seed: int, pid: int,
+               mix: list[tuple[str, float]]) -> tuple[Tally, float, float]:
     clip = CLIP.read_bytes()
     tally = Tally()
     peak = [rss_mib(pid)]
@@ -125,7 +136,7 @@ async def load(url: str, clients: int, seconds: float, tokens: int, seed: int,
     client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0, http_client=http)
     deadline = time.perf_counter() + seconds
     rng = random.Random(seed)
-    kinds, weights = zip(*MIX, strict=True)
+    kinds, weights = zip(*mix, strict=True)
 
     async def worker(w: int) -> None:
         i = 0
@@ -151,7 +162,7 @@ def report(tally: Tally, elapsed: float, rss: dict, health: dict, args) -> dict:
     out = {"clients": args.clients, "seconds": round(elapsed, 1), "tokens": args.tokens, "kinds": {}, "rss_mib": rss,
            "server": health}
     fivexx = 0
-    for kind, _ in MIX:
+    for kind, _ in args.mix:
         lat = tally.latencies_s.get(kind, [])
         errs = dict(tally.errors.get(kind, {}))
         fivexx += sum(n for code, n in errs.items() if code.startswith("5"))
@@ -185,8 +196,11 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--tokens", type=int, default=16, help="max_tokens of each chat reply")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--mix", default=MIX, help=f"request kinds and their weights (default: {MIX})")
+    ap.add_argument("--rounds", type=int, default=1, help="load rounds on one server (RSS after each)")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
+    args.mix = parse_mix(args.mix)
     args.load_before = psutil.getloadavg()[0]
     with tempfile.TemporaryDirectory() as data:
         proc, url = serve(data)
@@ -196,18 +210,23 @@ def main() -> None:
 
             async def warm_up() -> None:  # one of each kind: models loaded, caches filled
                 async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0) as c:
-                    for i, (kind, _) in enumerate(MIX):
+                    for i, (kind, _) in enumerate(args.mix):
                         await one(c, kind, args.tokens, CLIP.read_bytes(), i, warm)
 
             asyncio.run(warm_up())
             rss["before"] = rss_mib(proc.pid)
-            tally, elapsed, peak = asyncio.run(load(url, args.clients, args.seconds, args.tokens, args.seed, proc.pid))
-            rss["peak"] = peak
-            rss["after"] = rss_mib(proc.pid)
-            health = httpx.get(f"{url}/health").json()
-            out = report(tally, elapsed, {k: round(v, 1) for k, v in rss.items()}, health, args)
+            rounds = []
+            for r in range(args.rounds):  # a second round on the same server: does memory keep growing?
+                tally, elapsed, peak = asyncio.run(
+                    load(url, args.clients, args.seconds, args.tokens, args.seed + r, proc.pid, args.mix))
+                rss["peak"] = max(rss.get("peak", 0.0), peak)
+                rss["after"] = rss_mib(proc.pid)
+                if args.rounds > 1:
+                    print(f"--- round {r + 1} of {args.rounds}")
+                health = httpx.get(f"{url}/health").json()
+                rounds.append(report(tally, elapsed, {k: round(v, 1) for k, v in rss.items()}, health, args))
             if args.json:
-                Path(args.json).write_text(json.dumps(out, indent=1))
+                Path(args.json).write_text(json.dumps(rounds if args.rounds > 1 else rounds[0], indent=1))
         finally:
             proc.terminate()
             proc.wait(timeout=60)

@@ -70,7 +70,8 @@ def take(url: str, user: str, key: str, out: Path) -> list[Path]:
         page.get_by_label("username").fill(user)
         page.get_by_label("password").fill(key)
         page.get_by_role("button", name="Login").click()
-        page.get_by_role("tab", name="Chat").wait_for()
+        page.locator("#chat-input textarea").wait_for()
+        page.wait_for_function("document.querySelector('#instance-1 input').value.length > 0")  # the page's load ran
         shot("1-chat-empty")
         page.locator("#chat-input textarea").fill("Hello! What can you do?")
         page.locator("#chat-input textarea").press("Enter")

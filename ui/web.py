@@ -54,7 +54,7 @@ def build_ui(ctx: WebContext) -> gr.Blocks:
                     second = chat_pane(ctx, SECOND, "Conversation 2")
         with gr.Tab("Voice"):
             vpersona = gr.Dropdown(choices=["Grok"], value="Grok", label="Persona", elem_id="voice-persona")
-            vbot = gr.Chatbot(elem_id="voice-chat", height=300)
+            vbot = gr.Chatbot(elem_id="voice-chat", height=300, show_label=False)
             mic = gr.Audio(sources=["microphone"], type="numpy", label="Press record, speak, press stop",
                            elem_id="mic")
             vreply = gr.Audio(label="Reply", autoplay=True, elem_id="voice-audio")

@@ -7,14 +7,13 @@ import gradio as gr
 from assistant.errors import AssistantError
 from assistant.events import AudioChunk, Done, Error
 from assistant.turns import Message, Request
-from memory import Persona, create_persona, delete_persona, edit_persona, get_persona, list_personas
+from memory import DEFAULT_PERSONA, Persona, create_persona, delete_persona, edit_persona, get_persona, list_personas
 from ui.web_chat import PLAY_JS
 from ui.web_context import WebContext, fail, wire
 
 __all__ = ["personas_tab", "voice_choices"]
 
 HEADERS = ["name", "voice", "style", "language", "greeting"]
-SAMPLE_TOKENS = 48  # the voice sample's length, in tokens of the model's reply
 
 
 def voice_choices(ctx: WebContext) -> gr.Dropdown:
@@ -55,7 +54,8 @@ def personas_tab(ctx: WebContext, dropdowns: list[gr.Dropdown]):
         for value in current or [None] * len(dropdowns):
             if renamed and value == renamed[0]:
                 value = renamed[1]
-            pickers.append(gr.Dropdown(choices=names, value=value if value in names else names[0]))
+            fallback = DEFAULT_PERSONA.name if DEFAULT_PERSONA.name in names else names[0]
+            pickers.append(gr.Dropdown(choices=names, value=value if value in names else fallback))
         return rows, *pickers
 
     def form(voice_name: str, style_text: str, language_code: str, greeting_text: str) -> dict:
@@ -110,7 +110,8 @@ def personas_tab(ctx: WebContext, dropdowns: list[gr.Dropdown]):
         token = ctx.relay.open(ctx.engine.sample_rate)
         yield ctx.relay.spec(token, "preview"), f"Playing a sample in the voice **{voice_name or 'default'}**…"
         req = Request((Message("user", text),), system="Read the user's message aloud exactly as written.",
-                      speak=True, voice=voice_name, max_new_tokens=SAMPLE_TOKENS)
+                      speak=True, voice=voice_name,
+                      max_new_tokens=min(ctx.max_new_tokens, 2 * len(text) + 16))  # the server's reply cap
         samples = 0
         try:
             async for ev in ctx.engine.stream(req):
