@@ -88,6 +88,7 @@ def take(url: str, user: str, key: str, out: Path) -> list[Path]:
         page.locator("#transcribe-file input[type=file]").set_input_files(str(SPEECH / "openai_whisper" / "jfk.flac"))
         page.locator("#transcribe-go").click()
         page.wait_for_function("document.querySelector('#transcript textarea').value.length > 20")
+        page.wait_for_function("document.querySelector('#transcribe-player #duration')?.innerText !== '0:00'")
         shot("5-transcribe")
         page.get_by_role("tab", name="Personas").click()
         page.locator("#persona-name input").fill("Coach")

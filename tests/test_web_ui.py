@@ -263,6 +263,19 @@ def test_two_conversations_side_by_side_both_at_once(page):
     page.locator("#chat-input-2").wait_for(state="detached")
 
 
+def test_clearing_the_chat_starts_a_new_conversation_and_keeps_the_old(page):
+    page.get_by_role("tab", name="Chat").click()
+    pick(page, "#persona", "Grok")
+    page.wait_for_function("document.querySelector('#instance-1 input').value === 'Grok'")
+    send(page, "remember this conversation")
+    page.locator("#chatbot button[aria-label=Clear]").click()
+    page.wait_for_function("document.querySelector('#instance-1 input').value.startsWith('Grok 20')")
+    send(page, "a new start")
+    assert "remember this conversation" not in page.locator("#chatbot").inner_text()
+    pick(page, "#instance-1", "Grok")  # the old one is still there
+    wait_text(page, "#chatbot", "remember this conversation")
+
+
 def remembered(page, data_dir, text: str, query: str) -> int:
     """Store a memory for the page's user (as a chat would), then search for it in the Memory tab."""
     from memory import open_store

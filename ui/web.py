@@ -49,9 +49,9 @@ def build_ui(ctx: WebContext) -> gr.Blocks:
             side = gr.Button("Open a second conversation side by side", elem_id="open-second", size="sm")
             with gr.Row():
                 with gr.Column():
-                    first = chat_pane(ctx, "1", "Conversation 1")
+                    first = chat_pane(ctx, "1", "Persona")
                 with gr.Column(visible=False) as second_column:
-                    second = chat_pane(ctx, SECOND, "Conversation 2")
+                    second = chat_pane(ctx, SECOND, "Persona (second conversation)")
         with gr.Tab("Voice"):
             vpersona = gr.Dropdown(choices=["Grok"], value="Grok", label="Persona", elem_id="voice-persona")
             vbot = gr.Chatbot(elem_id="voice-chat", height=300, show_label=False)

@@ -7,6 +7,7 @@ Several panes side by side are several instances, usable at once (the engine bat
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import gradio as gr
@@ -74,8 +75,7 @@ async def reply(s: Session, turn: Turn, speak: bool, history: list, relay=None, 
 def chat_pane(ctx: WebContext, pane: str, label: str) -> ChatPane:
     """One pane's components and events, inside the current Blocks layout."""
     with gr.Row(equal_height=True):
-        persona = gr.Dropdown(choices=["Grok"], value="Grok", label=f"{label} · persona",
-                              elem_id=_id("persona", pane), scale=1)
+        persona = gr.Dropdown(choices=["Grok"], value="Grok", label=label, elem_id=_id("persona", pane), scale=1)
         instance = gr.Dropdown(choices=["Grok"], value="Grok", label="Conversation", allow_custom_value=True,
                                info="type a new name for a fresh one", elem_id=f"instance-{pane}", scale=1)
     bot = gr.Chatbot(elem_id=_id("chatbot", pane), height=380, buttons=["copy"], show_label=False,
@@ -118,6 +118,11 @@ def chat_pane(ctx: WebContext, pane: str, label: str) -> ChatPane:
     def open_instance(persona_name: str, instance_name: str, request: gr.Request):
         return history_messages(ctx, request, persona_name, (instance_name or "").strip() or persona_name)
 
+    def fresh(persona_name: str, request: gr.Request):
+        """The chat's clear button starts a new conversation (the old one stays, listed under Conversation)."""
+        name = f"{persona_name} {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        return gr.Dropdown(choices=[*ctx.instance_names(request, persona_name), name], value=name)
+
     done_js = f"() => window.assistantSpeech && window.assistantSpeech.mark('{pane}', 'reply-done')"
     box.submit(chat, [box, persona, instance, speak], [box, bot, spoken, speech],
                concurrency_limit=None).then(None, None, None, js=done_js)
@@ -125,6 +130,7 @@ def chat_pane(ctx: WebContext, pane: str, label: str) -> ChatPane:
     stop.click(None, None, None, js=f"() => window.assistantSpeech && window.assistantSpeech.stop('{pane}')")
     persona.input(open_persona, [persona], [instance, bot])
     instance.input(open_instance, [persona, instance], [bot])
+    bot.clear(fresh, [persona], [instance])
     return ChatPane(pane, persona, instance, bot, box)
 
 

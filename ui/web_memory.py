@@ -3,11 +3,12 @@ memory's history (added, replaced by a correction, edited, deleted)."""
 
 from __future__ import annotations
 
+import time
+
 import gradio as gr
 
 from assistant.errors import AssistantError
 from memory import recall
-from memory.types import iso
 from ui.web_context import WebContext, fail, wire
 
 __all__ = ["memory_tab"]
@@ -15,6 +16,11 @@ __all__ = ["memory_tab"]
 HEADERS = ["id", "text", "kind", "scope", "status", "updated"]
 HISTORY_HEADERS = ["when", "action", "before", "after"]
 SEARCH_K = 50
+
+
+def when(ts: float) -> str:
+    """A time as people read it: 2026-11-22 21:47 UTC."""
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
 
 
 def memory_tab(ctx: WebContext):
@@ -29,7 +35,8 @@ def memory_tab(ctx: WebContext):
                          column_widths=["7%", "45%", "10%", "12%", "11%", "15%"])
     with gr.Row(equal_height=True):
         mem_id = gr.Number(label="Memory id", precision=0, elem_id="memory-id", scale=1, minimum=0)
-        text = gr.Textbox(label="Text", elem_id="memory-text", scale=5, max_lines=4)
+        text = gr.Textbox(label="Text (of the picked memory, or of a new one)", elem_id="memory-text", scale=5,
+                          max_lines=4)
     with gr.Row():
         save = gr.Button("Save", variant="primary", elem_id="memory-save")
         delete = gr.Button("Delete", variant="stop", elem_id="memory-delete")
@@ -49,7 +56,7 @@ def memory_tab(ctx: WebContext):
             if q:
                 items = [m for m in items if q.casefold() in m.text.casefold()]
         scopes = {i.id: i.name for i in ctx.store.instances(user)}
-        return [[m.id, m.text, m.kind, scopes.get(m.instance_id, "everywhere"), m.status, iso(m.updated_at)]
+        return [[m.id, m.text, m.kind, scopes.get(m.instance_id, "everywhere"), m.status, when(m.updated_at)]
                 for m in items]
 
     def own(memory_id, request: gr.Request, active: bool = False):
@@ -65,7 +72,7 @@ def memory_tab(ctx: WebContext):
 
     def history_rows(memory_id, request: gr.Request):
         m = own(memory_id, request)
-        return [[h["at"], h["action"], h["before"] or "", h["after"] or ""]
+        return [[h["at"].replace("T", " ").replace("+00:00", " UTC"), h["action"], h["before"] or "", h["after"] or ""]
                 for h in ctx.store.history_of_memories(ctx.user(request), m.id)]
 
     def on_history(memory_id, request: gr.Request):

@@ -27,7 +27,8 @@ def personas_tab(ctx: WebContext, dropdowns: list[gr.Dropdown]):
     table, the voice picker and the function that refreshes table and pickers (for the page's load)."""
     gr.Markdown("Pick a persona in the table to edit, delete or hear it; fill the form and press "
                 "**Create** for a new one. Each persona keeps its own conversations; memories are shared.")
-    table = gr.Dataframe(headers=HEADERS, interactive=False, elem_id="personas", wrap=True)
+    table = gr.Dataframe(headers=HEADERS, interactive=False, elem_id="personas", wrap=True,
+                         column_widths=["12%", "11%", "42%", "10%", "25%"])
     with gr.Row():
         name = gr.Textbox(label="Name", elem_id="persona-name", max_lines=1)
         voice = gr.Dropdown(choices=["(default)"], value="(default)", label="Voice", elem_id="persona-voice")
