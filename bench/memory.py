@@ -6,10 +6,9 @@ Latency: one user holds N memories. Their texts are varied conversation lines; t
 real all-MiniLM-L6-v2 embeddings of a pool of distinct lines, reused with small noise above the
 pool size (embedding 100k lines would take ~20 min on 2 cores, and the cost of a search does not
 depend on which unit vectors it scans). `recall` p50/p95 is timed twice: end to end (every query
-embedded afresh), and with the query's vector cached (the store's own search cost). Baselines run
+embedded afresh), and with the query's vector cached (the store's own search cost). A baseline runs
 side by side in the same process: the query embedding by the PyTorch model on one thread (what
-memory used before the ONNX export) against ours, and the vector search against a plain float32
-scan of the whole matrix (same results asked for: the best 50).
+memory used before the ONNX export) against ours.
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from memory import Embedder, open_store, recall
 from memory.store import NewMemory
 from memory.types import embedding_text
-from memory.vectors import VectorIndex
 
 PEOPLE = ["Ana", "Ben", "Chloe", "Dev", "Emre", "Fatima", "Gus", "Hana"]
 PLACES = ["Lisbon", "Osaka", "the lake", "the gym", "Grandma's house", "the office", "Montreal", "the market"]
@@ -101,7 +99,6 @@ def latency(embedder: Embedder, sizes: list[int], n_queries: int, pool: int, rng
     nrng = np.random.default_rng(0)
     print(f"\nsearch latency, one user, {len(queries)} distinct queries (ms)")
     print(f"{'memories':>9} {'p50 e2e':>8} {'p95 e2e':>8} {'p50 search':>11} {'p95 search':>11} {'insert/s':>9}")
-    scans = []
     for size in sizes:
         with tempfile.TemporaryDirectory() as tmp, open_store(tmp, embedder) as store:
             user = store.user("bench")
@@ -132,18 +129,11 @@ def latency(embedder: Embedder, sizes: list[int], n_queries: int, pool: int, rng
                 t = time.perf_counter()
                 recall(store, user, q, k=10)
                 search.append(time.perf_counter() - t)
-            scans.append((size, *vector_scan(store.vector_index(user), [embedder.embed_one(q) for q in queries])))
             print(
                 f"{size:>9} {pct(e2e, 50):>8.1f} {pct(e2e, 95):>8.1f} {pct(search, 50):>11.1f} "
                 f"{pct(search, 95):>11.1f} {insert_rate:>9.0f}",
                 flush=True,
             )
-    print("\nvector search alone, best 50 (ms): ours (bfloat16 scan + exact re-score) vs plain float32 scan")
-    head = ("memories", "ours p50", "ours p95", "f32 p50", "f32 p95", "p50 ratio", "same top50")
-    print(" ".join(f"{h:>{w}}" for h, w in zip(head, (9, 9, 9, 8, 8, 9, 10), strict=True)))
-    for size, ours, plain, same in scans:
-        print(f"{size:>9} {pct(ours, 50):>9.2f} {pct(ours, 95):>9.2f} {pct(plain, 50):>8.2f} {pct(plain, 95):>8.2f} "
-              f"{np.median(plain) / np.median(ours):>8.2f}x {same:>10.3f}")  # fmt: skip
 
 
 def query_embedding(embedder: Embedder, queries: list[str]) -> None:
@@ -184,21 +174,6 @@ def query_embedding(embedder: Embedder, queries: list[str]) -> None:
     print(f"  pytorch p50 {pct(p, 50):.2f}  p95 {pct(p, 95):.2f}")
     print(f"  onnx    p50 {pct(o, 50):.2f}  p95 {pct(o, 95):.2f}   p50 ratio {np.median(p) / np.median(o):.2f}x;"
           f" cosine to PyTorch's vectors: min {min(cos):.6f}")  # fmt: skip
-
-
-def vector_scan(index: VectorIndex, vecs: list[np.ndarray]) -> tuple[list[float], list[float], float]:
-    """Times of index.top(v, 50) and of a plain float32 scan of the same rows; share of identical top-50 sets."""
-    ours, plain, same = [], [], 0
-    for v in vecs:
-        t = time.perf_counter()
-        top = index.top(v, 50)
-        ours.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        ids, sims = index.cosines(v)
-        best = ids[np.argpartition(-sims, 49)[:50]]
-        plain.append(time.perf_counter() - t)
-        same += set(top) == set(best.tolist())
-    return ours, plain, same / len(vecs)
 
 
 def conversation(rng: random.Random, lines: int) -> tuple[list[dict], dict[str, str]]:
