@@ -151,8 +151,12 @@ class Keeper:
 
     def _run(self) -> None:
         zeros = np.zeros(240, np.int16)
-        while not self._stop:
-            self._stream.write(zeros)
+        try:
+            while not self._stop:
+                self._stream.write(zeros)
+        except OSError:
+            if not self._stop:
+                raise
 
     def close(self) -> None:
         self._stop = True
@@ -175,7 +179,12 @@ class Recorder:
     def _run(self) -> None:
         n = self.rate // 100
         while not self._stop:
-            block = self._stream.read(n)
+            try:
+                block = self._stream.read(n)
+            except OSError:
+                if self._stop:
+                    return
+                raise
             t_first = time.monotonic() - self._stream.latency() - n / self.rate
             with self._lock:
                 self._blocks.append((t_first, block.astype(np.float32) / 32768.0))
@@ -216,6 +225,9 @@ class PulseAudio:
         self.dir.chmod(0o700)
         self.env = {**os.environ, "XDG_RUNTIME_DIR": str(self.dir), "PULSE_SERVER": f"unix:{self.dir}/pulse/native",
                     "HOME": str(self.dir)}
+        self._start()
+
+    def _start(self) -> None:
         subprocess.run(["pulseaudio", "--daemonize=yes", "--exit-idle-time=-1", "-n", "--use-pid-file=yes",
                         "--high-priority=yes", "--realtime=yes",
                         "--load=module-native-protocol-unix", f"--log-target=file:{self.dir}/pulse.log"],
@@ -234,6 +246,19 @@ class PulseAudio:
         self.heard = Recorder(lib, server, "mic", 16_000)  # what the assistant's microphone got
         time.sleep(2.5)  # let both sinks settle into small blocks before anything is measured
 
+    def _stop(self) -> None:
+        for part in (self.feeder, self.keeper, self.recorder, self.heard):
+            part._stop = True
+        subprocess.run(["pulseaudio", "--kill"], env=self.env, capture_output=True, timeout=30)
+        for part in (self.feeder, self.keeper, self.recorder, self.heard):
+            part.close()
+
+    def restart(self, down_s: float) -> None:
+        """The sound server goes away for `down_s` seconds (every device vanishes), then comes back."""
+        self._stop()
+        time.sleep(down_s)
+        self._start()
+
     def pactl(self, *args: str) -> str:
         return subprocess.run(["pactl", *args], env=self.env, check=True, capture_output=True, text=True,
                               timeout=30).stdout
@@ -247,9 +272,7 @@ class PulseAudio:
         raise RuntimeError("PulseAudio did not start")
 
     def close(self) -> None:
-        for part in (self.feeder, self.keeper, self.recorder, self.heard):
-            part.close()
-        subprocess.run(["pulseaudio", "--kill"], env=self.env, capture_output=True, timeout=30)
+        self._stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

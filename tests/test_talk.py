@@ -251,3 +251,26 @@ def test_offline_profile_hears_a_spoken_question_and_answers_aloud(pulse, tmp_pa
     assert 0.5 * done["audio_s"] <= sounding <= done["audio_s"] + 0.1
     assert audio["latency_s"] < 10 and turn["end"] < audio["first_sample"]
     assert t.stop() == 0
+
+
+def test_the_sound_server_vanishing_is_survived(pulse, tmp_path, clips):
+    """Every device goes away for two seconds: a one-line message, a retry, no crash; the turn
+    before is kept and the next one is heard."""
+    t = Talk(pulse, tmp_path, *TINY, "--max-new-tokens", "1")
+    pulse.feeder.play(clips["test"][0])
+    first = t.wait("reply.started", timeout=30)
+    t.wait("saved", id=first["id"], timeout=120)
+    pulse.restart(down_s=2.0)
+    lost = t.wait("device", timeout=15)
+    assert "microphone" in lost["message"] or "speaker" in lost["message"]
+    deadline = time.monotonic() + 30
+    while not any("back" in e["message"] for e in t.of("device")):
+        assert time.monotonic() < deadline, f"the devices never came back: {t.of('device')}"
+        time.sleep(0.2)
+    time.sleep(1.0)  # the reopened streams settle
+    pulse.feeder.play(clips["test_de"][0])
+    second = t.wait("reply.started", timeout=30)
+    t.wait("saved", id=second["id"], timeout=120)
+    assert t.proc.poll() is None, "talk crashed"
+    assert t.stop() == 0
+    assert len(t.of("saved")) == 2
