@@ -11,9 +11,11 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi.responses import HTMLResponse, Response
 
 from assistant.errors import AssistantError
 from assistant.realtime import INPUT_RATE
@@ -28,6 +30,7 @@ __all__ = ["make_realtime_router"]
 log = logging.getLogger(__name__)
 
 MAX_FRAME_BYTES = INPUT_RATE * 2 * 10  # 10 s of audio in one frame is more than any client sends
+STATIC = Path(__file__).parent / "static"
 VAD_FIELDS = {"silence_s": float, "aggressiveness": int, "min_speech_s": float, "threshold_db": float,
               "echo_threshold_db": float}
 
@@ -42,6 +45,15 @@ def make_realtime_router(get_engine: Callable, store, identify: Callable[[WebSoc
                          max_new_tokens: int = 256) -> APIRouter:
     """`identify(ws)` returns the caller's user name, or None to refuse the connection."""
     router = APIRouter()
+
+    @router.get("/call", include_in_schema=False)
+    async def call_page() -> HTMLResponse:
+        """The hands-free voice call in the browser (the same socket as `assistant talk --server`)."""
+        return HTMLResponse((STATIC / "call.html").read_text(encoding="utf-8"))
+
+    @router.get("/call.js", include_in_schema=False)
+    async def call_script() -> Response:
+        return Response((STATIC / "call.js").read_text(encoding="utf-8"), media_type="text/javascript")
 
     @router.websocket("/v1/realtime")
     async def realtime(ws: WebSocket) -> None:
