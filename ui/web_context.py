@@ -38,6 +38,7 @@ def wire(event, fn: Callable, inputs: list, outputs: list, doing: str = "do that
     their next update.)"""
 
     def failed(err: AssistantError | gr.Error) -> tuple:
+        log.info("web UI: could not %s: %s", doing, err.message)
         gr.Warning(err.message)
         return (*[gr.skip()] * (len(outputs) - 1), f"**Could not {doing}:** {err.message}")
 
