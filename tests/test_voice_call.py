@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import start_server, stop_server
@@ -26,10 +27,15 @@ def server(tmp_path_factory):
 
 @pytest.fixture
 def browser(speech_dir, tmp_path):
+    yield from _browser(speech_dir / "leopard" / "test.wav", tmp_path)
+
+
+def _browser(source: Path, tmp_path: Path):
     from playwright.sync_api import sync_playwright
 
+    tmp_path.mkdir(parents=True, exist_ok=True)
     wav = tmp_path / "speech.wav"
-    shutil.copy(speech_dir / "leopard" / "test.wav", wav)
+    shutil.copy(source, wav)
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
@@ -37,10 +43,6 @@ def browser(speech_dir, tmp_path):
         ctx = b.new_context(permissions=["microphone"])
         yield ctx.new_page()
         b.close()
-
-
-def log_kinds(page) -> list[str]:
-    return page.evaluate("window.assistantCall.log.map(e => e.kind)")
 
 
 def test_a_spoken_turn_is_heard_answered_and_played(server, browser):
@@ -75,3 +77,35 @@ def test_a_wrong_key_is_a_clear_error(server, browser):
     page.click("#start")
     page.wait_for_function("document.getElementById('error').textContent.length > 0")
     assert "API key" in page.inner_text("#error")
+
+
+@pytest.fixture(scope="module")
+def long_server(tmp_path_factory):
+    data = tmp_path_factory.mktemp("call-data-long")
+    proc, url = start_server("--profile", "tiny", "--architecture", "qwen3_omni", "--data-dir", str(data),
+                             "--max-new-tokens", "24", "--allow-anonymous-loopback")  # ~15 s replies
+    yield url
+    stop_server(proc)
+
+
+def test_talking_over_the_reply_cuts_it_and_starts_a_turn(long_server, speech_dir, tmp_path):
+    from audio.io import load_audio, write_wav
+
+    first = load_audio(speech_dir / "leopard" / "test.wav")
+    second = load_audio(speech_dir / "leopard" / "test_fr.wav")
+    mic = tmp_path / "two.wav"  # a question, 3.5 s of silence (the reply starts), then talking over it
+    write_wav(mic, np.concatenate([first, np.zeros(56_000, np.float32), second]), 16_000)
+    for page in _browser(mic, tmp_path / "b"):
+        page.set_default_timeout(120_000)
+        page.goto(long_server + "/call")
+        page.click("#start")
+        page.wait_for_function("window.assistantCall.log.filter(e => e.kind === 'speech.stopped').length >= 2")
+        log = page.evaluate("window.assistantCall.log")
+        kinds = [e["kind"] for e in log]
+        assert "response.cancelled" in kinds and "playback.cut" in kinds
+        cut = next(e for e in log if e["kind"] == "playback.cut")
+        assert cut["played_s"] > 0.5  # it had been speaking
+        page.wait_for_function("window.assistantCall.log.some(e => e.kind === 'turn.saved' && e.interrupted)")
+        saved = next(e for e in page.evaluate("window.assistantCall.log") if e["kind"] == "turn.saved")
+        assert saved["interrupted"] and saved["played_s"] == pytest.approx(cut["played_s"], abs=0.01)
+        assert kinds.count("response.started") == 2  # the new utterance got its own reply
