@@ -94,20 +94,21 @@
     if ($("persona").value) q.set("persona", $("persona").value);
     if ($("key").value) q.set("api_key", $("key").value);
     const base = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}`;
+    inCtx = new AudioContext(); outCtx = new AudioContext({ sampleRate: 24000 });
     const ws = new WebSocket(`${base}/v1/realtime?${q}`);
     ws.binaryType = "arraybuffer"; call.ws = ws;
-    try {
-      mic = await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: true, noiseSuppression: true } });
-    } catch (e) { $("error").textContent = `no microphone: ${e.message}`; ws.close(); return; }
-    inCtx = new AudioContext(); outCtx = new AudioContext({ sampleRate: 24000 });
+    // handlers first: a refusal (wrong key) comes at once
     ws.onmessage = (m) => {
       if (typeof m.data === "string") onEvent(JSON.parse(m.data));
       else { call.bytesIn += m.data.byteLength; play(m.data); }
     };
+    const opened = new Promise((ok) => { ws.onopen = () => ok(true); ws.onerror = () => ok(false); });
     ws.onclose = () => { setState("not connected"); note("closed", {}); stop(); };
-    await new Promise((ok, fail) => { ws.onopen = ok; ws.onerror = () => fail(new Error("cannot connect")); })
-      .catch((e) => { $("error").textContent = e.message; });
-    if (ws.readyState !== 1) return;
+    try {
+      mic = await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: true, noiseSuppression: true } });
+    } catch (e) { $("error").textContent = `no microphone: ${e.message}`; ws.close(); return; }
+    if (ws.readyState === 0 && !(await opened)) $("error").textContent ||= "cannot connect to the server";
+    if (ws.readyState !== 1) { stop(); return; }
     send({ type: "session.update", playback_reports: true });
     const src = inCtx.createMediaStreamSource(mic);
     proc = inCtx.createScriptProcessor(2048, 1, 1);
