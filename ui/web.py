@@ -53,6 +53,8 @@ def build_ui(ctx: WebContext) -> gr.Blocks:
                 with gr.Column(visible=False) as second_column:
                     second = chat_pane(ctx, SECOND, "Persona (second conversation)")
         with gr.Tab("Voice"):
+            gr.Markdown("Hands-free: **[open the voice call](/call)** — just talk; it answers when you stop "
+                        "and stops when you talk over it. Or record one message here.", elem_id="call-link")
             vpersona = gr.Dropdown(choices=["Grok"], value="Grok", label="Persona", elem_id="voice-persona")
             vbot = gr.Chatbot(elem_id="voice-chat", height=300, show_label=False)
             mic = gr.Audio(sources=["microphone"], type="numpy", label="Press record, speak, press stop",
