@@ -122,8 +122,12 @@ def main() -> int:
                          "engine": ((done or {}).get("timings") or {}).get("first_audio_s")})
             print(f"turn {n}: end of speech -> first reply sample {1000 * rows[-1]['latency']:.0f} ms "
                   f"(the loop's own estimate {1000 * audio['latency_s']:.0f} ms)", flush=True)
-        proc.send_signal(2)
-        proc.wait(timeout=60)
+        proc.send_signal(2)  # Ctrl+C: it saves, and waits for memory extraction of the turns
+        try:
+            proc.wait(timeout=300)
+        except subprocess.TimeoutExpired:
+            print("talk did not stop within 300 s; killed", file=sys.stderr)
+            proc.kill()
     finally:
         if server is not None:
             from tests.conftest import stop_server
