@@ -56,7 +56,8 @@ def text_of(page, selector: str) -> str:
 
 def wait_text(page, selector: str, text: str, present: bool = True) -> None:
     page.wait_for_function(
-        "([s, t, p]) => document.querySelector(s).innerText.includes(t) === p", arg=[selector, text, present])
+        "([s, t, p]) => document.querySelector(s).innerText.includes(t) === p", arg=[selector, text, present]
+    )
 
 
 def persona_options(page) -> list[str]:
@@ -156,14 +157,44 @@ def test_neither_user_sees_the_others_data_in_the_web_ui(server, browser):
         store.close()
 
 
+def test_a_speech_stream_is_heard_only_by_the_user_who_asked(server, browser):
+    """Alice's reply speech URL, in Bob's hands (or a browser not logged in), is a 404 and stays unread;
+    Alice then gets its audio, once."""
+    url, _ = server
+    alice, bob = login(browser, url, "alice"), login(browser, url, "bob")
+    held = []  # Alice's page does not fetch its stream: the URL is kept for the test
+
+    def hold(route) -> None:
+        held.append(route.request.url)
+        route.abort()
+
+    alice.route("**/ui/speech/**", hold)
+    chat(alice, "Say something, please.")
+    assert len(held) == 1, held
+    for who in (bob.context.request, None):
+        r = who.get(held[0]) if who else httpx.get(held[0])
+        status, body = (r.status, r.json()) if who else (r.status_code, r.json())
+        assert status == 404 and body["error"]["code"] == "not_found" and "speech stream" in body["error"]["message"]
+    r = alice.context.request.get(held[0])
+    assert r.status == 200 and int(r.headers["x-sample-rate"]) > 0
+    audio = r.body()
+    assert len(audio) >= 2 and len(audio) % 2 == 0  # PCM16 samples of the reply
+    assert alice.context.request.get(held[0]).status == 404  # one-time
+    alice.context.close()
+    bob.context.close()
+
+
 def client(url: str, user: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{url}/v1", api_key=KEYS[user], max_retries=0, timeout=120)
 
 
 def ask(url: str, who: str, persona: str, **extra) -> openai.types.chat.ChatCompletion:
     return client(url, who).chat.completions.create(
-        model="tiny-qwen2_5_omni", max_tokens=2, messages=[{"role": "user", "content": "What is my locker code?"}],
-        extra_body={"persona": persona, **extra})
+        model="tiny-qwen2_5_omni",
+        max_tokens=2,
+        messages=[{"role": "user", "content": "What is my locker code?"}],
+        extra_body={"persona": persona, **extra},
+    )
 
 
 def test_neither_user_reaches_the_others_data_through_the_api(server):
@@ -186,8 +217,11 @@ def test_neither_user_reaches_the_others_data_through_the_api(server):
     # Her memories go into her prompt only: Bob's prompt is as long as a user's who has none.
     tokens = {who: ask(url, who, "Grok").usage.prompt_tokens for who in ("alice", "bob", "carol")}
     assert tokens["bob"] == tokens["carol"] < tokens["alice"]
-    r = httpx.post(f"{url}/v1/chat/completions", headers={"Authorization": f"Bearer {KEYS['bob']}"},
-                   json={"messages": [{"role": "user", "content": "hi"}], "persona": 5})
+    r = httpx.post(
+        f"{url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {KEYS['bob']}"},
+        json={"messages": [{"role": "user", "content": "hi"}], "persona": 5},
+    )
     assert r.status_code == 400 and r.json()["error"]["message"]
     # A speech stream is reachable only by its one-time token.
     r = httpx.get(f"{url}/ui/speech/not-a-token")

@@ -3,8 +3,9 @@
 A Gradio handler cannot stream audio to the browser without holding its event open until playback
 ends, so the handlers hand each reply's audio chunks to a `SpeechRelay` and give the page a URL
 with an unguessable one-time token; the page's WebAudio player (ui/static/web.js) fetches
-`GET /ui/speech/{token}` and plays the chunks as they arrive. The token is the capability: it is
-made for one turn of one logged-in page and can be read once.
+`GET /ui/speech/{token}` and plays the chunks as they arrive. The token is made for one turn of
+one page and can be read once, and only by the user who made it: with logins on, another user (or
+nobody logged in) who has the URL gets the same 404 as for a token that never existed.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from audio.encode import pcm16_bytes
@@ -35,6 +36,7 @@ MAX_STREAMS = 512  # open streams kept at most; the oldest are dropped beyond it
 @dataclass
 class _Stream:
     sample_rate: int
+    owner: str  # the user whose page asked for it; only they may read it
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)  # bytes, then None at the end
     created_s: float = field(default_factory=time.monotonic)
     taken: bool = False
@@ -47,11 +49,11 @@ class SpeechRelay:
         self.prefix = prefix
         self._streams: dict[str, _Stream] = {}
 
-    def open(self, sample_rate: int) -> str:
-        """A new stream; returns its token."""
+    def open(self, sample_rate: int, owner: str) -> str:
+        """A new stream that only `owner` may read; returns its token."""
         self._drop_stale()
         token = secrets.token_urlsafe(18)
-        self._streams[token] = _Stream(sample_rate)
+        self._streams[token] = _Stream(sample_rate, owner)
         return token
 
     def spec(self, token: str, pane: str) -> str:
@@ -78,10 +80,14 @@ class SpeechRelay:
             if s.taken:
                 self._streams.pop(token, None)
 
-    def take(self, token: str) -> _Stream | None:
-        """The stream for its one reader, or None (unknown, expired or already read)."""
+    def take(self, token: str, reader: str | None) -> _Stream | None:
+        """The stream for its one reader, or None (unknown, expired, already read, or `reader` is not
+        its owner: then it stays unread, for its owner)."""
         s = self._streams.get(token)
         if s is None or s.taken:
+            return None
+        if reader != s.owner:
+            log.warning("speech stream refused: made for another user than %r", reader)
             return None
         s.taken = True
         return s
@@ -102,13 +108,14 @@ class SpeechRelay:
             del self._streams[next(iter(self._streams))]
 
 
-def make_speech_router(relay: SpeechRelay) -> APIRouter:
-    """`GET {relay.prefix}/{token}`: the stream as raw PCM16 little-endian mono (rate in X-Sample-Rate)."""
+def make_speech_router(relay: SpeechRelay, reader: Callable[[Request], str | None]) -> APIRouter:
+    """`GET {relay.prefix}/{token}`: the stream as raw PCM16 little-endian mono (rate in X-Sample-Rate).
+    `reader(request)` names the user asking (None: nobody logged in); only a stream's owner gets it."""
     router = APIRouter()
 
     @router.get(relay.prefix + "/{token}", include_in_schema=False)
-    async def speech(token: str):
-        s = relay.take(token)
+    async def speech(token: str, request: Request):
+        s = relay.take(token, reader(request))
         if s is None:
             return JSONResponse(
                 error_body("no such speech stream (it was read already or has expired)", "not_found"), status_code=404

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from gradio.routes import App as GradioApp
 
 from assistant.turns import Turn
 from memory import Store
@@ -29,22 +30,57 @@ LOGIN_MESSAGE = "Log in with your user name and your API key (the operator gives
 SECOND = "2"  # the second pane's id
 
 
-def mount_web_ui(app: FastAPI, get_engine, store: Store, *, logins: list[tuple[str, str]],
-                 anonymous_user: str = "local", max_new_tokens: int = 256) -> FastAPI:
+def mount_web_ui(
+    app: FastAPI,
+    get_engine,
+    store: Store,
+    *,
+    logins: list[tuple[str, str]],
+    anonymous_user: str = "local",
+    max_new_tokens: int = 256,
+) -> FastAPI:
     """Add the speech streams and the Gradio UI (at /) to `app`; returns the app to serve."""
     relay = SpeechRelay()
-    app.include_router(make_speech_router(relay))
+    app.include_router(make_speech_router(relay, _page_user(app, anonymous_user, logins_on=bool(logins))))
     ui = build_ui(WebContext(get_engine, store, relay, anonymous_user, max_new_tokens))
     head = f"<script>{(STATIC / 'web.js').read_text(encoding='utf-8')}</script>"
-    return gr.mount_gradio_app(app, ui, path="/", auth=logins or None, auth_message=LOGIN_MESSAGE, head=head,
-                               css=(STATIC / "web.css").read_text(encoding="utf-8"), footer_links=["api"])
+    return gr.mount_gradio_app(
+        app,
+        ui,
+        path="/",
+        auth=logins or None,
+        auth_message=LOGIN_MESSAGE,
+        head=head,
+        css=(STATIC / "web.css").read_text(encoding="utf-8"),
+        footer_links=["api"],
+    )
+
+
+def _page_user(app: FastAPI, anonymous_user: str, *, logins_on: bool):
+    """`reader(request)` for the speech streams: the user logged in to the page (Gradio's login cookie,
+    the same name `gr.Request.username` gives the tabs), None when nobody is; the anonymous user
+    when the server has no logins."""
+
+    def reader(request: Request) -> str | None:
+        if not logins_on:
+            return anonymous_user
+        page = next((r.app for r in app.routes if isinstance(getattr(r, "app", None), GradioApp)), None)
+        if page is None:  # not mounted yet: nobody can have logged in
+            return None
+        token = request.cookies.get(f"access-token-{page.cookie_id}") or request.cookies.get(
+            f"access-token-unsecure-{page.cookie_id}"
+        )
+        return page.tokens.get(token)
+
+    return reader
 
 
 def build_ui(ctx: WebContext) -> gr.Blocks:
     """The Blocks app. With a login (the server's API keys), each person sees only their own data."""
     with gr.Blocks(title="assistant", delete_cache=(1800, 7200)) as ui:
-        gr.Markdown("# assistant\nTalk, show pictures, transcribe recordings. Everything stays on this server.",
-                    elem_id="title")
+        gr.Markdown(
+            "# assistant\nTalk, show pictures, transcribe recordings. Everything stays on this server.", elem_id="title"
+        )
         with gr.Tab("Chat"):
             side = gr.Button("Open a second conversation side by side", elem_id="open-second", size="sm")
             with gr.Row():
@@ -53,12 +89,14 @@ def build_ui(ctx: WebContext) -> gr.Blocks:
                 with gr.Column(visible=False) as second_column:
                     second = chat_pane(ctx, SECOND, "Persona (second conversation)")
         with gr.Tab("Voice"):
-            gr.Markdown("Hands-free: **[open the voice call](/call)** — just talk; it answers when you stop "
-                        "and stops when you talk over it. Or record one message here.", elem_id="call-link")
+            gr.Markdown(
+                "Hands-free: **[open the voice call](/call)** — just talk; it answers when you stop "
+                "and stops when you talk over it. Or record one message here.",
+                elem_id="call-link",
+            )
             vpersona = gr.Dropdown(choices=["Grok"], value="Grok", label="Persona", elem_id="voice-persona")
             vbot = gr.Chatbot(elem_id="voice-chat", height=300, show_label=False)
-            mic = gr.Audio(sources=["microphone"], type="numpy", label="Press record, speak, press stop",
-                           elem_id="mic")
+            mic = gr.Audio(sources=["microphone"], type="numpy", label="Press record, speak, press stop", elem_id="mic")
             vreply = gr.Audio(label="Reply", autoplay=True, elem_id="voice-audio")
         with gr.Tab("Transcribe"):
             transcribe_tab()
@@ -89,20 +127,37 @@ def build_ui(ctx: WebContext) -> gr.Blocks:
             opening = not open_now
             label = "Close the second conversation" if opening else "Open a second conversation side by side"
             history = history_messages(ctx, request, "Grok", f"Grok {SECOND}") if opening else gr.skip()
-            return (gr.Column(visible=opening), gr.Button(label), opening, gr.Dropdown(value="Grok"),
-                    gr.Dropdown(choices=[*ctx.instance_names(request, "Grok"), f"Grok {SECOND}"],
-                                value=f"Grok {SECOND}"), history)
+            return (
+                gr.Column(visible=opening),
+                gr.Button(label),
+                opening,
+                gr.Dropdown(value="Grok"),
+                gr.Dropdown(choices=[*ctx.instance_names(request, "Grok"), f"Grok {SECOND}"], value=f"Grok {SECOND}"),
+                history,
+            )
 
         def load(request: gr.Request):
             rows, *pickers = refresh_personas(request)
             names = ctx.instance_names(request, "Grok")
-            return (rows, *pickers, gr.Dropdown(choices=names, value="Grok"),
-                    history_messages(ctx, request, "Grok", "Grok"), voice_choices(ctx), load_memories(request))
+            return (
+                rows,
+                *pickers,
+                gr.Dropdown(choices=names, value="Grok"),
+                history_messages(ctx, request, "Grok", "Grok"),
+                voice_choices(ctx),
+                load_memories(request),
+            )
 
         mic.stop_recording(voice, [mic, vbot, vpersona], [vbot, vreply], concurrency_limit=None)
         second_open = gr.State(False)
-        side.click(toggle_second, [second_open],
-                   [second_column, side, second_open, second.persona, second.instance, second.bot])
-        ui.load(load, None, [table, first.persona, second.persona, vpersona, first.instance, first.bot,
-                             voice_picker, memories])
+        side.click(
+            toggle_second,
+            [second_open],
+            [second_column, side, second_open, second.persona, second.instance, second.bot],
+        )
+        ui.load(
+            load,
+            None,
+            [table, first.persona, second.persona, vpersona, first.instance, first.bot, voice_picker, memories],
+        )
     return ui

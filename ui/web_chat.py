@@ -38,8 +38,11 @@ def history_messages(ctx: WebContext, request: gr.Request, persona: str, instanc
     """The instance's stored conversation as chatbot messages (oldest first)."""
     s = ctx.session(request, persona, instance)
     stored = ctx.store.open_instance(ctx.user(request), s.persona.name, s.instance_name)  # the session's own
-    return [{"role": m.role, "content": m.text or "(spoken)"}
-            for m in ctx.store.history(stored, limit=HISTORY_SHOWN) if m.role in ("user", "assistant")]
+    return [
+        {"role": m.role, "content": m.text or "(spoken)"}
+        for m in ctx.store.history(stored, limit=HISTORY_SHOWN)
+        if m.role in ("user", "assistant")
+    ]
 
 
 async def reply(s: Session, turn: Turn, speak: bool, history: list, relay=None, token: str | None = None):
@@ -76,17 +79,38 @@ def chat_pane(ctx: WebContext, pane: str, label: str) -> ChatPane:
     """One pane's components and events, inside the current Blocks layout."""
     with gr.Row(equal_height=True):
         persona = gr.Dropdown(choices=["Grok"], value="Grok", label=label, elem_id=_id("persona", pane), scale=1)
-        instance = gr.Dropdown(choices=["Grok"], value="Grok", label="Conversation", allow_custom_value=True,
-                               info="type a new name for a fresh one", elem_id=f"instance-{pane}", scale=1)
-    bot = gr.Chatbot(elem_id=_id("chatbot", pane), height=380, buttons=["copy"], show_label=False,
-                     placeholder="Say hello, or drop a picture into the box below and ask about it.")
-    box = gr.MultimodalTextbox(file_types=["image"], file_count="multiple", elem_id=_id("chat-input", pane),
-                               placeholder="Ask anything; drop or paste images", show_label=False)
+        instance = gr.Dropdown(
+            choices=["Grok"],
+            value="Grok",
+            label="Conversation",
+            allow_custom_value=True,
+            info="type a new name for a fresh one",
+            elem_id=f"instance-{pane}",
+            scale=1,
+        )
+    bot = gr.Chatbot(
+        elem_id=_id("chatbot", pane),
+        height=380,
+        buttons=["copy"],
+        show_label=False,
+        placeholder="Say hello, or drop a picture into the box below and ask about it.",
+    )
+    box = gr.MultimodalTextbox(
+        file_types=["image"],
+        file_count="multiple",
+        elem_id=_id("chat-input", pane),
+        placeholder="Ask anything; drop or paste images",
+        show_label=False,
+    )
     with gr.Row(equal_height=True, elem_classes="speech-row"):
         speak = gr.Checkbox(value=True, label="Speak replies", elem_id=f"speak-{pane}", container=False, scale=3)
         stop = gr.Button("Stop speaking", size="sm", elem_id=f"stop-speaking-{pane}", scale=1, min_width=120)
-    spoken = gr.Audio(label="Last spoken reply (replay or download)", elem_id=_id("chat-audio", pane),
-                      buttons=["download"], interactive=False)
+    spoken = gr.Audio(
+        label="Last spoken reply (replay or download)",
+        elem_id=_id("chat-audio", pane),
+        buttons=["download"],
+        interactive=False,
+    )
     speech = gr.Textbox(visible="hidden", elem_id=f"speech-{pane}")
 
     async def chat(message: dict, persona_name: str, instance_name: str, speak_on: bool, request: gr.Request):
@@ -104,7 +128,7 @@ def chat_pane(ctx: WebContext, pane: str, label: str) -> ChatPane:
         content = [turn.text] if turn.text else []
         earlier = history_messages(ctx, request, persona_name, instance_name)  # stored, whatever the page showed
         shown = [*earlier, {"role": "user", "content": [*content, *({"path": f} for f in files)]}]
-        token = ctx.relay.open(ctx.engine.sample_rate) if speak_on else None
+        token = ctx.relay.open(ctx.engine.sample_rate, ctx.who(request)) if speak_on else None
         spec = ctx.relay.spec(token, pane) if token else gr.skip()
         yield {"text": "", "files": []}, shown, None, spec  # clear the box once; the person may type on
         async for messages, audio in reply(s, turn, speak_on, shown, ctx.relay, token):
@@ -112,8 +136,10 @@ def chat_pane(ctx: WebContext, pane: str, label: str) -> ChatPane:
 
     def open_persona(persona_name: str, request: gr.Request):
         names = ctx.instance_names(request, persona_name)
-        return (gr.Dropdown(choices=names, value=persona_name),
-                history_messages(ctx, request, persona_name, persona_name))
+        return (
+            gr.Dropdown(choices=names, value=persona_name),
+            history_messages(ctx, request, persona_name, persona_name),
+        )
 
     def open_instance(persona_name: str, instance_name: str, request: gr.Request):
         return history_messages(ctx, request, persona_name, (instance_name or "").strip() or persona_name)
@@ -124,8 +150,9 @@ def chat_pane(ctx: WebContext, pane: str, label: str) -> ChatPane:
         return gr.Dropdown(choices=[*ctx.instance_names(request, persona_name), name], value=name)
 
     done_js = f"() => window.assistantSpeech && window.assistantSpeech.mark('{pane}', 'reply-done')"
-    box.submit(chat, [box, persona, instance, speak], [box, bot, spoken, speech],
-               concurrency_limit=None).then(None, None, None, js=done_js)
+    box.submit(chat, [box, persona, instance, speak], [box, bot, spoken, speech], concurrency_limit=None).then(
+        None, None, None, js=done_js
+    )
     speech.change(None, [speech], None, js=PLAY_JS)
     stop.click(None, None, None, js=f"() => window.assistantSpeech && window.assistantSpeech.stop('{pane}')")
     persona.input(open_persona, [persona], [instance, bot])

@@ -25,10 +25,17 @@ def voice_choices(ctx: WebContext) -> gr.Dropdown:
 def personas_tab(ctx: WebContext, dropdowns: list[gr.Dropdown]):
     """Build the tab; `dropdowns` (the persona pickers elsewhere) follow every change. Returns the
     table, the voice picker and the function that refreshes table and pickers (for the page's load)."""
-    gr.Markdown("Pick a persona in the table to edit, delete or hear it; fill the form and press "
-                "**Create** for a new one. Each persona keeps its own conversations; memories are shared.")
-    table = gr.Dataframe(headers=HEADERS, interactive=False, elem_id="personas", wrap=True,
-                         column_widths=["12%", "11%", "42%", "10%", "25%"])
+    gr.Markdown(
+        "Pick a persona in the table to edit, delete or hear it; fill the form and press "
+        "**Create** for a new one. Each persona keeps its own conversations; memories are shared."
+    )
+    table = gr.Dataframe(
+        headers=HEADERS,
+        interactive=False,
+        elem_id="personas",
+        wrap=True,
+        column_widths=["12%", "11%", "42%", "10%", "25%"],
+    )
     with gr.Row():
         name = gr.Textbox(label="Name", elem_id="persona-name", max_lines=1)
         voice = gr.Dropdown(choices=["(default)"], value="(default)", label="Voice", elem_id="persona-voice")
@@ -48,8 +55,10 @@ def personas_tab(ctx: WebContext, dropdowns: list[gr.Dropdown]):
     def refresh(request: gr.Request, *current: str, renamed: tuple[str, str] | None = None):
         """The table, and each picker's choices; a picker on a renamed persona follows it, one on a
         deleted persona goes back to the first."""
-        rows = [[p.name, p.voice or "(default)", p.style, p.language, p.greeting]
-                for p in list_personas(ctx.store, ctx.user(request))]
+        rows = [
+            [p.name, p.voice or "(default)", p.style, p.language, p.greeting]
+            for p in list_personas(ctx.store, ctx.user(request))
+        ]
         names = [r[0] for r in rows]
         pickers = []
         for value in current or [None] * len(dropdowns):
@@ -60,8 +69,12 @@ def personas_tab(ctx: WebContext, dropdowns: list[gr.Dropdown]):
         return rows, *pickers
 
     def form(voice_name: str, style_text: str, language_code: str, greeting_text: str) -> dict:
-        return {"voice": None if voice_name in ("", "(default)") else voice_name, "style": style_text or "",
-                "language": (language_code or "en").strip(), "greeting": greeting_text or ""}
+        return {
+            "voice": None if voice_name in ("", "(default)") else voice_name,
+            "style": style_text or "",
+            "language": (language_code or "en").strip(),
+            "greeting": greeting_text or "",
+        }
 
     def on_create(request: gr.Request, n, v, s, lang, g, *current):
         try:
@@ -75,8 +88,13 @@ def personas_tab(ctx: WebContext, dropdowns: list[gr.Dropdown]):
             raise fail("pick a persona in the table first")
         fields = form(v, s, lang, g)
         try:
-            p = edit_persona(ctx.store, ctx.user(request), old, new_name=(n or "").strip() or None,
-                             **{**fields, "voice": fields["voice"] or ""})  # "": the model's default voice
+            p = edit_persona(
+                ctx.store,
+                ctx.user(request),
+                old,
+                new_name=(n or "").strip() or None,
+                **{**fields, "voice": fields["voice"] or ""},
+            )  # "": the model's default voice
         except AssistantError as err:
             raise fail(err) from err
         ctx.forget_sessions(request, old)
@@ -97,8 +115,15 @@ def personas_tab(ctx: WebContext, dropdowns: list[gr.Dropdown]):
             p = get_persona(ctx.store, ctx.user(request), row[0])
         except AssistantError as err:
             raise fail(err) from err
-        return (p.name, p.voice or "(default)", p.style, p.language, p.greeting, p.name,
-                f"Editing **{p.name}**: change the fields, then press Save changes.")
+        return (
+            p.name,
+            p.voice or "(default)",
+            p.style,
+            p.language,
+            p.greeting,
+            p.name,
+            f"Editing **{p.name}**: change the fields, then press Save changes.",
+        )
 
     async def on_preview(n, v, lang, g, request: gr.Request):
         """Say the greeting in the chosen voice (the form's, so a voice can be tried before saving)."""
@@ -108,11 +133,15 @@ def personas_tab(ctx: WebContext, dropdowns: list[gr.Dropdown]):
         if voice_name and voices and voice_name not in voices:
             yield gr.skip(), f"**Could not play it:** unknown voice {voice_name!r}; this model has: {', '.join(voices)}"
             return
-        token = ctx.relay.open(ctx.engine.sample_rate)
+        token = ctx.relay.open(ctx.engine.sample_rate, ctx.who(request))
         yield ctx.relay.spec(token, "preview"), f"Playing a sample in the voice **{voice_name or 'default'}**…"
-        req = Request((Message("user", text),), system="Read the user's message aloud exactly as written.",
-                      speak=True, voice=voice_name,
-                      max_new_tokens=min(ctx.max_new_tokens, 2 * len(text) + 16))  # the server's reply cap
+        req = Request(
+            (Message("user", text),),
+            system="Read the user's message aloud exactly as written.",
+            speak=True,
+            voice=voice_name,
+            max_new_tokens=min(ctx.max_new_tokens, 2 * len(text) + 16),
+        )  # the server's reply cap
         samples = 0
         try:
             async for ev in ctx.engine.stream(req):
@@ -137,4 +166,3 @@ def personas_tab(ctx: WebContext, dropdowns: list[gr.Dropdown]):
     preview.click(on_preview, [name, voice, language, greeting], [speech, status], concurrency_limit=None)
     speech.change(None, [speech], None, js=PLAY_JS)
     return table, voice, refresh
-
