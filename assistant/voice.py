@@ -7,6 +7,11 @@ it played (`playback_started` / `playback_done`). The events are the realtime pr
 (`assistant/realtime.py` documents them); positions are seconds of the input stream.
 
 - End of turn: `audio.endpoint.Endpointer` (webrtcvad, pre-roll, blips ignored).
+- Replies are prepared early: at a pause in the user's speech (`Pause`, 0.2 s of silence by
+  default) the reply starts being generated, held back, while the end of the turn is still being
+  confirmed (`silence_s`, 0.7 s); at the end it is released at once, with whatever it has made so
+  far, so the silence wait and the reply's thinking overlap. If the user goes on (`Resume`), the
+  prepared reply is dropped unseen.
 - The utterance goes to the session as audio: the core model hears it itself.
 - Barge-in: at a speech onset the player pauses at once (`speech.started`); if it was only a blip
   it resumes (`speech.ignored`); if it is speech the reply is cancelled (`response.cancelled`), the
@@ -30,7 +35,7 @@ from assistant.errors import AssistantError
 from assistant.events import AudioChunk, Done, Error, TextDelta, Transcript
 from assistant.session import Session
 from assistant.turns import Turn, new_turn_id
-from audio.endpoint import SAMPLE_RATE, Blip, End, EndpointConfig, Endpointer, Onset, Start
+from audio.endpoint import SAMPLE_RATE, Blip, End, EndpointConfig, Endpointer, Onset, Pause, Resume, Start
 
 __all__ = ["STATES", "VoiceConversation"]
 
@@ -56,6 +61,10 @@ class _Reply:
     task: asyncio.Task | None = None
     first_sent: float | None = None  # loop time the first audio went out (players that do not report)
     estimate: asyncio.TimerHandle | None = None
+    held: bool = False  # prepared at a pause: nothing is sent until the end of the turn releases it
+    outbox: list = field(default_factory=list)  # what it made while held: (message | None, audio | None)
+    span: tuple[int, int] | None = None  # the utterance it answers (start, end samples)
+    generated: bool = False  # its generation ended while it was held
 
 
 class VoiceConversation:
@@ -74,6 +83,7 @@ class VoiceConversation:
         self.turn_detection = turn_detection  # "server" (VAD) or "manual" (push-to-talk)
         self.player_reports = player_reports  # False: assume replies play in real time once sent
         self._reply: _Reply | None = None
+        self._held: _Reply | None = None  # prepared at a pause, not yet released
         self._carry: np.ndarray | None = None  # an utterance whose reply was cut before it was heard
         self._state = ""
         self._manual_open = False
@@ -153,6 +163,7 @@ class VoiceConversation:
 
     async def close(self) -> None:
         """The conversation ends (Ctrl+C, the socket closed): stop the reply, save, wait for memory."""
+        self._drop_prepared()
         r = self._reply
         if r is not None:
             self._reply = None
@@ -174,19 +185,71 @@ class VoiceConversation:
             self._interrupt()
             self._hearing = True
             self._update_state()
+        elif isinstance(event, Pause):
+            self._prepare(event.utterance)
+        elif isinstance(event, Resume):
+            self._drop_prepared()
         elif isinstance(event, End):
             self._hearing = False
             self._send({"type": "speech.stopped", "start_s": self._pos_s(event.start),
                         "end_s": self._pos_s(event.end), "forced": event.forced})
-            audio = event.pcm
-            if self._carry is not None:
-                gap = np.zeros(int(MERGE_GAP_S * SAMPLE_RATE), dtype=np.float32)
-                audio = np.concatenate([self._carry, gap, audio])
+            held, self._held = self._held, None
+            if held is not None and held.span == (event.start, event.end) and not held.cancelled:
                 self._carry = None
+                self._release(held)
+                return
+            if held is not None:
+                self._cancel_task(held)
+            audio = self._with_carry(event.pcm)
+            self._carry = None
             self._respond(Turn(audio=audio), audio)
+
+    def _with_carry(self, pcm: np.ndarray) -> np.ndarray:
+        """The utterance, after the one whose reply was cut before it was heard (they are one turn)."""
+        if self._carry is None:
+            return pcm
+        gap = np.zeros(int(MERGE_GAP_S * SAMPLE_RATE), dtype=np.float32)
+        return np.concatenate([self._carry, gap, pcm])
+
+    def _prepare(self, utterance: End) -> None:
+        """A pause in the user's speech: start their reply now, held back until the turn ends."""
+        self._drop_prepared()
+        audio = self._with_carry(utterance.pcm)
+        r = _Reply(new_turn_id(), Turn(audio=audio), audio, held=True, span=(utterance.start, utterance.end))
+        self._held = r
+        r.task = asyncio.get_running_loop().create_task(self._generate(r))
+
+    def _drop_prepared(self) -> None:
+        """The user went on speaking (or the turn was abandoned): the prepared reply is not needed."""
+        held, self._held = self._held, None
+        if held is not None:
+            self._cancel_task(held)
+
+    @staticmethod
+    def _cancel_task(r: _Reply) -> None:
+        r.cancelled = True
+        if r.task is not None and not r.task.done():
+            r.task.cancel()
+
+    def _release(self, r: _Reply) -> None:
+        """The turn ended as prepared: the held reply becomes the reply, and what it made goes out."""
+        r.held = False
+        self._reply = r
+        self.turns += 1
+        self._send({"type": "response.started", "id": r.id})
+        self._set_state("thinking")
+        outbox, r.outbox = r.outbox, []
+        for message, audio in outbox:
+            if message is not None:
+                self._send(message)
+            else:
+                self._send_reply_audio(r, *audio)
+        if r.generated:
+            self._after_generate(r)
 
     def _interrupt(self) -> None:
         """Stop the reply in progress (a barge-in, a new typed turn, a cancel)."""
+        self._drop_prepared()
         r = self._reply
         if r is None:
             return
@@ -225,37 +288,56 @@ class VoiceConversation:
                     return
                 if isinstance(ev, TextDelta):
                     r.text.append(ev.text)
-                    self._send({"type": "text.delta", "id": r.id, "text": ev.text})
+                    self._out(r, {"type": "text.delta", "id": r.id, "text": ev.text})
                 elif isinstance(ev, AudioChunk):
                     r.audio_s += ev.duration_s
-                    self._send_audio(r.id, ev.pcm, ev.sample_rate)
-                    if not self.player_reports and not r.audible:
-                        r.audible, r.first_sent = True, asyncio.get_running_loop().time()
-                        self.endpointer.playing = True
-                        self._update_state()
+                    if r.held:
+                        r.outbox.append((None, (ev.pcm, ev.sample_rate)))
+                    else:
+                        self._send_reply_audio(r, ev.pcm, ev.sample_rate)
                 elif isinstance(ev, Transcript):
                     r.heard = ev.text
-                    self._send({"type": "transcript", "id": r.id, "text": ev.text})
+                    self._out(r, {"type": "transcript", "id": r.id, "text": ev.text})
                 elif isinstance(ev, Done):
                     r.done = ev
                     t = ev.timings
-                    self._send({"type": "response.done", "id": r.id, "text": ev.text, "audio_s": t.audio_s,
-                                "timings": {"first_text_s": t.first_text_s, "first_audio_s": t.first_audio_s,
-                                            "total_s": t.total_s}})
+                    self._out(r, {"type": "response.done", "id": r.id, "text": ev.text, "audio_s": t.audio_s,
+                                  "timings": {"first_text_s": t.first_text_s, "first_audio_s": t.first_audio_s,
+                                              "total_s": t.total_s}})
                 elif isinstance(ev, Error):
                     r.failed = True
-                    self._send({"type": "error", "id": r.id, "code": ev.code, "message": ev.message})
+                    self._out(r, {"type": "error", "id": r.id, "code": ev.code, "message": ev.message})
         except asyncio.CancelledError:
             raise
         except AssistantError as err:
             r.failed = True
-            self._send({"type": "error", "id": r.id, "code": str(err.code), "message": str(err)})
+            self._out(r, {"type": "error", "id": r.id, "code": str(err.code), "message": str(err)})
         except Exception as err:  # a bug: the conversation goes on
             log.exception("reply failed")
             r.failed = True
-            self._send({"type": "error", "id": r.id, "code": "internal", "message": f"the reply failed: {err}"})
-        if r.cancelled or self._reply is not r:
+            self._out(r, {"type": "error", "id": r.id, "code": "internal", "message": f"the reply failed: {err}"})
+        if r.cancelled:
             return
+        if r.held:
+            r.generated = True  # the end of the turn releases it
+        elif self._reply is r:
+            self._after_generate(r)
+
+    def _out(self, r: _Reply, message: dict) -> None:
+        if r.held:
+            r.outbox.append((message, None))
+        else:
+            self._send(message)
+
+    def _send_reply_audio(self, r: _Reply, pcm: np.ndarray, sample_rate: int) -> None:
+        self._send_audio(r.id, pcm, sample_rate)
+        if not self.player_reports and not r.audible:
+            r.audible, r.first_sent = True, asyncio.get_running_loop().time()
+            self.endpointer.playing = True
+            self._update_state()
+
+    def _after_generate(self, r: _Reply) -> None:
+        """The reply's generation is over: finish it now if there is nothing to play."""
         if r.failed:
             self._reply = None
             self._update_state()

@@ -7,6 +7,10 @@ position in the stream:
   barge-in is heard at once);
 - `Blip`: the candidate died before it was long enough to be a turn (a cough, a click): resume;
 - `Start`: the candidate is speech (at least `min_speech_s` of it): the turn has begun;
+- `Pause`: the silence after speech has lasted `prepare_s` (shorter than `silence_s`): the utterance
+  as `End` will give it if no more speech comes, so a front end can start preparing the reply while
+  the turn's end is still being confirmed;
+- `Resume`: speech came back after a `Pause`: the utterance goes on (drop what was prepared);
 - `End`: the silence after speech lasted `silence_s`: the utterance, with its pre-roll.
 
 A frame counts as speech only if webrtcvad says so AND its level clears a gate: the higher of
@@ -24,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import webrtcvad
 
-__all__ = ["FRAME", "SAMPLE_RATE", "Blip", "End", "EndpointConfig", "Endpointer", "Onset", "Start"]
+__all__ = ["FRAME", "SAMPLE_RATE", "Blip", "End", "EndpointConfig", "Endpointer", "Onset", "Pause", "Resume", "Start"]
 
 SAMPLE_RATE = 16_000
 FRAME_MS = 10
@@ -35,6 +39,7 @@ FRAME = SAMPLE_RATE * FRAME_MS // 1000  # samples per frame
 class EndpointConfig:
     aggressiveness: int = 2  # webrtcvad 0 (keeps most) .. 3 (strictest)
     silence_s: float = 0.7  # this much silence after speech ends the turn (Home Assistant, OVOS)
+    prepare_s: float = 0.2  # from this much silence on, a reply is prepared (Pause); >= silence_s: never
     min_speech_s: float = 0.25  # less voiced time than this is a blip, not a turn
     onset_frames: int = 4  # consecutive speech frames that make an onset (40 ms)
     pre_roll_s: float = 0.3  # audio kept from before the onset, so the first syllable is whole
@@ -50,7 +55,7 @@ class EndpointConfig:
             raise ValueError("VAD aggressiveness must be 0, 1, 2 or 3")
         if not 0.1 <= self.silence_s <= 10:
             raise ValueError("the silence timeout must be between 0.1 and 10 s")
-        if self.min_speech_s < 0 or self.pre_roll_s < 0:
+        if self.min_speech_s < 0 or self.pre_roll_s < 0 or self.prepare_s < 0:
             raise ValueError("durations cannot be negative")
 
 
@@ -70,6 +75,11 @@ class Start:
 
 
 @dataclass(frozen=True, slots=True)
+class Resume:
+    at: int  # sample position of the speech frame that came back
+
+
+@dataclass(frozen=True, slots=True)
 class End:
     start: int  # first speech sample
     end: int  # one past the last speech sample
@@ -77,7 +87,12 @@ class End:
     forced: bool = False  # cut by max_utterance_s or a manual commit, not by silence
 
 
-Event = Onset | Blip | Start | End
+@dataclass(frozen=True, slots=True)
+class Pause:
+    utterance: End  # what End will be if no more speech comes before silence_s
+
+
+Event = Onset | Blip | Start | Pause | Resume | End
 
 
 def level_db(frame: np.ndarray) -> float:
@@ -106,6 +121,7 @@ class Endpointer:
         self._levels: deque[float] = deque(maxlen=1000)  # 10 s of frame levels for the noise floor
         self._floor = -90.0
         self._peak = -90.0  # the loudest frame of the current utterance
+        self._paused = False  # a Pause was sent for the current silence
         self._pending = np.zeros(0, dtype=np.int16)
 
     # ------------------------------------------------------------------ input
@@ -158,6 +174,9 @@ class Endpointer:
             self._voiced += 1
             self._run = 0
             self._last_voiced_end = pos + FRAME
+            if self._paused:
+                self._paused = False
+                events.append(Resume(pos))
         else:
             self._run += 1
         silence_s = self._run * FRAME_MS / 1000
@@ -173,6 +192,9 @@ class Endpointer:
             too_long = self.position - self._start >= cfg.max_utterance_s * SAMPLE_RATE
             if silence_s >= cfg.silence_s or too_long:
                 events.append(self._finish(forced=too_long and silence_s < cfg.silence_s))
+            elif not self._paused and silence_s >= cfg.prepare_s:
+                self._paused = True
+                events.append(Pause(self._utterance(forced=False)))
         return events
 
     # ------------------------------------------------------------------ control
@@ -213,16 +235,19 @@ class Endpointer:
         return self._state != self._IDLE
 
     # ------------------------------------------------------------------ internals
-    def _finish(self, forced: bool) -> End:
-        cfg = self.config
-        keep_tail = round(cfg.tail_s * 1000 / FRAME_MS)
+    def _utterance(self, forced: bool) -> End:
+        """The utterance so far: pre-roll, speech, and a tail of `tail_s` after the last speech frame
+        (never more, so it is the same however much silence has followed)."""
+        keep_tail = round(self.config.tail_s * 1000 / FRAME_MS)
         frames = list(self._pre) + self._buf
-        # drop trailing silence beyond the tail
         drop = max(0, (self.position - self._last_voiced_end) // FRAME - keep_tail)
         if drop:
             frames = frames[: len(frames) - drop]
         pcm = np.concatenate(frames).astype(np.float32) / 32768.0
-        event = End(self._start, self._last_voiced_end, pcm, forced=forced)
+        return End(self._start, self._last_voiced_end, pcm, forced=forced)
+
+    def _finish(self, forced: bool) -> End:
+        event = self._utterance(forced)
         self._reset()
         self._pre.clear()
         return event
@@ -230,6 +255,7 @@ class Endpointer:
     def _reset(self) -> None:
         self._state = self._IDLE
         self._run = self._voiced = 0
+        self._paused = False
         for f in self._buf:
             self._pre.append(f)
         self._buf = []

