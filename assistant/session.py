@@ -53,12 +53,14 @@ class Session:
     instance_name: str | None = None
     max_new_tokens: int = 256
     history_tokens: int = 1500  # recent conversation given to the model
+    history_keep: float = 0.6  # when the history outgrows its budget, it is cut to this share of it
     memory_k: int = 8  # memories recalled per turn
     memory_tokens: int = 400
     extract_with_model: bool = True  # ask the core model for facts (besides the explicit rules)
     persona: Persona = field(init=False)
     history: list[Message] = field(default_factory=list, init=False)  # used without a store
     _pending: set = field(default_factory=set, init=False, repr=False)
+    _window_start: object = field(default=None, init=False, repr=False)  # first message of the history window
 
     def __post_init__(self) -> None:
         if self.store is None:
@@ -71,29 +73,44 @@ class Session:
 
     # ------------------------------------------------------------------ read path
     def _history(self) -> list[Message]:
-        """The recent conversation, newest kept, fitted into `history_tokens`."""
+        """The recent conversation within `history_tokens`, as a window whose start stays put from
+        turn to turn, so the model's cache of it stays valid (see the offline backend): only when it
+        outgrows the budget is it cut, to the newest `history_keep` of the budget, in one step."""
         if self.store is None:
-            self.history = fit_history(self.history, self.history_tokens)  # what no longer fits is dropped
-            return list(self.history)
-        stored = self.store.history(self._instance, limit=HISTORY_ROWS)
-        said = [Message(m.role, m.text) for m in stored if m.role in ("user", "assistant") and m.text]
-        return fit_history(said, self.history_tokens)
+            items = [(id(m), m) for m in self.history]
+        else:
+            stored = self.store.history(self._instance, limit=HISTORY_ROWS)
+            items = [(m.id, Message(m.role, m.text)) for m in stored if m.role in ("user", "assistant") and m.text]
+        keys = [key for key, _ in items]
+        if self._window_start in keys:
+            window = [m for _, m in items[keys.index(self._window_start) :]]
+            if sum(count_tokens(m.text) for m in window) <= self.history_tokens:
+                return window
+        messages = [m for _, m in items]
+        window = fit_history(messages, self.history_tokens)
+        if len(window) < len(messages):  # it outgrew the budget: cut deeper, once
+            window = fit_history(messages, int(self.history_tokens * self.history_keep))
+        self._window_start = items[len(items) - len(window)][0] if window else None
+        if self.store is None:
+            self.history = window  # what no longer fits is dropped
+        return list(window)
 
-    def _system(self, query: str) -> str:
-        system = self.persona.instructions()
+    def _remembered(self, query: str) -> str:
+        """What is remembered about the user that bears on `query`, as a block of text ("" if nothing)."""
         if self.store is None or not query.strip():
-            return system
+            return ""
         known = recall(self.store, self._user, query, instance=self._instance, k=self.memory_k,
                        token_budget=self.memory_tokens)
-        if known:
-            facts = "\n".join(f"- {m.text}" for m in known)
-            system += f"\nWhat you remember about {self._user.name} (use it when relevant):\n{facts}"
-        return system
+        if not known:
+            return ""
+        facts = "\n".join(f"- {m.text}" for m in known)
+        return f"What you remember about {self._user.name} (use it when relevant):\n{facts}"
 
     def system_prompt(self, query: str) -> str:
         """The persona's instructions plus what is remembered about the user that bears on `query`
         (the API uses it for a client's own conversation)."""
-        return self._system(query)
+        remembered = self._remembered(query)
+        return f"{self.persona.instructions()}\n{remembered}" if remembered else self.persona.instructions()
 
     def request_for(self, turn: Turn, speak: bool = True, voice: str | None = None,
                     seed: int | None = None, temperature: float = 0.0) -> Request:
@@ -104,7 +121,8 @@ class Session:
         current = Message("user", turn.text, turn.images, turn.audio)
         return Request(
             messages=(*history, current),
-            system=self._system(query),
+            system=self.persona.instructions(),
+            context=self._remembered(query) or None,
             speak=speak,
             voice=voice or self.persona.voice,
             max_new_tokens=self.max_new_tokens,

@@ -52,6 +52,10 @@ class Request:
 
     messages: tuple[Message, ...]  # earlier turns (assistant turns as text) + the new user turn last
     system: str | None = None  # persona / instructions; backends place it where the model allows
+    # what is remembered about the user for this turn; it changes from turn to turn, so a backend
+    # that keeps the KV cache of the conversation places it late (the cascade: just before the
+    # user's last message); by default it follows the system text (`system_prompt()`)
+    context: str | None = None
     speak: bool = True  # produce speech as well as text
     voice: str | None = None  # a speaker of the core model; None: the backend's default
     max_new_tokens: int = 256
@@ -59,6 +63,11 @@ class Request:
     top_p: float = 1.0
     seed: int | None = None
     turn_id: str = field(default_factory=new_turn_id)
+
+    def system_prompt(self) -> str | None:
+        """The system text with the remembered context after it (for backends that place them together)."""
+        parts = [p.strip() for p in (self.system, self.context) if p and p.strip()]
+        return "\n".join(parts) or None
 
     def __post_init__(self) -> None:
         if not self.messages or self.messages[-1].role != "user":

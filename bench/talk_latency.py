@@ -1,6 +1,6 @@
 """End of the user's speech -> the first reply sample on the speaker, through real sound devices.
 
-    python bench/talk_latency.py [--turns 10] [--profile tiny|offline] [--server]
+    python bench/talk_latency.py [--turns 10] [--profile tiny|offline] [--server] [--prepare-after 0.2,0.7]
 
 A private PulseAudio daemon (tests/pulse.py) gives `assistant talk` a virtual microphone and
 speaker. Each turn plays a spoken question into the microphone; the end of the speech is where
@@ -8,6 +8,9 @@ the question's last loud block reached the microphone, and the first reply sampl
 loud block on the speaker's monitor after it: both recorded by this script on one clock. Besides
 p50/p95 it splits the time into its parts: the silence the end of turn waits for, the engine's
 own time to first audio, and the rest (the loop, the devices), as a share of the whole.
+With several `--prepare-after` values (the silence after which the reply starts being prepared;
+0.7, the end-of-turn silence, means only once the turn has ended: the baseline), the same turns
+run once per value, one after another on the same devices, and the p50s are compared.
 """
 
 from __future__ import annotations
@@ -77,11 +80,29 @@ def main() -> int:
     ap.add_argument("--architecture", default="qwen2_5_omni", choices=["qwen2_5_omni", "qwen3_omni"])
     ap.add_argument("--max-new-tokens", type=int, default=24)
     ap.add_argument("--server", action="store_true", help="talk --server to a running assistant serve")
+    ap.add_argument("--prepare-after", default="0.2", help="comma-separated seconds (talk --prepare-after)")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="talk-bench-"))
     clips = [spoken(q, work) for q in QUESTIONS]
     pa = PulseAudio()
+    p50s = {}
+    try:
+        for prepare in [float(v) for v in args.prepare_after.split(",")]:
+            rows = measure(args, pa, clips, work / f"run-{prepare}", prepare)
+            if rows:
+                p50s[prepare] = report(args, rows, prepare)
+    finally:
+        pa.close()
+    if len(p50s) > 1:
+        base = max(p50s)
+        for prepare, p50 in p50s.items():
+            print(f"prepare after {prepare:.2f} s: p50 {1000 * p50:.0f} ms, {p50 / p50s[base]:.2f}x of "
+                  f"prepare after {base:.2f} s")
+    return 0 if p50s else 1
+
+
+def measure(args, pa, clips, work: Path, prepare: float) -> list[dict]:
     model = ["--profile", args.profile, "--max-new-tokens", str(args.max_new_tokens)]
     if args.profile == "tiny":
         model += ["--architecture", args.architecture]
@@ -95,6 +116,7 @@ def main() -> int:
             cmd = ["talk", "--json", "--server", url]
         else:
             cmd = ["talk", "--json", *model]
+        cmd += ["--prepare-after", str(prepare)]
         proc = subprocess.Popen([sys.executable, "-m", "assistant", *cmd], env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, text=True, cwd=REPO)
         events = Events(proc)
@@ -133,14 +155,16 @@ def main() -> int:
             from tests.conftest import stop_server
 
             stop_server(server)
-        pa.close()
-    lat = [r["latency"] for r in rows]
-    if not lat:
+    if not rows:
         print("no turns measured", file=sys.stderr)
-        return 1
+    return rows
+
+
+def report(args, rows: list[dict], prepare: float) -> float:
+    lat = [r["latency"] for r in rows]
     silence = 0.7
     print(f"\n{args.profile}{'' if args.profile != 'tiny' else ' ' + args.architecture}"
-          f"{' --server' if args.server else ''}, {len(lat)} turns: "
+          f"{' --server' if args.server else ''}, prepare after {prepare:.2f} s, {len(lat)} turns: "
           f"end of speech -> first reply sample p50 {1000 * pct(lat, 0.5):.0f} ms, p95 {1000 * pct(lat, 0.95):.0f} ms")
     p50 = pct(lat, 0.5)
     print(f"  of the p50: end-of-turn silence {silence:.2f} s ({silence / p50:.0%}), "
@@ -153,7 +177,7 @@ def main() -> int:
     loop_err = [r["loop_view"] - r["latency"] for r in rows if r["loop_view"] is not None]
     if loop_err:
         print(f"  the loop's own latency estimate differs by {1000 * statistics.median(loop_err):+.0f} ms (median)")
-    return 0
+    return p50
 
 
 if __name__ == "__main__":

@@ -209,28 +209,34 @@ def test_batched_streams_equal_one_at_a_time(backend):
     assert [s.text for s in streams] == alone
 
 
-def test_kept_system_prompt_cache_changes_nothing_but_speed(backend):
-    from assistant.backends.cascade import OFFLINE_INSTRUCTIONS
-
+def test_a_conversation_prefills_only_its_newest_part(backend):
+    """The KV cache of the conversation so far is kept: a later turn prefills only the last exchange,
+    what is remembered for it and its question, not the whole history; and the reply is the same as
+    from a cold cache."""
     persona = "You are Ada, a cheerful maths tutor."
-    first = Request((Message("user", "What is two plus three?"),), system=persona, speak=False, max_new_tokens=16)
+    turns = [("What is two plus three?", "The user's name is Igor."), ("And three plus four?", "The user likes maths."),
+             ("What about ten minus one?", "The user's name is Igor.")]  # fmt: skip
     backend.llm._prefixes.clear()
-    cold = run_turn(backend, first)
-    # Next turn: the persona now carries a recalled memory; the instructions + persona prefix is reused.
-    later = Request(
-        first.messages,
-        system=persona + "\nWhat you remember: - The user's name is Igor.",
-        speak=False,
-        max_new_tokens=16,
-    )
-    chat, _, _ = backend._chat(later, {})
-    ids, _ = backend.llm.encode(chat)
-    _, reused = backend.llm._reusable(ids)
-    assert reused >= len(backend.llm.tokens(f"{OFFLINE_INSTRUCTIONS}\n\n{persona}"))  # all but the memory
-    warm = run_turn(backend, first)
-    assert "".join(e.text for e in warm if isinstance(e, TextDelta)) == "".join(
-        e.text for e in cold if isinstance(e, TextDelta)
-    )
+    history, rows = [], []
+    for question, fact in turns:
+        request = Request((*history, Message("user", question)), system=persona, speak=False, max_new_tokens=12,
+                          context=f"What you remember about the user:\n- {fact}")  # fmt: skip
+        stream = backend.start(request)
+        while not stream.done:
+            backend.step([stream])
+        reply = stream.text
+        rows.append((stream.prompt_tokens, stream.stages["prefill_tokens"], reply, request))
+        stream.close()
+        history += [Message("user", question), Message("assistant", reply)]
+    prompt, prefilled, reply, request = rows[-1]
+    chat, _, _ = backend._chat(request, {})
+    last_turn = backend.llm.encode(chat, len(chat) - 2)[1]  # this turn's own part starts here
+    before_last_exchange = backend.llm.encode(chat, len(chat) - 4)[1]
+    assert prefilled == prompt - before_last_exchange  # the last exchange, the memory, the question
+    assert prefilled < prompt - 40 and prompt - last_turn < prefilled
+    backend.llm._prefixes.clear()
+    cold = run_turn(backend, request)
+    assert "".join(e.text for e in cold if isinstance(e, TextDelta)) == reply
 
 
 def test_loading_keeps_thread_settings(backend, thread_settings):

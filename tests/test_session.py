@@ -48,7 +48,7 @@ def test_igor_correction_survives_a_restart(engine, tmp_path):
     store = open_store(tmp_path)  # a new process would see exactly this file
     s2 = Session(engine, store, user="egor-or-igor", max_new_tokens=8)
     request = s2.request_for(Turn(text="What is my name?"))
-    assert "Igor" in request.system and "Egor" not in request.system
+    assert "Igor" in request.system_prompt() and "Egor" not in request.system_prompt()
     # The earlier conversation is part of the prompt too, oldest first.
     texts = [m.text for m in request.messages]
     assert texts[0] == "My name is Egor." and texts[-1] == "What is my name?"
@@ -65,8 +65,8 @@ def test_instances_share_user_facts_but_not_conversations(engine, tmp_path):
     coach = Session(engine, store, user="ana", persona_name="Coach", max_new_tokens=6)
     say(doctor, "My name is Ana.")
     req = coach.request_for(Turn(text="what is my name"))
-    assert "Ana" in req.system  # user-wide memory reaches the other instance
-    assert "You are Coach" in req.system and req.voice is None
+    assert "Ana" in req.system_prompt()  # user-wide memory reaches the other instance
+    assert "You are Coach" in req.system_prompt() and req.voice is None
     assert [m.text for m in req.messages] == ["what is my name"]  # its own (empty) conversation
     assert doctor.request_for(Turn(text="hi")).voice == "Ethan"
     store.close()
@@ -77,7 +77,8 @@ def test_another_user_never_sees_it(engine, tmp_path):
     say(Session(engine, store, user="igor", max_new_tokens=6), "My name is Igor.")
     other = Session(engine, store, user="mallory", max_new_tokens=6)
     req = other.request_for(Turn(text="What is my name? Igor?"))
-    assert "Igor" not in req.system.split("remember about", 1)[-1] or "remember about" not in req.system
+    system = req.system_prompt()
+    assert "Igor" not in system.split("remember about", 1)[-1] or "remember about" not in system
     assert all("Igor" not in m.text for m in req.messages[:-1])
     store.close()
 
@@ -137,3 +138,27 @@ def test_history_is_fitted_into_the_token_budget(engine, tmp_path):
     history = alone.request_for(Turn(text="Hi")).messages[:-1]
     assert history[0].role == "user" and sum(count_tokens(m.text) for m in history) <= 300
     assert len(alone.history) == len(history) < 16
+
+
+def test_the_history_window_keeps_its_start_until_it_outgrows_the_budget(engine, tmp_path):
+    """So that a backend's cache of the conversation stays valid, the oldest message given to the model
+    changes only when the history outgrows `history_tokens`, and then it is cut to `history_keep` of
+    the budget in one step (not by one exchange every turn)."""
+    from memory import count_tokens
+
+    store = open_store(tmp_path)
+    s = Session(engine, store, user="steady", history_tokens=200, max_new_tokens=4)
+    instance = store.open_instance(store.user("steady"), s.persona.name)
+    starts, sizes = [], []
+    for i in range(30):
+        store.append_message(instance, "user", f"{i}: what will the weather be like in town later today?")
+        store.append_message(instance, "assistant", f"{i}: sunny and warm, with a light breeze from the west.")
+        history = s.request_for(Turn(text="Hi")).messages[:-1]
+        assert history[0].role == "user" and history[-1].text.startswith(f"{i}:")
+        starts.append(history[0].text)
+        sizes.append(sum(count_tokens(m.text) for m in history))
+    assert max(sizes) <= 200
+    cuts = [i for i in range(1, 30) if starts[i] != starts[i - 1]]
+    assert 2 <= len(cuts) <= 10  # a sliding window would move on every one of the ~22 full turns
+    assert all(sizes[i] <= 200 * s.history_keep for i in cuts)
+    store.close()

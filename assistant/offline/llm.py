@@ -3,8 +3,9 @@
 One `OfflineLLM` holds the weights; each reply is a `Generation` (its tokens, sampler and, while it
 decodes alone, its own KV cache). `decode(generations)` advances all of them by one token in one
 forward pass over a left-padded batch cache that is rebuilt only when the set of generations changes.
-The KV cache of the system prompt (persona + instructions) is kept between turns, so a turn only
-prefills what follows it.
+The KV cache of a prompt's stable part (the system prompt and the earlier turns: see
+`encode`'s `keep`) is kept between turns, so a turn prefills only what follows the longest kept
+prefix it shares.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ __all__ = ["Generation", "Int8Linear", "OfflineLLM", "int8_rows", "load_llm", "q
 
 log = logging.getLogger(__name__)
 
-PREFIX_CACHE_SIZE = 8  # system prompts whose KV cache is kept
+PREFIX_CACHE_SIZE = 8  # prompt prefixes whose KV cache is kept (conversations served at once)
 MIN_REUSE_TOKENS = 8  # shorter shared prefixes are prefilled again (not worth a copy)
 
 
@@ -39,6 +40,7 @@ class Generation:
     tokens: list[int] = field(default_factory=list)
     finished: bool = False
     cache: object | None = field(default=None, repr=False)  # DynamicCache while not in the batch
+    prefilled: int = 0  # prompt tokens computed at the start (the rest came from a kept cache)
     _emitted_chars: int = 0
     _text: str = ""
 
@@ -73,13 +75,15 @@ class OfflineLLM:
         self.last_batch_size = 0
 
     # ------------------------------------------------------------------ prompt
-    def encode(self, messages: list[dict[str, str]]) -> tuple[list[int], int]:
-        """Token ids of the chat (ending with the assistant's turn opening) and the length of its
-        system-prompt prefix (0 when the first message is not a system message)."""
+    def encode(self, messages: list[dict[str, str]], keep: int = 1) -> tuple[list[int], int]:
+        """Token ids of the chat (ending with the assistant's turn opening) and the length of the
+        part worth caching for later turns: the tokens of its first `keep` messages (the system
+        prompt, and the earlier turns when the caller lays the chat out so that they stay the same);
+        0 when the chat does not start with a system message."""
         ids = self._template(messages, add_generation_prompt=True)
-        if not messages or messages[0]["role"] != "system":
+        if not messages or messages[0]["role"] != "system" or keep < 1:
             return ids, 0
-        prefix = self._template(messages[:1], add_generation_prompt=False)
+        prefix = self._template(messages[:keep], add_generation_prompt=False)
         n = len(prefix) if ids[: len(prefix)] == prefix else 0
         return ids, n
 
@@ -111,6 +115,7 @@ class OfflineLLM:
             generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
         gen = Generation(len(ids), max_new_tokens, temperature, top_p, generator)
         cache, done = self._reusable(ids)
+        gen.prefilled = len(ids) - done
         out = self.model(
             input_ids=torch.tensor([ids[done:]]),
             position_ids=torch.arange(done, len(ids)).unsqueeze(0),
