@@ -8,6 +8,8 @@ by side on the same text prompts (first token, tokens/s, answers).
     python bench/offline.py [--turns 10] [--model 0.5b|1.5b] [--no-int8] [--dtype bfloat16|float32]
     python bench/offline.py --compare 0.5b,0.5b:int8,1.5b,1.5b:int8
     python bench/offline.py --pair   # the same turns on a bfloat16-decoding twin, alternating turn by turn
+    python bench/offline.py --conversation   # one conversation, its history growing turn by turn: the
+        # kept conversation cache against a twin that keeps only the system prompt's, alternating
 """
 
 from __future__ import annotations
@@ -59,10 +61,16 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def spoken_turn(backend, pcm: np.ndarray) -> dict[str, float]:
+PERSONA = "You are Grok. Curious, direct and witty: you get to the point and enjoy a good joke."
+MEMORY = "What you remember about Anna (use it when relevant):\n- Anna lives in Lyon.\n- Anna has a cat."
+
+
+def spoken_turn(backend, pcm: np.ndarray, history: tuple = (), context: str | None = None) -> dict[str, float]:
     """One turn; the clock starts when the user's speech has ended (the whole clip is in hand)."""
     t0 = time.perf_counter()
-    stream = backend.start(Request((Message("user", audio=pcm),), max_new_tokens=64))
+    system = PERSONA if history or context else None
+    request = Request((*history, Message("user", audio=pcm)), system=system, context=context, max_new_tokens=64)
+    stream = backend.start(request)
     first_audio = None
     events = stream.drain()
     heard = " ".join(e.text for e in events if isinstance(e, Transcript))
@@ -83,7 +91,42 @@ def spoken_turn(backend, pcm: np.ndarray) -> dict[str, float]:
         "tts_rtf": st["tts_s"] / st["tts_audio_s"] if st.get("tts_audio_s") else float("nan"),
         "text": stream.text,
         "heard": heard,
+        "prompt_tokens": stream.prompt_tokens,
+        "prefill_tokens": st.get("prefill_tokens", 0),
     }
+
+
+def conversation(backend, config, clips, turns: int) -> None:
+    """One conversation of `turns` spoken turns, each with the history so far and a recalled memory:
+    our backend (the conversation's cache kept) against a twin sharing its models that keeps only
+    the system prompt's cache (what the offline profile did before), alternating which goes first."""
+    from assistant.backends.cascade import CascadeBackend
+    from assistant.offline.llm import OfflineLLM
+
+    llm = backend.llm
+    twin = CascadeBackend(OfflineLLM(llm.model, llm.tokenizer, llm.path), backend.recognizer, backend.speaker,
+                          backend.reader, config.max_context_tokens, keep_conversation=False)  # fmt: skip
+    history: tuple = ()
+    ours, theirs = [], []
+    for i in range(turns):
+        pcm = clips[i % len(clips)][1]
+        if i % 2:
+            b = spoken_turn(twin, pcm, history, MEMORY)
+        r = spoken_turn(backend, pcm, history, MEMORY)
+        if not i % 2:
+            b = spoken_turn(twin, pcm, history, MEMORY)
+        ours.append(r)
+        theirs.append(b)
+        print(f"  turn {i + 1:2d}: prompt {r['prompt_tokens']:4d} tokens; prefilled {r['prefill_tokens']:4d} vs "
+              f"{b['prefill_tokens']:4d}; first audio {r['first_audio_s']:.3f} s vs "
+              f"{b['first_audio_s']:.3f} s")  # fmt: skip
+        history += (Message("user", r["heard"]), Message("assistant", r["text"]))
+    a = [r["first_audio_s"] for r in ours]
+    b = [r["first_audio_s"] for r in theirs]
+    ratio = percentile(a, 50) / percentile(b, 50)
+    print(f"\n{turns} turns of one conversation: end of speech -> first audio p50 {percentile(a, 50):.3f} s "
+          f"p95 {percentile(a, 95):.3f} s with the conversation cache; {percentile(b, 50):.3f} s / "
+          f"{percentile(b, 95):.3f} s with the system prompt's only (p50 ratio {ratio:.2f}x)")  # fmt: skip
 
 
 def compare_sizes(sizes: list[str], dtype) -> None:
@@ -132,6 +175,8 @@ def main() -> None:
     ap.add_argument("--compare", default="", help="comma-separated LLMs to compare, e.g. 0.5b,0.5b:int8,1.5b")
     ap.add_argument("--no-int8", action="store_true", help="bfloat16 Linear weights (the default is int8)")
     ap.add_argument("--threads", type=int, help="torch threads (default: one per core)")
+    ap.add_argument("--conversation", action="store_true",
+                    help="one growing conversation: the kept conversation cache against the system prompt's only")
     ap.add_argument("--pair", action="store_true",
                     help="also run each turn on a twin backend that decodes with bfloat16 weights, alternating")
     args = ap.parse_args()
@@ -157,6 +202,10 @@ def main() -> None:
     clips = [("real:jfk", load_audio(SPEECH / "openai_whisper/jfk.flac"))]
     clips += [(f"espeak:{q}", espeak(q)) for q in QUESTIONS]
     spoken_turn(backend, espeak("Good morning, how are you?"))  # one untimed turn (its transcript is not reused)
+    if args.conversation:
+        conversation(backend, config, clips[1:], args.turns)
+        print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        return
     twin = None
     if args.pair:
         from assistant.backends.cascade import CascadeBackend

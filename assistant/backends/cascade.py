@@ -84,8 +84,10 @@ class CascadeBackend:
     default_voice = "joe"
 
     def __init__(self, llm: OfflineLLM, recognizer, speaker, reader, max_context_tokens: int = 8192,
-                 sample_rate: int | None = None, int8: bool = False) -> None:  # fmt: skip
+                 sample_rate: int | None = None, int8: bool = False,
+                 keep_conversation: bool = True) -> None:  # fmt: skip
         self.llm = llm
+        self.keep_conversation = keep_conversation  # False: keep only the system prompt's cache
         self._int8 = int8  # give the LLM its int8 decode weights at warm-up
         self._parts = {"recognizer": recognizer, "speaker": speaker, "reader": reader}
         self._loader = ThreadPoolExecutor(1, thread_name_prefix="offline-load")  # parts loaded on demand
@@ -223,7 +225,8 @@ class CascadeBackend:
         if heard:
             stream.emit_transcript(heard)
         turn_part = 2 if request.context and request.context.strip() else 1  # see _chat
-        ids, prefix = self._fit(chat, request.max_new_tokens, keep=len(chat) - turn_part)
+        keep = len(chat) - turn_part if self.keep_conversation else 1
+        ids, prefix = self._fit(chat, request.max_new_tokens, keep=keep)
         if facts:
             preface = self._image_preface(facts)
             ids = ids + self.llm.tokens(preface)
