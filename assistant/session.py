@@ -104,7 +104,10 @@ class Session:
         if not known:
             return ""
         facts = "\n".join(f"- {m.text}" for m in known)
-        return f"What you remember about {self._user.name} (use it when relevant):\n{facts}"
+        # Said as current and newer than the history: the offline 0.5B otherwise answered "What is
+        # my name?" with the name the history corrected (0/5 phrasings right before, 5/5 after).
+        return ("What you know about the user now (true, and newer than the conversation above; use it when "
+                f"relevant, and speak to the user as 'you'):\n{facts}")
 
     def system_prompt(self, query: str) -> str:
         """The persona's instructions plus what is remembered about the user that bears on `query`

@@ -77,8 +77,7 @@ def test_another_user_never_sees_it(engine, tmp_path):
     say(Session(engine, store, user="igor", max_new_tokens=6), "My name is Igor.")
     other = Session(engine, store, user="mallory", max_new_tokens=6)
     req = other.request_for(Turn(text="What is my name? Igor?"))
-    system = req.system_prompt()
-    assert "Igor" not in system.split("remember about", 1)[-1] or "remember about" not in system
+    assert "Igor" not in (req.context or "")  # nothing of igor's is recalled for mallory
     assert all("Igor" not in m.text for m in req.messages[:-1])
     store.close()
 
