@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,18 +34,38 @@ def page(server, speech_dir, tmp_path_factory):
     wav = tmp_path_factory.mktemp("mic") / "speech.wav"
     shutil.copy(speech_dir / "leopard" / "test.wav", wav)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-audio-capture={wav}%noloop"])
-        ctx = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True,
-                                  permissions=["microphone"])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--use-fake-ui-for-media-stream",
+                "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-audio-capture={wav}%noloop",
+            ],
+        )
+        ctx = browser.new_context(
+            viewport={"width": 1280, "height": 900}, accept_downloads=True, permissions=["microphone"]
+        )
         pg = ctx.new_page()
         pg.set_default_timeout(90_000)
         pg.goto(server[0] + "/")
         pg.get_by_role("tab", name="Chat").wait_for()
         yield pg
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def long_server(tmp_path_factory):
+    """Replies of up to 4096 tokens (several seconds with the tiny model): long enough to leave mid-reply."""
+    proc, url = start_server(
+        "--profile", "tiny", "--data-dir", str(tmp_path_factory.mktemp("long-data")), "--max-new-tokens", "4096"
+    )
+    yield url
+    stop_server(proc)
 
 
 def shot(page, name: str) -> None:
@@ -56,7 +77,8 @@ def shot(page, name: str) -> None:
 
 def wait_text(page, selector: str, text: str, present: bool = True) -> None:
     page.wait_for_function(
-        "([s, t, p]) => document.querySelector(s).innerText.includes(t) === p", arg=[selector, text, present])
+        "([s, t, p]) => document.querySelector(s).innerText.includes(t) === p", arg=[selector, text, present]
+    )
 
 
 def speech_log(page) -> list[dict]:
@@ -124,6 +146,100 @@ def test_upload_an_image_and_get_an_answer(page, tmp_path):
     assert page.locator("#chatbot .message").count() >= 4
 
 
+def into_box(page, how: str, files: list[tuple[str, bytes, str]]) -> None:
+    """Paste or drop files (name, bytes, type) into the chat box, as a browser's clipboard or a drag does."""
+    import base64
+
+    page.evaluate(
+        """([how, files]) => {
+          const dt = new DataTransfer();
+          for (const [name, b64, type] of files) {
+            dt.items.add(new File([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))], name, { type }));
+          }
+          const box = document.querySelector("#chat-input textarea");
+          const init = { bubbles: true, cancelable: true, composed: true };
+          box.dispatchEvent(how === "paste" ? new ClipboardEvent("paste", { ...init, clipboardData: dt })
+                                            : new DragEvent("drop", { ...init, dataTransfer: dt }));
+        }""",
+        [how, [[name, base64.b64encode(data).decode(), kind] for name, data, kind in files]],
+    )
+
+
+def png_bytes(size: tuple[int, int], colour, mode: str = "RGB") -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new(mode, size, colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def huge_png(width: int, height: int) -> bytes:
+    """A PNG whose header says width x height (its pixels are a 1x1 picture's): refused on its size alone."""
+    import struct
+    import zlib
+
+    data = bytearray(png_bytes((1, 1), 0, mode="L"))
+    ihdr = 12  # signature (8) + chunk length (4)
+    data[ihdr + 4 : ihdr + 12] = struct.pack(">II", width, height)
+    data[ihdr + 17 : ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr : ihdr + 17])))
+    return bytes(data)
+
+
+def toast(page, text: str) -> str:
+    """The message of the page's toast that says `text` (Gradio's warnings and errors)."""
+    found = page.locator(".toast-message-text", has_text=text).first
+    found.wait_for()
+    return found.inner_text()
+
+
+def close_toasts(page) -> None:
+    for button in page.locator(".toast-close").all():
+        button.click()
+
+
+def test_paste_one_image_and_drop_another_into_one_message(page):
+    page.get_by_role("tab", name="Chat").click()
+    before = page.locator("#chatbot img").count()
+    into_box(page, "paste", [("pasted.png", png_bytes((160, 90), (20, 200, 20)), "image/png")])
+    into_box(page, "drop", [("dropped.png", png_bytes((90, 160), (20, 20, 200)), "image/png")])
+    page.wait_for_function(
+        "document.querySelectorAll('#chat-input img').length === 2"
+        " && !document.querySelector('#chat-input [aria-label=Uploading]')"
+    )  # both uploaded
+    send(page, "compare these two pictures")
+    page.wait_for_function(f"document.querySelectorAll('#chatbot img').length >= {before + 2}")
+    wait_text(page, "#chatbot", "compare these two pictures")
+    assert page.locator("#chat-input img").count() == 0  # the box is empty for the next message
+
+
+def test_wrong_and_too_large_images_are_one_line_warnings(page, tmp_path):
+    """A text file dropped in is refused by the box; a file that only looks like an image, and a
+    20000x20000 picture, are refused by the server with one line; the question stays in the box."""
+    page.get_by_role("tab", name="Chat").click()
+    close_toasts(page)
+    into_box(page, "drop", [("notes.txt", b"shopping list\n", "text/plain")])
+    assert "rejected" in toast(page, "rejected")
+    assert page.locator("#chat-input img, #chat-input .thumbnail-item").count() == 0
+    fake, huge = tmp_path / "holiday.png", tmp_path / "scan.png"
+    fake.write_bytes(b"this is not a picture\n" * 50)
+    huge.write_bytes(huge_png(20_000, 20_000))
+    box = page.locator("#chat-input textarea")
+    for path, says in ((fake, "cannot read holiday.png: not a supported image file"), (huge, "scan.png is too large")):
+        close_toasts(page)
+        replies = page.locator("#chatbot .message").count()
+        page.locator("#chat-input input[type=file]").set_input_files(str(path))
+        box.fill("what is in this picture?")
+        box.press("Enter")
+        message = toast(page, says)
+        assert "/tmp" not in message and "\n" not in message.strip(), message  # one line, no server paths
+        assert box.input_value() == "what is in this picture?"  # kept, to fix and send again
+        assert page.locator("#chatbot .message").count() == replies  # nothing was sent
+        page.locator("#chat-input button[aria-label='Remove file']").first.click()
+    send(page, "and without a picture?")  # the chat goes on
+
+
 def upload(page, path) -> None:
     """Put a file into the Transcribe tab's upload box (clearing the one there)."""
     page.get_by_role("tab", name="Transcribe").click()
@@ -150,8 +266,9 @@ def test_transcribe_and_download_srt(page, speech_dir, tmp_path):
     assert subs and "country" in " ".join(s.content for s in subs).lower()
     # The recording plays with its subtitles.
     page.locator("#transcribe-player button[aria-label=Play]").click()
-    page.wait_for_function("document.querySelector('#transcribe-player [data-testid=subtitle-display]')"
-                           ".innerText.trim().length > 0")
+    page.wait_for_function(
+        "document.querySelector('#transcribe-player [data-testid=subtitle-display]').innerText.trim().length > 0"
+    )
     shown = page.locator("#transcribe-player [data-testid=subtitle-display]").inner_text().lower()
     assert any(word in shown for word in ("americans", "country", "fellow"))
     shot(page, "transcribe")
@@ -184,8 +301,13 @@ def test_transcribe_shows_progress_on_a_long_recording(page, speech_dir, tmp_pat
     """Four minutes of speech (five different clips, five times): the page says how far it has got."""
     from audio.io import load_audio, wav_bytes
 
-    names = ("openai_whisper/jfk.flac", "leopard/test.wav", "leopard/diarization_test.wav",
-             "faster_whisper/stereo_diarization.wav", "faster_whisper/hotwords.mp3")
+    names = (
+        "openai_whisper/jfk.flac",
+        "leopard/test.wav",
+        "leopard/diarization_test.wav",
+        "faster_whisper/stereo_diarization.wav",
+        "faster_whisper/hotwords.mp3",
+    )
     gap = np.zeros(8000, np.float32)
     clips = np.concatenate([part for n in names for part in (load_audio(speech_dir / n), gap)])
     long = tmp_path / "four-minutes.wav"
@@ -230,8 +352,9 @@ def test_edit_a_persona_and_hear_a_sample_of_its_voice(page):
     before = len(speech_log(page))
     page.locator("#persona-preview").click()
     wait_text(page, "#persona-status", "Played a")
-    page.wait_for_function(f"window.assistantSpeech.log.slice({before})"
-                           ".some(e => e.pane === 'preview' && e.event === 'stream-end')")
+    page.wait_for_function(
+        f"window.assistantSpeech.log.slice({before}).some(e => e.pane === 'preview' && e.event === 'stream-end')"
+    )
     end = next(e for e in speech_log(page)[before:] if e["pane"] == "preview" and e["event"] == "stream-end")
     assert end["samples"] > 0 and "Ethan" in page.locator("#persona-status").inner_text()
     shot(page, "personas")
@@ -336,3 +459,26 @@ def test_voice_tab_records_from_the_fake_microphone(page):
     page.locator("#mic button", has_text="Stop").first.click()
     page.locator("#voice-chat").get_by_text("(spoken)").wait_for()
     page.locator("#voice-audio audio[src]").wait_for(state="attached")
+
+
+def test_closing_the_page_mid_reply_cancels_the_reply(page, long_server):
+    """A tab closed while its reply is being written frees the engine: the turn is cancelled, not finished."""
+    import httpx
+
+    ctx = page.context.browser.new_context(viewport={"width": 1280, "height": 900})
+    tab = ctx.new_page()
+    tab.set_default_timeout(90_000)
+    tab.goto(long_server + "/")
+    before = httpx.get(f"{long_server}/health").json()
+    tab.locator("#chat-input textarea").fill("tell me a very long story")
+    tab.locator("#chat-input textarea").press("Enter")
+    tab.wait_for_function(
+        "(() => { const m = document.querySelectorAll('#chatbot .message');"
+        " return m.length >= 2 && m[m.length - 1].innerText.trim().length > 0; })()"
+    )
+    ctx.close()  # mid-reply
+    deadline = time.time() + 30
+    while (now := httpx.get(f"{long_server}/health").json())["turns_cancelled"] == before["turns_cancelled"]:
+        assert time.time() < deadline, f"the reply of the closed page was not cancelled: {before} -> {now}"
+        time.sleep(0.2)
+    assert now["turns_done"] == before["turns_done"]  # cancelled, not finished

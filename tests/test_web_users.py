@@ -4,6 +4,8 @@ through the web UI (Gradio's login: user name + API key, real Debian chromium) o
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -182,6 +184,18 @@ def test_a_speech_stream_is_heard_only_by_the_user_who_asked(server, browser):
     assert alice.context.request.get(held[0]).status == 404  # one-time
     alice.context.close()
     bob.context.close()
+
+
+def test_serving_beyond_loopback_without_a_key_is_refused():
+    """Beyond loopback everyone must log in: with no key to log in with, serve refuses to start."""
+    done = subprocess.run(
+        [sys.executable, "-m", "assistant", "serve", "--profile", "tiny", "--host", "0.0.0.0", "--port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == "assistant: error: serving beyond loopback needs at least one --api-key"
 
 
 def client(url: str, user: str) -> openai.OpenAI:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -118,7 +119,7 @@ def chat_pane(ctx: WebContext, pane: str, label: str) -> ChatPane:
 
         files = list(message.get("files") or [])
         try:
-            images = tuple(load_image(f) for f in files)
+            images = tuple(load_image(f, name=Path(f).name) for f in files)  # not the server's upload path
             turn = Turn(text=message.get("text") or "", images=images)
             s = ctx.session(request, persona_name, instance_name)
         except (AssistantError, gr.Error) as err:  # the message stays in the box to fix

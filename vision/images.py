@@ -18,17 +18,18 @@ MAX_INPUT_BYTES = 50 * 1024**2  # 50 MiB
 MAX_SIDE = 1280  # px: the longer side after resizing; the model's cost grows with pixels
 
 
-def load_image(source: str | os.PathLike | bytes, max_side: int = MAX_SIDE) -> Image.Image:
+def load_image(source: str | os.PathLike | bytes, max_side: int = MAX_SIDE, name: str | None = None) -> Image.Image:
     """Open an image from a path or bytes; return an upright RGB image no longer than `max_side`.
 
-    Raises BadInput for missing, empty, non-image, oversized or decompression-bomb input.
+    Raises BadInput for missing, empty, non-image, oversized or decompression-bomb input; its message
+    calls the image `name` (default: its path, or "the image").
     """
-    name = "the image"
     if isinstance(source, bytes | bytearray):
         data = bytes(source)
+        name = name or "the image"
     else:
         path = Path(source)
-        name = str(path)
+        name = name or str(path)
         if not path.is_file():
             raise BadInput(f"image file not found: {path}")
         if path.stat().st_size > MAX_INPUT_BYTES:
