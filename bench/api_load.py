@@ -3,6 +3,7 @@
     python bench/api_load.py [--seconds 120] [--clients 32] [--tokens 16]
     python bench/api_load.py --seconds 10          (a short try)
     python bench/api_load.py --mix chat=0.7,transcribe=0.3 --rounds 2   (no speech; RSS after each round)
+    python bench/api_load.py --mix transcribe=1 --rounds 6 --seconds 30 --malloc-trim   (leak or malloc?)
 
 Serves `assistant serve --profile tiny` in a subprocess (fresh data folder, one API key) and runs
 --clients asyncio clients with the real `openai` client (AsyncOpenAI), each sending one request
@@ -71,9 +72,25 @@ def serve(data_dir: str) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "assistant", "serve", "--profile", "tiny", "--port", str(port),
-                             "--data-dir", data_dir, "--api-key", f"{KEY}=load"],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "assistant",
+            "serve",
+            "--profile",
+            "tiny",
+            "--port",
+            str(port),
+            "--data-dir",
+            data_dir,
+            "--api-key",
+            f"{KEY}=load",
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 300
     while time.time() < deadline:
@@ -88,6 +105,25 @@ def serve(data_dir: str) -> tuple[subprocess.Popen, str]:
     raise SystemExit("the server did not start in 300 s")
 
 
+def malloc_trim(pid: int) -> float:
+    """Call glibc's malloc_trim(0) inside the server (through gdb); returns its RSS afterwards, MiB."""
+    before = rss_mib(pid)
+    done = subprocess.run(
+        ["gdb", "-p", str(pid), "-batch", "-ex", "call (int) malloc_trim(0)"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"gdb could not call malloc_trim: {done.stderr.strip().splitlines()[-1:]}")
+    after = rss_mib(pid)
+    print(
+        f"server RSS: {before:.0f} MiB, after malloc_trim(0) {after:.0f} MiB (glibc kept {before - after:.0f} MiB "
+        "of freed memory)"
+    )
+    return round(after, 1)
+
+
 def rss_mib(pid: int) -> float:
     """Resident memory of the server and its children, MiB."""
     p = psutil.Process(pid)
@@ -100,14 +136,20 @@ async def one(client: openai.AsyncOpenAI, kind: str, tokens: int, clip: bytes, i
     try:
         if kind == "chat":
             r = await client.chat.completions.create(
-                model="tiny-qwen2_5_omni", max_tokens=tokens,
-                messages=[{"role": "user", "content": f"Question {i}: what should I cook tonight?"}])
+                model="tiny-qwen2_5_omni",
+                max_tokens=tokens,
+                messages=[{"role": "user", "content": f"Question {i}: what should I cook tonight?"}],
+            )
             assert r.choices[0].message.content is not None
         elif kind == "chat_audio":
             stream = await client.chat.completions.create(
-                model="tiny-qwen2_5_omni", max_tokens=tokens, stream=True, modalities=["text", "audio"],
+                model="tiny-qwen2_5_omni",
+                max_tokens=tokens,
+                stream=True,
+                modalities=["text", "audio"],
                 audio={"voice": "Chelsie", "format": "pcm16"},
-                messages=[{"role": "user", "content": f"Question {i}: tell me a story."}])
+                messages=[{"role": "user", "content": f"Question {i}: tell me a story."}],
+            )
             first = None
             async for chunk in stream:
                 audio = getattr(chunk.choices[0].delta, "audio", None) if chunk.choices else None
@@ -127,11 +169,20 @@ async def one(client: openai.AsyncOpenAI, kind: str, tokens: int, clip: bytes, i
     tally.latencies_s[kind].append(time.perf_counter() - t0)
 
 
-async def load(url: str, clients: int, seconds: float, tokens: int, seed: int, pid: int,
-               mix: list[tuple[str, float]]) -> tuple[Tally, float, float]:
+async def load(
+    url: str,
+    clients: int,
+    seconds: float,
+    tokens: int,
+    seed: int,
+    pid: int,
+    mix: list[tuple[str, float]],
+    every_s: float = 10.0,
+) -> tuple[Tally, float, float, list]:
     clip = CLIP.read_bytes()
     tally = Tally()
     peak = [rss_mib(pid)]
+    timeline = []  # (seconds into the round, RSS MiB) every `every_s`: growth that goes on, or levels off
     http = httpx.AsyncClient(limits=httpx.Limits(max_connections=clients * 2), timeout=600)
     client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0, http_client=http)
     deadline = time.perf_counter() + seconds
@@ -146,46 +197,69 @@ async def load(url: str, clients: int, seconds: float, tokens: int, seed: int, p
 
     async def watch() -> None:
         while time.perf_counter() < deadline + 600:
-            peak[0] = max(peak[0], rss_mib(pid))
+            rss = rss_mib(pid)
+            peak[0] = max(peak[0], rss)
+            if not timeline or time.perf_counter() - t0 >= timeline[-1][0] + every_s:
+                timeline.append((round(time.perf_counter() - t0), round(rss)))
             await asyncio.sleep(1)
 
-    watcher = asyncio.create_task(watch())
     t0 = time.perf_counter()
+    watcher = asyncio.create_task(watch())
     await asyncio.gather(*(worker(w) for w in range(clients)))
     elapsed = time.perf_counter() - t0
     watcher.cancel()
     await http.aclose()
-    return tally, elapsed, peak[0]
+    return tally, elapsed, peak[0], timeline
 
 
 def report(tally: Tally, elapsed: float, rss: dict, health: dict, args) -> dict:
-    out = {"clients": args.clients, "seconds": round(elapsed, 1), "tokens": args.tokens, "kinds": {}, "rss_mib": rss,
-           "server": health}
+    out = {
+        "clients": args.clients,
+        "seconds": round(elapsed, 1),
+        "tokens": args.tokens,
+        "kinds": {},
+        "rss_mib": rss,
+        "server": health,
+    }
     fivexx = 0
     for kind, _ in args.mix:
         lat = tally.latencies_s.get(kind, [])
         errs = dict(tally.errors.get(kind, {}))
         fivexx += sum(n for code, n in errs.items() if code.startswith("5"))
-        row = {"done": len(lat), "errors": errs, "per_s": round(len(lat) / elapsed, 2),
-               "p50_s": round(pct(lat, 0.5), 3), "p95_s": round(pct(lat, 0.95), 3),
-               "mean_s": round(statistics.fmean(lat), 3) if lat else None}
+        row = {
+            "done": len(lat),
+            "errors": errs,
+            "per_s": round(len(lat) / elapsed, 2),
+            "p50_s": round(pct(lat, 0.5), 3),
+            "p95_s": round(pct(lat, 0.95), 3),
+            "mean_s": round(statistics.fmean(lat), 3) if lat else None,
+        }
         if kind in tally.first_s:
             row["first_audio_p50_s"] = round(pct(tally.first_s[kind], 0.5), 3)
             row["first_audio_p95_s"] = round(pct(tally.first_s[kind], 0.95), 3)
         out["kinds"][kind] = row
     out["5xx"] = fivexx
-    print(f"{args.clients} clients sending for {args.seconds:.0f} s (all answered after {elapsed:.0f} s), "
-          f"tiny profile, max_tokens {args.tokens}, loopback, {psutil.cpu_count()} CPU cores, "
-          f"load average before {args.load_before:.2f}")
+    print(
+        f"{args.clients} clients sending for {args.seconds:.0f} s (all answered after {elapsed:.0f} s), "
+        f"tiny profile, max_tokens {args.tokens}, loopback, {psutil.cpu_count()} CPU cores, "
+        f"load average before {args.load_before:.2f}"
+    )
     print(f"{'kind':<12}{'done':>6}{'per s':>8}{'p50 s':>8}{'p95 s':>8}  errors")
     for kind, row in out["kinds"].items():
-        extra = (f"   first audio p50 {row['first_audio_p50_s']} s, p95 {row['first_audio_p95_s']} s"
-                 if "first_audio_p50_s" in row else "")
-        print(f"{kind:<12}{row['done']:>6}{row['per_s']:>8}{row['p50_s']:>8}{row['p95_s']:>8}  "
-              f"{row['errors'] or 'none'}{extra}")
+        extra = (
+            f"   first audio p50 {row['first_audio_p50_s']} s, p95 {row['first_audio_p95_s']} s"
+            if "first_audio_p50_s" in row
+            else ""
+        )
+        print(
+            f"{kind:<12}{row['done']:>6}{row['per_s']:>8}{row['p50_s']:>8}{row['p95_s']:>8}  "
+            f"{row['errors'] or 'none'}{extra}"
+        )
     print(f"5xx responses: {fivexx} (goal 0)")
-    print(f"server RSS: {rss['before']:.0f} MiB before (after warm-up), peak {rss['peak']:.0f} MiB, "
-          f"{rss['after']:.0f} MiB after (x{rss['after'] / rss['before']:.2f})")
+    print(
+        f"server RSS: {rss['before']:.0f} MiB before (after warm-up), peak {rss['peak']:.0f} MiB, "
+        f"{rss['after']:.0f} MiB after (x{rss['after'] / rss['before']:.2f})"
+    )
     print(f"engine: {health}")
     return out
 
@@ -198,6 +272,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--mix", default=MIX, help=f"request kinds and their weights (default: {MIX})")
     ap.add_argument("--rounds", type=int, default=1, help="load rounds on one server (RSS after each)")
+    ap.add_argument("--rss-every", type=float, default=10.0, help="seconds between the RSS samples printed per round")
+    ap.add_argument(
+        "--malloc-trim",
+        action="store_true",
+        help="after each round, make the server's C allocator give freed memory back (gdb: "
+        "malloc_trim(0)) and print RSS after: what stays is memory in use, the rest was only kept "
+        "by malloc (a leak grows round after round even so)",
+    )
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
     args.mix = parse_mix(args.mix)
@@ -217,14 +299,21 @@ def main() -> None:
             rss["before"] = rss_mib(proc.pid)
             rounds = []
             for r in range(args.rounds):  # a second round on the same server: does memory keep growing?
-                tally, elapsed, peak = asyncio.run(
-                    load(url, args.clients, args.seconds, args.tokens, args.seed + r, proc.pid, args.mix))
+                tally, elapsed, peak, timeline = asyncio.run(
+                    load(
+                        url, args.clients, args.seconds, args.tokens, args.seed + r, proc.pid, args.mix, args.rss_every
+                    )
+                )
                 rss["peak"] = max(rss.get("peak", 0.0), peak)
                 rss["after"] = rss_mib(proc.pid)
                 if args.rounds > 1:
                     print(f"--- round {r + 1} of {args.rounds}")
                 health = httpx.get(f"{url}/health").json()
                 rounds.append(report(tally, elapsed, {k: round(v, 1) for k, v in rss.items()}, health, args))
+                rounds[-1]["rss_timeline"] = timeline
+                print("server RSS during the round (s: MiB): " + ", ".join(f"{t}: {m}" for t, m in timeline))
+                if args.malloc_trim:
+                    rounds[-1]["rss_mib"]["after_malloc_trim"] = malloc_trim(proc.pid)
             if args.json:
                 Path(args.json).write_text(json.dumps(rounds if args.rounds > 1 else rounds[0], indent=1))
         finally:
