@@ -27,9 +27,27 @@ def serve(data_dir: str, user: str, key: str) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "assistant", "serve", "--profile", "tiny", "--port", str(port),
-                             "--data-dir", data_dir, "--max-new-tokens", "24", "--api-key", f"{key}={user}"],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "assistant",
+            "serve",
+            "--profile",
+            "tiny",
+            "--port",
+            str(port),
+            "--data-dir",
+            data_dir,
+            "--max-new-tokens",
+            "24",
+            "--api-key",
+            f"{key}={user}",
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(240):
         try:
@@ -60,6 +78,8 @@ def take(url: str, user: str, key: str, out: Path) -> list[Path]:
         page.set_default_timeout(120_000)
 
         def shot(name: str) -> None:
+            # Gradio dims a component while an event that updates it is still running: wait for none
+            page.wait_for_function("!document.querySelector('.pending')")
             path = out / f"{name}.png"
             page.screenshot(path=str(path), full_page=True)
             shots.append(path)

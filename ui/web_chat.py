@@ -79,7 +79,14 @@ async def reply(s: Session, turn: Turn, speak: bool, history: list, relay=None, 
 def chat_pane(ctx: WebContext, pane: str, label: str) -> ChatPane:
     """One pane's components and events, inside the current Blocks layout."""
     with gr.Row(equal_height=True):
-        persona = gr.Dropdown(choices=["Grok"], value="Grok", label=label, elem_id=_id("persona", pane), scale=1)
+        persona = gr.Dropdown(
+            choices=["Grok"],
+            value="Grok",
+            label=label,
+            info="who answers, in which voice",  # a line like Conversation's, so the two boxes line up
+            elem_id=_id("persona", pane),
+            scale=1,
+        )
         instance = gr.Dropdown(
             choices=["Grok"],
             value="Grok",
