@@ -7,8 +7,8 @@ browser). The server answers with `session.created`, then the conversation runs 
 Up (client -> server)
   binary frames   microphone audio: PCM16 little-endian, mono, 16 kHz, any length per frame.
   {"type": "session.update", "turn_detection": "server" | "manual", "playback_reports": bool,
-   "speak": bool, "vad": {"silence_s", "prepare_s", "aggressiveness", "min_speech_s", "threshold_db",
-   "echo_threshold_db" (null: headphones)}}
+   "speak": bool, "vad": {"silence_s", "prepare_s", "detector" ("webrtc" | "silero"), "aggressiveness",
+   "silero_threshold", "min_speech_s", "threshold_db", "echo_threshold_db" (null: headphones)}}
         prepare_s: from this much silence on the server prepares the reply, held back until the
         end of the turn (silence_s) is confirmed; if the user goes on it is dropped unseen.
   {"type": "input.start"}        manual turns (push-to-talk): start collecting an utterance

@@ -139,7 +139,8 @@ class RemoteLink:
 
         o, cfg = self.options, self.options.endpoint
         self.client = RealtimeClient(self.url, self.api_key, on_event, on_audio)
-        vad = {"silence_s": cfg.silence_s, "prepare_s": cfg.prepare_s, "aggressiveness": cfg.aggressiveness,
+        vad = {"silence_s": cfg.silence_s, "prepare_s": cfg.prepare_s, "detector": cfg.detector,
+               "aggressiveness": cfg.aggressiveness, "silero_threshold": cfg.silero_threshold,
                "min_speech_s": cfg.min_speech_s,
                "threshold_db": cfg.threshold_db, "echo_threshold_db": cfg.echo_threshold_db}
         await self.client.connect({"turn_detection": "manual" if o.push_to_talk else "server",

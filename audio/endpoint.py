@@ -13,11 +13,18 @@ position in the stream:
 - `Resume`: speech came back after a `Pause`: the utterance goes on (drop what was prepared);
 - `End`: the silence after speech lasted `silence_s`: the utterance, with its pre-roll.
 
-A frame counts as speech only if webrtcvad says so AND its level clears a gate: the higher of
+A frame counts as speech only if the detector says so AND its level clears a gate: the higher of
 `threshold_db` and the room's noise floor plus `noise_margin_db`. While the assistant is speaking
 through loudspeakers (`playing=True`) the gate rises to `echo_threshold_db`, so its own voice
 coming back through the microphone does not start a turn (the echo-safe default; with headphones
 set `echo_threshold_db=None`).
+
+Detectors: webrtcvad (default: 10 ms decisions, no model), or Silero VAD (`detector="silero"`: a
+neural model, much better at telling speech from noise, music and clatter; the ONNX file bundled
+inside faster-whisper, run with onnxruntime on one thread, so nothing is downloaded and torch's
+thread settings are never touched, unlike importing the `silero_vad` package, which sets torch to
+one thread for the whole process). Silero decides per 32 ms window, so its onsets come up to
+32 ms later.
 """
 
 from __future__ import annotations
@@ -28,16 +35,32 @@ from dataclasses import dataclass, field
 import numpy as np
 import webrtcvad
 
-__all__ = ["FRAME", "SAMPLE_RATE", "Blip", "End", "EndpointConfig", "Endpointer", "Onset", "Pause", "Resume", "Start"]
+__all__ = [
+    "DETECTORS",
+    "FRAME",
+    "SAMPLE_RATE",
+    "Blip",
+    "End",
+    "EndpointConfig",
+    "Endpointer",
+    "Onset",
+    "Pause",
+    "Resume",
+    "SileroDetector",
+    "Start",
+]
 
 SAMPLE_RATE = 16_000
 FRAME_MS = 10
 FRAME = SAMPLE_RATE * FRAME_MS // 1000  # samples per frame
+DETECTORS = ("webrtc", "silero")
 
 
 @dataclass(frozen=True)
 class EndpointConfig:
+    detector: str = "webrtc"  # or "silero" (see the module's notes)
     aggressiveness: int = 2  # webrtcvad 0 (keeps most) .. 3 (strictest)
+    silero_threshold: float = 0.5  # Silero's speech probability that counts as speech
     silence_s: float = 0.7  # this much silence after speech ends the turn (Home Assistant, OVOS)
     prepare_s: float = 0.2  # from this much silence on, a reply is prepared (Pause); >= silence_s: never
     min_speech_s: float = 0.25  # less voiced time than this is a blip, not a turn
@@ -53,6 +76,10 @@ class EndpointConfig:
     def __post_init__(self) -> None:
         if self.aggressiveness not in (0, 1, 2, 3):
             raise ValueError("VAD aggressiveness must be 0, 1, 2 or 3")
+        if self.detector not in DETECTORS:
+            raise ValueError(f"unknown speech detector {self.detector!r}: use {' or '.join(DETECTORS)}")
+        if not 0 < self.silero_threshold < 1:
+            raise ValueError("the Silero threshold must be between 0 and 1")
         if not 0.1 <= self.silence_s <= 10:
             raise ValueError("the silence timeout must be between 0.1 and 10 s")
         if self.min_speech_s < 0 or self.pre_roll_s < 0 or self.prepare_s < 0:
@@ -101,6 +128,52 @@ def level_db(frame: np.ndarray) -> float:
     return float(10 * np.log10(np.mean(x * x) + 1e-12))
 
 
+class _WebRtc:
+    def __init__(self, aggressiveness: int) -> None:
+        self._vad = webrtcvad.Vad(aggressiveness)
+
+    def __call__(self, frame: np.ndarray) -> bool:
+        return self._vad.is_speech(frame.tobytes(), SAMPLE_RATE)
+
+
+class SileroDetector:
+    """Silero VAD over a live stream of 10 ms frames: each frame gets the speech decision of the
+    newest complete 32 ms window (the model's state carried from window to window)."""
+
+    WINDOW = 512  # samples the model takes at 16 kHz
+    CONTEXT = 64  # samples of the previous window it sees as well
+
+    def __init__(self, threshold: float = 0.5) -> None:
+        import os
+
+        import onnxruntime
+        from faster_whisper.utils import get_assets_path
+
+        path = os.path.join(get_assets_path(), "silero_vad_v6.onnx")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"Silero VAD model not found at {path} (it ships with faster-whisper)")
+        opts = onnxruntime.SessionOptions()
+        opts.inter_op_num_threads = opts.intra_op_num_threads = 1
+        opts.log_severity_level = 4
+        self._session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"], sess_options=opts)
+        self.threshold = threshold
+        self.probability = 0.0
+        self._h = np.zeros((1, 1, 128), dtype=np.float32)
+        self._c = np.zeros((1, 1, 128), dtype=np.float32)
+        self._context = np.zeros(self.CONTEXT, dtype=np.float32)
+        self._pending = np.zeros(0, dtype=np.float32)
+
+    def __call__(self, frame: np.ndarray) -> bool:
+        self._pending = np.concatenate([self._pending, frame.astype(np.float32) / 32768.0])
+        while len(self._pending) >= self.WINDOW:
+            window, self._pending = self._pending[: self.WINDOW], self._pending[self.WINDOW :]
+            x = np.concatenate([self._context, window])[None, :]
+            prob, self._h, self._c = self._session.run(None, {"input": x, "h": self._h, "c": self._c})
+            self.probability = float(np.asarray(prob).reshape(-1)[-1])
+            self._context = window[-self.CONTEXT :]
+        return self.probability >= self.threshold
+
+
 class Endpointer:
     """Turn detection over a live stream. Not thread-safe: one feeder."""
 
@@ -108,7 +181,10 @@ class Endpointer:
 
     def __init__(self, config: EndpointConfig | None = None) -> None:
         self.config = config or EndpointConfig()
-        self._vad = webrtcvad.Vad(self.config.aggressiveness)
+        if self.config.detector == "silero":
+            self._is_speech = SileroDetector(self.config.silero_threshold)
+        else:
+            self._is_speech = _WebRtc(self.config.aggressiveness)
         self.position = 0  # samples pushed so far
         self.playing = False  # set by the front end while the assistant's voice is audible
         self._state = self._IDLE
@@ -142,7 +218,8 @@ class Endpointer:
         if len(frame) != FRAME:
             raise ValueError(f"a frame is {FRAME} samples")
         level = level_db(frame)
-        speech = level >= self.gate() and self._vad.is_speech(frame.tobytes(), SAMPLE_RATE)
+        voiced = self._is_speech(frame)  # always: a model carries its state from frame to frame
+        speech = voiced and level >= self.gate()
         self._track_floor(level, speech)
         if self._state != self._IDLE:
             self._peak = max(self._peak, level)

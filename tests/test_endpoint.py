@@ -20,7 +20,7 @@ from assistant.config import EngineConfig, Profile
 from assistant.engine import load_engine
 from assistant.session import Session
 from assistant.voice import VoiceConversation
-from audio.endpoint import FRAME, SAMPLE_RATE, End, EndpointConfig, Endpointer, Pause, Resume
+from audio.endpoint import FRAME, SAMPLE_RATE, End, EndpointConfig, Endpointer, Pause, Resume, Start
 from audio.io import resample
 
 
@@ -175,3 +175,45 @@ def test_a_reply_prepared_at_a_mid_sentence_pause_is_dropped(engine, question):
         await conv.close()
 
     asyncio.run(go())
+
+
+def test_silero_finds_the_turn_where_the_speech_is(question):
+    lead = 0.5
+    events = [e for _, e in run(Endpointer(EndpointConfig(detector="silero")),
+                                np.concatenate([silence(lead), question, silence(1.0, seed=8)]))]  # fmt: skip
+    ends = [e for e in events if isinstance(e, End)]
+    assert len(ends) == 1
+    assert abs(ends[0].start / SAMPLE_RATE - lead) <= 0.1
+    assert abs(ends[0].end / SAMPLE_RATE - (lead + len(question) / SAMPLE_RATE)) <= 0.1
+
+
+@pytest.mark.parametrize("kind", ["noise", "clatter"])
+def test_silero_takes_no_turn_from_noise_that_fools_webrtcvad(kind):
+    rng = np.random.default_rng(11)
+    if kind == "noise":  # a fan or a hiss at -30 dBFS, well above the -45 dBFS gate
+        sound = (rng.standard_normal(4 * SAMPLE_RATE) * 10 ** (-30 / 20)).astype(np.float32)
+    else:  # dishes and keys: 30 sharp knocks in 4 s
+        sound = np.zeros(4 * SAMPLE_RATE, dtype=np.float32)
+        decay = np.exp(-np.arange(800) / 150)
+        for at in rng.integers(0, len(sound) - 800, 30):
+            sound[at : at + 800] += (rng.standard_normal(800) * 0.3 * decay).astype(np.float32)
+    audio = np.concatenate([silence(1.0), sound, silence(1.0, seed=9)])
+
+    def turns(detector: str) -> int:
+        return sum(isinstance(e, Start) for _, e in run(Endpointer(EndpointConfig(detector=detector)), audio))
+
+    assert turns("webrtc") >= 1  # the sound is hard: the default detector takes it for speech
+    assert turns("silero") == 0
+
+
+def test_silero_leaves_torch_threads_alone():
+    import torch
+
+    before = torch.get_num_threads()
+    Endpointer(EndpointConfig(detector="silero")).feed(np.zeros(SAMPLE_RATE, dtype=np.int16))
+    assert torch.get_num_threads() == before
+
+
+def test_an_unknown_detector_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown speech detector 'rnnoise'"):
+        EndpointConfig(detector="rnnoise")

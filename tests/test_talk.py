@@ -222,6 +222,22 @@ def test_silence_and_quiet_noise_start_no_turn(pulse, tmp_path):
     assert t.of("stopped")[0]["turns"] == 0
 
 
+def test_silero_detector_hears_speech_and_ignores_loud_noise(pulse, tmp_path, clips):
+    """`--vad silero`: a real spoken clip is one turn, placed within 100 ms; a hiss at -30 dBFS after
+    it (which webrtcvad takes for speech: tests/test_endpoint.py) is none."""
+    t = Talk(pulse, tmp_path, *TINY, "--max-new-tokens", "2", "--vad", "silero")
+    pulse.feeder.play(clips["test"][0])
+    turn = t.wait("turn", timeout=30)
+    reply = t.wait("reply.started")
+    t.wait("reply.played", id=reply["id"], timeout=120)
+    hiss = np.random.default_rng(8).normal(0, 10 ** (-30 / 20), 16_000 * 3).astype(np.float32)
+    pulse.feeder.play(hiss, wait=True)
+    pulse.feeder.play(np.zeros(16_000, np.float32), wait=True)
+    assert t.stop() == 0
+    assert len(t.of("turn")) == 1
+    _turn_matches(turn, load_audio(t.heard_wav), clips["test"])
+
+
 def test_bad_device_is_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "assistant", "talk", *TINY, "--input-device", "no-such-microphone"],
                        capture_output=True, text=True, timeout=60)

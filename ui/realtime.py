@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 MAX_FRAME_BYTES = INPUT_RATE * 2 * 10  # 10 s of audio in one frame is more than any client sends
 STATIC = Path(__file__).parent / "static"
 VAD_FIELDS = {"silence_s": float, "prepare_s": float, "aggressiveness": int, "min_speech_s": float,
-              "threshold_db": float, "echo_threshold_db": float}
+              "threshold_db": float, "echo_threshold_db": float, "detector": str, "silero_threshold": float}
 
 
 class _Refused(Exception):
@@ -182,6 +182,10 @@ def _update(conv: VoiceConversation, msg: dict) -> None:
                 raise ValueError(f"unknown vad setting {key!r}")
             if value is None and key == "echo_threshold_db":
                 fields[key] = None
+            elif VAD_FIELDS[key] is str:
+                if not isinstance(value, str):
+                    raise ValueError(f"vad.{key} must be a string")
+                fields[key] = value
             elif isinstance(value, int | float) and not isinstance(value, bool):
                 fields[key] = VAD_FIELDS[key](value)
             else:

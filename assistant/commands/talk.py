@@ -33,6 +33,9 @@ def add_parser(sub, parents) -> None:
     p.add_argument("--prepare-after", type=float, default=0.2, metavar="SECONDS",
                    help="silence after which the reply starts being prepared, held back until the turn "
                         "ends (default 0.2; the same as --silence: only once the turn has ended)")
+    p.add_argument("--vad", choices=["webrtc", "silero"], default="webrtc",
+                   help="speech detector: webrtcvad (default), or Silero VAD (a neural model bundled with "
+                        "faster-whisper: far fewer false turns from noise, music and clatter)")
     p.add_argument("--vad-aggressiveness", type=int, choices=[0, 1, 2, 3], default=2,
                    help="webrtcvad: 0 keeps most sound as speech, 3 is strictest (default 2)")
     p.add_argument("--min-speech", type=float, default=0.25, metavar="SECONDS",
@@ -59,7 +62,7 @@ def _options(args: argparse.Namespace):
     from audio.endpoint import EndpointConfig
 
     try:
-        endpoint = EndpointConfig(aggressiveness=args.vad_aggressiveness, silence_s=args.silence,
+        endpoint = EndpointConfig(detector=args.vad, aggressiveness=args.vad_aggressiveness, silence_s=args.silence,
                                   prepare_s=args.prepare_after,
                                   min_speech_s=args.min_speech, threshold_db=args.threshold_db,
                                   echo_threshold_db=None if args.headphones else args.echo_threshold_db)
