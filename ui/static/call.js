@@ -109,7 +109,9 @@
     } catch (e) { $("error").textContent = `no microphone: ${e.message}`; ws.close(); return; }
     if (ws.readyState === 0 && !(await opened)) $("error").textContent ||= "cannot connect to the server";
     if (ws.readyState !== 1) { stop(); return; }
-    send({ type: "session.update", playback_reports: true });
+    const update = { type: "session.update", playback_reports: true };
+    if ($("silero").checked) update.vad = { detector: "silero" };  // the neural detector: noise is not speech
+    send(update);
     const src = inCtx.createMediaStreamSource(mic);
     proc = inCtx.createScriptProcessor(2048, 1, 1);
     proc.onaudioprocess = (e) => { if (ws.readyState === 1) ws.send(toPcm16(e.inputBuffer.getChannelData(0), inCtx.sampleRate)); };
