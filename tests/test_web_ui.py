@@ -88,10 +88,20 @@ def speech_log(page) -> list[dict]:
 
 def send(page, text: str, pane: str = "") -> None:
     """Type into a pane's box, press Enter, and wait until the page has the whole reply."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     done = len([e for e in speech_log(page) if e["event"] == "reply-done"])
     box = page.locator(f"#chat-input{pane} textarea")
     box.fill(text)
-    box.press("Enter")
+    taken = f"document.querySelector('#chat-input{pane} textarea').value === ''"  # the box takes the message
+    for attempt in range(3):  # Enter is ignored while the box's last event is still finishing
+        box.press("Enter")
+        try:
+            page.wait_for_function(taken, timeout=10_000)
+            break
+        except PlaywrightTimeout:
+            if attempt == 2:
+                raise
     page.wait_for_function(f"window.assistantSpeech.log.filter(e => e.event === 'reply-done').length > {done}")
 
 
@@ -187,10 +197,10 @@ def huge_png(width: int, height: int) -> bytes:
     return bytes(data)
 
 
-def toast(page, text: str) -> str:
+def toast(page, text: str, timeout_ms: float = 90_000) -> str:
     """The message of the page's toast that says `text` (Gradio's warnings and errors)."""
     found = page.locator(".toast-message-text", has_text=text).first
-    found.wait_for()
+    found.wait_for(timeout=timeout_ms)
     return found.inner_text()
 
 
@@ -201,7 +211,6 @@ def close_toasts(page) -> None:
 
 def test_paste_one_image_and_drop_another_into_one_message(page):
     page.get_by_role("tab", name="Chat").click()
-    before = page.locator("#chatbot img").count()
     into_box(page, "paste", [("pasted.png", png_bytes((160, 90), (20, 200, 20)), "image/png")])
     into_box(page, "drop", [("dropped.png", png_bytes((90, 160), (20, 20, 200)), "image/png")])
     page.wait_for_function(
@@ -209,8 +218,12 @@ def test_paste_one_image_and_drop_another_into_one_message(page):
         " && !document.querySelector('#chat-input [aria-label=Uploading]')"
     )  # both uploaded
     send(page, "compare these two pictures")
-    page.wait_for_function(f"document.querySelectorAll('#chatbot img').length >= {before + 2}")
     wait_text(page, "#chatbot", "compare these two pictures")
+    # both pictures are in the conversation (by their names: earlier tests left pictures there too)
+    page.wait_for_function(
+        "document.querySelector('#chatbot img[src*=\"pasted\"]')"
+        " && document.querySelector('#chatbot img[src*=\"dropped\"]')"
+    )
     assert page.locator("#chat-input img").count() == 0  # the box is empty for the next message
 
 
@@ -231,8 +244,16 @@ def test_wrong_and_too_large_images_are_one_line_warnings(page, tmp_path):
         replies = page.locator("#chatbot .message").count()
         page.locator("#chat-input input[type=file]").set_input_files(str(path))
         box.fill("what is in this picture?")
-        box.press("Enter")
-        message = toast(page, says)
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        for attempt in range(3):  # Enter is ignored while the box's last event is still finishing
+            box.press("Enter")
+            try:
+                message = toast(page, says, timeout_ms=15_000)
+                break
+            except PlaywrightTimeout:
+                if attempt == 2:
+                    raise
         assert "/tmp" not in message and "\n" not in message.strip(), message  # one line, no server paths
         assert box.input_value() == "what is in this picture?"  # kept, to fix and send again
         assert page.locator("#chatbot .message").count() == replies  # nothing was sent
