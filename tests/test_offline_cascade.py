@@ -308,28 +308,3 @@ def test_a_turn_with_no_network_at_all(backend):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Paris" in out.stdout
-
-
-def test_grouped_int8_projections_equal_separate_ones(backend):
-    """q/k/v and gate/up are decoded as one int8 product each; every projection's result is what it
-    gives alone, for one row or several, and called out of order."""
-    import torch
-
-    from assistant.offline.llm import Int8Linear
-
-    layer = backend.llm.model.model.layers[0]
-    members = [layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj, layer.mlp.gate_proj,
-               layer.mlp.up_proj]  # fmt: skip
-    assert all(isinstance(m, Int8Linear) and m.group is not None for m in members)
-
-    def alone(m, x):
-        out = torch._weight_int8pack_mm(x.reshape(-1, x.shape[-1]), m.weight_int8, m.scale)
-        out = out + m.linear.bias if m.linear.bias is not None else out
-        return out.reshape(*x.shape[:-1], m.linear.out_features)
-
-    for rows in (1, 3):
-        x = torch.randn(rows, 1, layer.self_attn.q_proj.linear.in_features, dtype=torch.bfloat16)
-        with torch.inference_mode():
-            together = [m(x) for m in members]  # in the model's order: the first computes the group
-            assert all(torch.equal(t, alone(m, x)) for t, m in zip(together, members, strict=True))
-            assert torch.equal(layer.self_attn.v_proj(x.clone()), alone(layer.self_attn.v_proj, x))  # alone

@@ -232,73 +232,15 @@ class Int8Linear(torch.nn.Module):
         self.linear = linear
         self.register_buffer("weight_int8", weight_int8)
         self.register_buffer("scale", scale.to(linear.weight.dtype))
-        self.group: _Int8Group | None = None  # projections of the same input, computed as one
-        self.index = 0  # this layer's place in its group
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() > 1 and x.shape[-2] > 1:  # a prompt
             return self.linear(x)
-        if self.group is not None:
-            return self.group(x, self.index)
         flat = x.reshape(-1, x.shape[-1])
         out = torch._weight_int8pack_mm(flat, self.weight_int8, self.scale)
         if self.linear.bias is not None:
             out = out + self.linear.bias
         return out.reshape(*x.shape[:-1], self.linear.out_features)
-
-
-class _Int8Group:
-    """Several Int8Linear layers that read the same input (an attention block's q, k and v; an MLP's
-    gate and up), decoded as one matrix product: one kernel call instead of three or two, which on a
-    small model's decode step is most of the cost. The first member computes all of them for its
-    input; the others take their slice when called with that same tensor (as the model's forward
-    does), else compute their own rows. Rows are independent, so the results are the same."""
-
-    def __init__(self, members: list[Int8Linear]) -> None:
-        self.weight = torch.cat([m.weight_int8 for m in members])
-        self.scale = torch.cat([m.scale for m in members])
-        biases = [m.linear.bias for m in members]
-        self.bias = torch.cat(biases) if all(b is not None for b in biases) else None
-        bounds = [0]
-        for m in members:
-            bounds.append(bounds[-1] + m.linear.out_features)
-        self.rows = [(bounds[i], bounds[i + 1]) for i in range(len(members))]
-        self._input: torch.Tensor | None = None
-        self._output: torch.Tensor | None = None
-
-    def __call__(self, x: torch.Tensor, index: int) -> torch.Tensor:
-        start, end = self.rows[index]
-        flat = x.reshape(-1, x.shape[-1])
-        if index == 0 or x is not self._input:
-            weight, scale, bias = self.weight, self.scale, self.bias
-            if index != 0:  # called on its own: just its rows
-                weight, scale = weight[start:end], scale[start:end]
-                bias = bias[start:end] if bias is not None else None
-            out = torch._weight_int8pack_mm(flat, weight, scale)
-            if bias is not None:
-                out = out + bias
-            if index != 0:
-                return out.reshape(*x.shape[:-1], end - start)
-            self._input, self._output = x, out
-        part = self._output[:, start:end]
-        if index == len(self.rows) - 1:
-            self._input = self._output = None  # the last member: nothing kept between steps
-        return part.reshape(*x.shape[:-1], end - start)
-
-
-def group_projections(model: torch.nn.Module) -> int:
-    """Join the Int8Linear projections that share an input (see _Int8Group); how many groups."""
-    n = 0
-    for module in model.modules():
-        for names in (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj")):
-            members = [getattr(module, name, None) for name in names]
-            if all(isinstance(m, Int8Linear) for m in members):
-                group = _Int8Group(members)
-                for i, (m, (start, end)) in enumerate(zip(members, group.rows, strict=True)):
-                    m.group, m.index = group, i
-                    m.weight_int8, m.scale = group.weight[start:end], group.scale[start:end]  # one copy kept
-                n += 1
-    return n
 
 
 def int8_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -330,7 +272,6 @@ def quantize_int8(model: torch.nn.Module, cache: Path | None = None) -> None:
                 weight, scale = int8_rows(child.weight)
                 made |= {f"{key}.int8": weight, f"{key}.scale": scale}
             setattr(module, name, Int8Linear(child, weight, scale))
-    group_projections(model)
     if cache is not None and made and not saved:
         tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
         try:
