@@ -137,7 +137,10 @@ class Feeder:
     def close(self) -> None:
         self._stop = True
         self._thread.join(timeout=2)
-        self._stream.close()
+        if not self._thread.is_alive():
+            self._stream.close()
+        # else it is still inside a libpulse call on a server that went away: pa_simple_free under
+        # it waits forever for the mainloop's lock (a full run hung there), so the stream is left
 
 
 class Keeper:
@@ -161,7 +164,10 @@ class Keeper:
     def close(self) -> None:
         self._stop = True
         self._thread.join(timeout=2)
-        self._stream.close()
+        if not self._thread.is_alive():
+            self._stream.close()
+        # else it is still inside a libpulse call on a server that went away: pa_simple_free under
+        # it waits forever for the mainloop's lock (a full run hung there), so the stream is left
 
 
 class Recorder:
@@ -212,7 +218,10 @@ class Recorder:
     def close(self) -> None:
         self._stop = True
         self._thread.join(timeout=2)
-        self._stream.close()
+        if not self._thread.is_alive():
+            self._stream.close()
+        # else it is still inside a libpulse call on a server that went away: pa_simple_free under
+        # it waits forever for the mainloop's lock (a full run hung there), so the stream is left
 
 
 class PulseAudio:
