@@ -139,8 +139,8 @@ class Feeder:
         self._thread.join(timeout=2)
         if not self._thread.is_alive():
             self._stream.close()
-        # else it is still inside a libpulse call on a server that went away: pa_simple_free under
-        # it waits forever for the mainloop's lock (a full run hung there), so the stream is left
+        # else its thread is still inside a libpulse call: freeing the stream under it is unsafe, so
+        # it is left (the call fails once the server goes, and the thread ends)
 
 
 class Keeper:
@@ -166,8 +166,8 @@ class Keeper:
         self._thread.join(timeout=2)
         if not self._thread.is_alive():
             self._stream.close()
-        # else it is still inside a libpulse call on a server that went away: pa_simple_free under
-        # it waits forever for the mainloop's lock (a full run hung there), so the stream is left
+        # else its thread is still inside a libpulse call: freeing the stream under it is unsafe, so
+        # it is left (the call fails once the server goes, and the thread ends)
 
 
 class Recorder:
@@ -220,8 +220,8 @@ class Recorder:
         self._thread.join(timeout=2)
         if not self._thread.is_alive():
             self._stream.close()
-        # else it is still inside a libpulse call on a server that went away: pa_simple_free under
-        # it waits forever for the mainloop's lock (a full run hung there), so the stream is left
+        # else its thread is still inside a libpulse call: freeing the stream under it is unsafe, so
+        # it is left (the call fails once the server goes, and the thread ends)
 
 
 class PulseAudio:
@@ -256,11 +256,13 @@ class PulseAudio:
         time.sleep(2.5)  # let both sinks settle into small blocks before anything is measured
 
     def _stop(self) -> None:
+        # Streams are freed while the server is still up: pa_simple_free on a connection whose server
+        # has gone deadlocks on the mainloop's lock (a full run hung there). Then the server goes.
         for part in (self.feeder, self.keeper, self.recorder, self.heard):
             part._stop = True
-        subprocess.run(["pulseaudio", "--kill"], env=self.env, capture_output=True, timeout=30)
         for part in (self.feeder, self.keeper, self.recorder, self.heard):
             part.close()
+        subprocess.run(["pulseaudio", "--kill"], env=self.env, capture_output=True, timeout=30)
 
     def restart(self, down_s: float) -> None:
         """The sound server goes away for `down_s` seconds (every device vanishes), then comes back."""
