@@ -144,18 +144,11 @@ class SileroDetector:
     CONTEXT = 64  # samples of the previous window it sees as well
 
     def __init__(self, threshold: float = 0.5) -> None:
-        import os
+        from faster_whisper.vad import get_vad_model
 
-        import onnxruntime
-        from faster_whisper.utils import get_assets_path
-
-        path = os.path.join(get_assets_path(), "silero_vad_v6.onnx")
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"Silero VAD model not found at {path} (it ships with faster-whisper)")
-        opts = onnxruntime.SessionOptions()
-        opts.inter_op_num_threads = opts.intra_op_num_threads = 1
-        opts.log_severity_level = 4
-        self._session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"], sess_options=opts)
+        # faster-whisper's own session (one thread, loaded once per process); its __call__ starts
+        # every call from a fresh state, so the stream's state is carried here instead
+        self._session = get_vad_model().session
         self.threshold = threshold
         self.probability = 0.0
         self._h = np.zeros((1, 1, 128), dtype=np.float32)

@@ -229,7 +229,7 @@ def test_a_conversation_prefills_only_its_newest_part(backend):
         stream.close()
         history += [Message("user", question), Message("assistant", reply)]
     prompt, prefilled, reply, request = rows[-1]
-    chat, _, _ = backend._chat(request, {})
+    chat, _, _, _ = backend._chat(request, {})
     last_turn = backend.llm.encode(chat, len(chat) - 2)[1]  # this turn's own part starts here
     before_last_exchange = backend.llm.encode(chat, len(chat) - 4)[1]
     assert prefilled == prompt - before_last_exchange  # the last exchange, the memory, the question

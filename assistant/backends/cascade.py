@@ -166,10 +166,13 @@ class CascadeBackend:
                 parts.append(heard)
         return "\n".join(parts), heard, facts
 
-    def _chat(self, request: Request, stages: dict[str, float]) -> tuple[list[dict[str, str]], str, list[ImageFacts]]:
-        """The chat for the LLM. Its order keeps the KV cache useful: the fixed instructions, the
-        persona, the earlier turns (the same next turn), then what changes every turn: what is
-        remembered for this one (a system message) and the user's message."""
+    def _chat(
+        self, request: Request, stages: dict[str, float]
+    ) -> tuple[list[dict[str, str]], str, list[ImageFacts], int]:
+        """The chat for the LLM, what was heard, the images' facts, and how many of its messages stay
+        the same next turn. Its order keeps the KV cache useful: the fixed instructions, the persona,
+        the earlier turns (the same next turn), then what changes every turn: what is remembered for
+        this one (a system message) and the user's message."""
         system = OFFLINE_INSTRUCTIONS
         if request.system and request.system.strip():
             system = f"{OFFLINE_INSTRUCTIONS}\n\n{request.system.strip()}"
@@ -183,9 +186,10 @@ class CascadeBackend:
             chat.append({"role": message.role, "content": content})
         if not chat[-1]["content"].strip():
             raise BadInput("no speech was heard in the audio")
+        stable = len(chat) - 1
         if request.context and request.context.strip():
-            chat.insert(len(chat) - 1, {"role": "system", "content": request.context.strip()})
-        return chat, heard, facts
+            chat.insert(stable, {"role": "system", "content": request.context.strip()})
+        return chat, heard, facts, stable
 
     @staticmethod
     def _image_preface(facts: list[ImageFacts]) -> str:
@@ -221,12 +225,10 @@ class CascadeBackend:
         if request.voice not in (None, *self.voices):  # a persona's omni voice: speak with ours
             log.debug("voice %r is not an offline voice; using %r", request.voice, self.default_voice)
         stream = CascadeStream(request)
-        chat, heard, facts = self._chat(request, stream.stages)
+        chat, heard, facts, stable = self._chat(request, stream.stages)
         if heard:
             stream.emit_transcript(heard)
-        turn_part = 2 if request.context and request.context.strip() else 1  # see _chat
-        keep = len(chat) - turn_part if self.keep_conversation else 1
-        ids, prefix = self._fit(chat, request.max_new_tokens, keep=keep)
+        ids, prefix = self._fit(chat, request.max_new_tokens, keep=stable if self.keep_conversation else 1)
         if facts:
             preface = self._image_preface(facts)
             ids = ids + self.llm.tokens(preface)
