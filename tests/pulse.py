@@ -89,6 +89,15 @@ class _Stream:
             self._h = None
 
 
+def _close(thread: threading.Thread, stream: _Stream) -> None:
+    """Free a stream once the thread using it has stopped. If the thread is still inside a libpulse
+    call, freeing the stream under it is unsafe, so it is left (the call fails once the server goes,
+    and the thread ends)."""
+    thread.join(timeout=2)
+    if not thread.is_alive():
+        stream.close()
+
+
 def to_int16(pcm: np.ndarray) -> np.ndarray:
     return (np.clip(pcm, -1, 1) * 32767).astype(np.int16)
 
@@ -136,11 +145,7 @@ class Feeder:
 
     def close(self) -> None:
         self._stop = True
-        self._thread.join(timeout=2)
-        if not self._thread.is_alive():
-            self._stream.close()
-        # else its thread is still inside a libpulse call: freeing the stream under it is unsafe, so
-        # it is left (the call fails once the server goes, and the thread ends)
+        _close(self._thread, self._stream)
 
 
 class Keeper:
@@ -163,11 +168,7 @@ class Keeper:
 
     def close(self) -> None:
         self._stop = True
-        self._thread.join(timeout=2)
-        if not self._thread.is_alive():
-            self._stream.close()
-        # else its thread is still inside a libpulse call: freeing the stream under it is unsafe, so
-        # it is left (the call fails once the server goes, and the thread ends)
+        _close(self._thread, self._stream)
 
 
 class Recorder:
@@ -217,11 +218,7 @@ class Recorder:
 
     def close(self) -> None:
         self._stop = True
-        self._thread.join(timeout=2)
-        if not self._thread.is_alive():
-            self._stream.close()
-        # else its thread is still inside a libpulse call: freeing the stream under it is unsafe, so
-        # it is left (the call fails once the server goes, and the thread ends)
+        _close(self._thread, self._stream)
 
 
 class PulseAudio:

@@ -86,22 +86,27 @@ def speech_log(page) -> list[dict]:
     return page.evaluate("window.assistantSpeech.log")
 
 
-def send(page, text: str, pane: str = "") -> None:
-    """Type into a pane's box, press Enter, and wait until the page has the whole reply."""
+def press_enter_until(box, answered):
+    """Press Enter in `box` until `answered()` (which waits, raising Playwright's timeout) returns;
+    Enter is ignored while the box's last event is still finishing. At most three presses."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+    for attempt in range(3):
+        box.press("Enter")
+        try:
+            return answered()
+        except PlaywrightTimeout:
+            if attempt == 2:
+                raise
+
+
+def send(page, text: str, pane: str = "") -> None:
+    """Type into a pane's box, press Enter, and wait until the page has the whole reply."""
     done = len([e for e in speech_log(page) if e["event"] == "reply-done"])
     box = page.locator(f"#chat-input{pane} textarea")
     box.fill(text)
     taken = f"document.querySelector('#chat-input{pane} textarea').value === ''"  # the box takes the message
-    for attempt in range(3):  # Enter is ignored while the box's last event is still finishing
-        box.press("Enter")
-        try:
-            page.wait_for_function(taken, timeout=10_000)
-            break
-        except PlaywrightTimeout:
-            if attempt == 2:
-                raise
+    press_enter_until(box, lambda: page.wait_for_function(taken, timeout=10_000))
     page.wait_for_function(f"window.assistantSpeech.log.filter(e => e.event === 'reply-done').length > {done}")
 
 
@@ -244,16 +249,7 @@ def test_wrong_and_too_large_images_are_one_line_warnings(page, tmp_path):
         replies = page.locator("#chatbot .message").count()
         page.locator("#chat-input input[type=file]").set_input_files(str(path))
         box.fill("what is in this picture?")
-        from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
-        for attempt in range(3):  # Enter is ignored while the box's last event is still finishing
-            box.press("Enter")
-            try:
-                message = toast(page, says, timeout_ms=15_000)
-                break
-            except PlaywrightTimeout:
-                if attempt == 2:
-                    raise
+        message = press_enter_until(box, lambda says=says: toast(page, says, timeout_ms=15_000))
         assert "/tmp" not in message and "\n" not in message.strip(), message  # one line, no server paths
         assert box.input_value() == "what is in this picture?"  # kept, to fix and send again
         assert page.locator("#chatbot .message").count() == replies  # nothing was sent
