@@ -5,9 +5,10 @@ contract. Prints end of user speech -> first audio sample (p50/p95), ASR time, L
 LLM tokens/s, TTS real-time factor, peak RSS and start-up time; with --compare, the LLM sizes side
 by side on the same text prompts (first token, tokens/s, answers).
 
-    python bench/offline.py [--turns 10] [--model 0.5b|1.5b] [--no-int8] [--dtype bfloat16|float32]
-    python bench/offline.py --compare 0.5b,0.5b:int8,1.5b,1.5b:int8
-    python bench/offline.py --pair   # the same turns on a bfloat16-decoding twin, alternating turn by turn
+    python bench/offline.py [--turns 10] [--model 0.5b|1.5b] [--bits 4|8|16] [--dtype bfloat16|float32]
+    python bench/offline.py --compare 0.5b,0.5b:int8,0.5b:int4,1.5b:int4
+    python bench/offline.py --pair [--pair-bits 8]   # the same turns on a twin that decodes with other
+        # weights (default int8), alternating turn by turn
     python bench/offline.py --conversation   # one conversation, its history growing turn by turn: the
         # kept conversation cache against a twin that keeps only the system prompt's, alternating
 """
@@ -55,6 +56,13 @@ def espeak(text: str) -> np.ndarray:
             rate = w.getframerate()
             pcm = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).astype(np.float32) / 32768
     return resample(pcm, rate, 16_000)
+
+
+def speech_rss_mib(backend) -> float:
+    """Peak RSS of the speech recognition process (it runs beside this one), in MiB."""
+    child = backend.recognizer._child
+    status = Path(f"/proc/{child.pid}/status").read_text()
+    return int(status.split("VmHWM:")[1].split()[0]) / 1024
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -144,7 +152,7 @@ def compare_sizes(sizes: list[str], dtype) -> None:
     for name in sizes:
         size, _, mode = name.partition(":")
         t0 = time.perf_counter()
-        llm = load_llm(llm_path(size), dtype=dtype, int8=mode == "int8")
+        llm = load_llm(llm_path(size), dtype=dtype, bits={"int8": 8, "int4": 4}.get(mode))
         load_s = time.perf_counter() - t0
         firsts, rates = [], []
         for prompt in prompts:
@@ -172,13 +180,14 @@ def main() -> None:
     ap.add_argument("--turns", type=int, default=10)
     ap.add_argument("--model", default=None, help="0.5b (default), 1.5b or a converted folder")
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
-    ap.add_argument("--compare", default="", help="comma-separated LLMs to compare, e.g. 0.5b,0.5b:int8,1.5b")
-    ap.add_argument("--no-int8", action="store_true", help="bfloat16 Linear weights (the default is int8)")
+    ap.add_argument("--compare", default="", help="comma-separated LLMs to compare, e.g. 0.5b,0.5b:int8,1.5b:int4")
+    ap.add_argument("--bits", type=int, default=4, choices=[4, 8, 16], help="decode weights (16: bfloat16)")
+    ap.add_argument("--pair-bits", type=int, default=8, choices=[4, 8, 16], help="the --pair twin's decode weights")
     ap.add_argument("--threads", type=int, help="torch threads (default: one per core)")
     ap.add_argument("--conversation", action="store_true",
                     help="one growing conversation: the kept conversation cache against the system prompt's only")
     ap.add_argument("--pair", action="store_true",
-                    help="also run each turn on a twin backend that decodes with bfloat16 weights, alternating")
+                    help="also run each turn on a twin backend that decodes with --pair-bits weights, alternating")
     args = ap.parse_args()
     import torch
 
@@ -194,7 +203,7 @@ def main() -> None:
     from assistant.backends.cascade import load_cascade_backend
 
     config = EngineConfig(profile=Profile.OFFLINE, model=args.model)
-    backend = load_cascade_backend(config, dtype=dtype, int8=not args.no_int8)
+    backend = load_cascade_backend(config, dtype=dtype, weight_bits=None if args.bits == 16 else args.bits)
     startup_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     backend.warm_up()  # the engine does this on its own thread while a server starts listening
@@ -212,7 +221,8 @@ def main() -> None:
         from assistant.offline.llm import load_llm
 
         twin = CascadeBackend(load_llm(backend.llm.path, dtype=dtype), backend.recognizer, backend.speaker,
-                              backend.reader, config.max_context_tokens)  # fmt: skip
+                              backend.reader, config.max_context_tokens,
+                              weight_bits=None if args.pair_bits == 16 else args.pair_bits)  # fmt: skip
         twin.warm_up()
         spoken_turn(twin, espeak("Good morning, how are you?"))
     results, baseline = [], []
@@ -235,7 +245,7 @@ def main() -> None:
     first = col("first_audio_s")
     print(
         f"\n{args.turns} spoken turns, LLM {args.model or '0.5b'} {args.dtype}"
-        f"{'' if args.no_int8 else ' with int8 weights'},"
+        f"{'' if args.bits == 16 else f' with int{args.bits} decode weights'},"
         f" torch threads {torch.get_num_threads()}"
     )
     print(f"end of speech -> first audio sample: p50 {percentile(first, 50):.3f} s  p95 {percentile(first, 95):.3f} s")
@@ -243,13 +253,15 @@ def main() -> None:
     print(f"LLM first token (prefill):  median {statistics.median(col('first_token_s')):.3f} s")
     print(f"LLM decode:                 median {statistics.median(col('tok_s')):.1f} tokens/s")
     print(f"TTS real-time factor:       median {statistics.median(col('tts_rtf')):.3f}")
-    print(f"peak RSS:                   {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    print(f"peak RSS:                   {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB, "
+          f"speech recognition process {speech_rss_mib(backend):.0f} MiB")
     if baseline:
         base = [r["first_audio_s"] for r in baseline]
         ratios = [b["first_audio_s"] / r["first_audio_s"] for b, r in zip(baseline, results, strict=True)]
         speed = [r["tok_s"] / b["tok_s"] for b, r in zip(baseline, results, strict=True)]
         print(
-            "twin decoding with bfloat16 weights, same turns alternating:"
+            f"twin decoding with {'bfloat16' if args.pair_bits == 16 else f'int{args.pair_bits}'} weights,"
+            " same turns alternating:"
             f" first audio p50 {percentile(base, 50):.3f} s  p95 {percentile(base, 95):.3f} s;"
             f" paired median ratio twin/ours {statistics.median(ratios):.2f}x;"
             f" decode tokens/s ours/twin {statistics.median(speed):.2f}x"

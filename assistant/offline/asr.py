@@ -2,22 +2,41 @@
 
 Short turns (a few seconds) need no VAD or chunking: one greedy pass of the bundled model.
 Long files go through `audio.transcribe` instead.
+
+The model runs in a child process (`python -m assistant.offline.asr`), not beside the LLM: CTranslate2
+brings its own copy of the OpenMP runtime, and once it has run in a process, torch's small parallel
+kernels there (a decode step's int8 products and attention) take 1.3-2x as long for the rest of the
+process's life. In a child the LLM keeps its speed; the audio and the text cross a pipe (~0.1 ms).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import struct
+import subprocess
+import sys
 import threading
+import weakref
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["SpeechRecognizer", "load_recognizer"]
+from assistant.errors import AssistantError, MissingDependency, ModelError
+
+__all__ = ["SpeechRecognizer", "WhisperTurns", "load_recognizer"]
+
+log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16_000  # Hz, what Turn.audio holds
+_HEADER = struct.Struct("<BI")  # status (0 ok, 1 error; requests: 0), payload length in bytes
+_OK, _FAILED, _MISSING = 0, 1, 2  # _MISSING: a package or model file is not installed
+_READY = b"ready"
+_STOP_TIMEOUT_S = 5.0
 
 
-class SpeechRecognizer:
-    """Transcribes 16 kHz mono float32 speech to text. One call at a time."""
+class WhisperTurns:
+    """The model itself, in this process: 16 kHz mono float32 speech to text. One call at a time."""
 
     def __init__(self, model) -> None:
         self._model = model
@@ -41,21 +60,161 @@ class SpeechRecognizer:
             text = " ".join(s.text.strip() for s in segments)
         return " ".join(text.split())
 
+    @classmethod
+    def load(cls, cpu_threads: int | None = None) -> WhisperTurns:
+        """Load the bundled tiny.en model (int8 on the CPU). cpu_threads None: one per core, at most 4
+        (CTranslate2's own default of 4 oversubscribes a 2-core machine)."""
+        from faster_whisper import WhisperModel
+
+        from audio.models import bundled_whisper_path
+
+        if cpu_threads is None:
+            cpu_threads = max(1, min(4, os.cpu_count() or 1))
+        model = WhisperModel(
+            str(bundled_whisper_path()),
+            device="cpu",
+            compute_type="int8",
+            cpu_threads=cpu_threads,
+            local_files_only=True,
+        )
+        return cls(model)
+
+
+class SpeechRecognizer:
+    """The model in a child process, with the same `transcribe`. One call at a time; a child that
+    died is started again by the next call, which reports the death as a ModelError."""
+
+    def __init__(self, cpu_threads: int | None = None) -> None:
+        self._cpu_threads = cpu_threads
+        self._lock = threading.Lock()
+        self._child: subprocess.Popen | None = None
+        self._stop = None
+        with self._lock:
+            self._start()
+
+    def _start(self) -> None:
+        root = str(Path(__file__).resolve().parents[2])  # the checkout, for runs that did not install it
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+        args = [sys.executable, "-m", "assistant.offline.asr"]
+        if self._cpu_threads is not None:
+            args.append(str(self._cpu_threads))
+        child = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        self._child = child
+        self._stop = weakref.finalize(self, _stop, child)
+        try:
+            status, payload = self._read()
+        except ModelError:
+            raise ModelError(f"the speech recognition process failed to start (exit code {child.returncode})") from None
+        if status != _OK or payload != _READY:
+            self._stop()
+            self._child = None
+            message = payload.decode("utf-8", "replace")
+            raise (MissingDependency if status == _MISSING else ModelError)(message)
+        log.debug("speech recognition runs in process %d", child.pid)
+
+    def transcribe(self, audio: np.ndarray) -> str:
+        """The words spoken in `audio` (16 kHz mono float32), or "" for silence."""
+        audio = np.ascontiguousarray(audio, dtype=np.float32)
+        if audio.size == 0:
+            return ""
+        with self._lock:
+            if self._child is None or self._child.poll() is not None:
+                self._start()
+            data = audio.tobytes()
+            try:
+                self._child.stdin.write(_HEADER.pack(_OK, len(data)) + data)
+                self._child.stdin.flush()
+            except (BrokenPipeError, OSError):
+                self._died()
+            status, payload = self._read()
+        text = payload.decode("utf-8")
+        if status != _OK:
+            raise ModelError(f"speech recognition failed: {text}")
+        return text
+
+    def _read(self) -> tuple[int, bytes]:
+        stdout = self._child.stdout
+        header = stdout.read(_HEADER.size)
+        if len(header) < _HEADER.size:
+            self._died()
+        status, size = _HEADER.unpack(header)
+        payload = stdout.read(size)
+        if len(payload) < size:
+            self._died()
+        return status, payload
+
+    def _died(self) -> None:
+        child = self._child
+        self._child = None
+        code = None
+        if child is not None:
+            try:
+                code = child.wait(timeout=_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                code = child.wait()
+        raise ModelError(f"the speech recognition process stopped (exit code {code}); it restarts on the next turn")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._stop is not None:
+                self._stop()
+            self._child = None
+
+
+def _stop(child: subprocess.Popen) -> None:
+    """End a child: closing its input ends its loop; kill it if it does not go."""
+    try:
+        child.stdin.close()
+    except OSError:
+        pass
+    try:
+        child.wait(timeout=_STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+    child.stdout.close()
+
 
 def load_recognizer(cpu_threads: int | None = None) -> SpeechRecognizer:
-    """Load the bundled tiny.en model (int8 on the CPU). cpu_threads None: one per core, at most 4
-    (CTranslate2's own default of 4 oversubscribes a 2-core machine)."""
-    from faster_whisper import WhisperModel
+    """Start the speech recognition process and wait until its model is loaded (~1 s)."""
+    return SpeechRecognizer(cpu_threads)
 
-    from audio.models import bundled_whisper_path
 
-    if cpu_threads is None:
-        cpu_threads = max(1, min(4, os.cpu_count() or 1))
-    model = WhisperModel(
-        str(bundled_whisper_path()),
-        device="cpu",
-        compute_type="int8",
-        cpu_threads=cpu_threads,
-        local_files_only=True,
-    )
-    return SpeechRecognizer(model)
+def _serve(cpu_threads: int | None) -> int:
+    """The child's loop: requests on stdin, replies on stdout (which nothing else may write to)."""
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # stray prints (ours or a library's) go to stderr, not into the replies
+    sys.stdout = sys.stderr
+    requests = sys.stdin.buffer
+
+    def reply(status: int, payload: bytes) -> None:
+        out.write(_HEADER.pack(status, len(payload)) + payload)
+        out.flush()
+
+    try:
+        whisper = WhisperTurns.load(cpu_threads)
+    except MissingDependency as err:
+        reply(_MISSING, str(err).encode())
+        return 1
+    except Exception as err:  # noqa: BLE001 - reported to the parent as one line
+        reply(_FAILED, (str(err) if isinstance(err, AssistantError) else f"{type(err).__name__}: {err}").encode())
+        return 1
+    reply(_OK, _READY)
+    while True:
+        header = requests.read(_HEADER.size)
+        if len(header) < _HEADER.size:
+            return 0  # the parent closed the pipe or went away
+        _, size = _HEADER.unpack(header)
+        data = requests.read(size)
+        if len(data) < size:
+            return 0
+        try:
+            text = whisper.transcribe(np.frombuffer(data, dtype=np.float32))
+            reply(_OK, text.encode("utf-8"))
+        except Exception as err:  # noqa: BLE001 - one turn fails, the process goes on
+            reply(_FAILED, f"{type(err).__name__}: {err}".encode())
+
+
+if __name__ == "__main__":
+    sys.exit(_serve(int(sys.argv[1]) if len(sys.argv) > 1 else None))
