@@ -162,6 +162,26 @@ def test_real_recorded_speech_is_heard_and_answered(backend):
     assert len(reply_audio(events)[0]) > 0
 
 
+def test_speech_is_heard_in_its_own_process_which_comes_back_after_a_crash(backend, tmp_path):
+    """The ASR runs beside the LLM's process (CTranslate2's OpenMP slows torch in the same
+    process); if that process dies, the next turn starts it again and is heard."""
+    import signal
+
+    from assistant.offline.llm import Int4Linear
+
+    recognizer = backend.recognizer
+    first = recognizer._child.pid
+    assert first != os.getpid()
+    os.kill(first, signal.SIGKILL)
+    recognizer._child.wait(timeout=10)
+    pcm = espeak_speech("What is three plus five?", tmp_path)  # not heard before (transcripts are cached)
+    events = run_turn(backend, Request((Message("user", audio=pcm),), max_new_tokens=8))
+    transcripts = [e.text.lower() for e in events if isinstance(e, Transcript)]
+    assert transcripts and "plus" in transcripts[0], transcripts
+    assert recognizer._child.pid not in (first, os.getpid())
+    assert any(isinstance(m, Int4Linear) for m in backend.llm.model.modules())  # the default decode weights
+
+
 def test_speech_starts_before_the_reply_text_ends(backend):
     request = Request((Message("user", "Tell me three short facts about the Moon."),), max_new_tokens=80)
     events = run_turn(backend, request)

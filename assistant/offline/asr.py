@@ -197,7 +197,7 @@ def _serve(cpu_threads: int | None) -> int:
     except MissingDependency as err:
         reply(_MISSING, str(err).encode())
         return 1
-    except Exception as err:  # noqa: BLE001 - reported to the parent as one line
+    except Exception as err:  # reported to the parent as one line
         reply(_FAILED, (str(err) if isinstance(err, AssistantError) else f"{type(err).__name__}: {err}").encode())
         return 1
     reply(_OK, _READY)
@@ -212,7 +212,7 @@ def _serve(cpu_threads: int | None) -> int:
         try:
             text = whisper.transcribe(np.frombuffer(data, dtype=np.float32))
             reply(_OK, text.encode("utf-8"))
-        except Exception as err:  # noqa: BLE001 - one turn fails, the process goes on
+        except Exception as err:  # one turn fails, the process goes on
             reply(_FAILED, f"{type(err).__name__}: {err}".encode())
 
 

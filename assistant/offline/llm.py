@@ -294,7 +294,7 @@ class Int4Linear(_LowBitLinear):
 
     @staticmethod
     def fits(linear: torch.nn.Linear) -> bool:
-        return linear.in_features % INT4_GROUP == 0 and linear.out_features % 8 == 0
+        return linear.in_features % INT4_GROUP == 0 and linear.out_features % 16 == 0
 
 
 def int8_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,81 @@
+"""Low-bit decode weights of the offline LLM (int4 groups, int8 rows): close to the original layer for
+one-token decode steps, exact for prompts, and kept on disk so a restart does not quantize again."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from assistant.offline.llm import INT4_GROUP, Int4Linear, Int8Linear, quantize
+
+
+def model(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    net = torch.nn.Module()
+    net.up = torch.nn.Linear(256, 512, bias=False)
+    net.down_proj = torch.nn.Linear(512, 256, bias=True)
+    net.lm_head = torch.nn.Linear(256, 1024, bias=False)
+    return net.to(torch.bfloat16).eval()
+
+
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float((got.float() - want.float()).norm() / want.float().norm())
+
+
+@pytest.mark.parametrize("bits,limit", [(4, 0.12), (8, 0.02)])
+def test_a_decode_step_stays_close_to_the_original_weights(bits, limit):
+    net = model()
+    quantize(net, bits, keep_int8=())
+    x = torch.randn(3, 1, 256, dtype=torch.bfloat16)  # three rows decoding one token each
+    with torch.inference_mode():
+        got = net.lm_head(x)
+        want = net.lm_head.linear(x)  # the original layer, kept for prompts
+    assert got.shape == (3, 1, 1024)
+    assert relative_error(got, want) < limit
+    assert isinstance(net.up, Int4Linear if bits == 4 else Int8Linear)
+
+
+def test_a_prompt_uses_the_original_weights_exactly():
+    net = model()
+    quantize(net, 4, keep_int8=())
+    prompt = torch.randn(1, 7, 256, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        assert torch.equal(net.up(prompt), net.up.linear(prompt))
+
+
+def test_named_layers_stay_int8_and_the_rest_is_int4():
+    net = model()
+    quantize(net, 4, keep_int8=("lm_head", "down_proj"))
+    assert isinstance(net.up, Int4Linear)
+    assert isinstance(net.down_proj, Int8Linear) and isinstance(net.lm_head, Int8Linear)
+
+
+def test_a_layer_int4_cannot_pack_falls_back_to_int8():
+    net = torch.nn.Module()
+    net.odd_inputs = torch.nn.Linear(INT4_GROUP + 3, 64).to(torch.bfloat16)
+    net.odd_outputs = torch.nn.Linear(64, 1000).to(torch.bfloat16)
+    quantize(net, 4, keep_int8=())
+    assert isinstance(net.odd_inputs, Int8Linear) and isinstance(net.odd_outputs, Int8Linear)
+    with torch.inference_mode():
+        assert net.odd_outputs(torch.randn(1, 1, 64, dtype=torch.bfloat16)).shape == (1, 1, 1000)
+
+
+def test_the_saved_weights_give_the_same_results_after_a_restart(tmp_path):
+    cache = tmp_path / "int4.safetensors"
+    first, second = model(), model()
+    quantize(first, 4, cache)
+    assert cache.is_file()
+    stamp = cache.stat().st_mtime_ns
+    quantize(second, 4, cache)  # a restart: read, not computed again
+    assert cache.stat().st_mtime_ns == stamp
+    x = torch.randn(2, 1, 256, dtype=torch.bfloat16)
+    h = torch.randn(2, 1, 512, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        assert torch.equal(first.up(x), second.up(x))
+        assert torch.equal(first.down_proj(h), second.down_proj(h))
+        assert torch.equal(first.lm_head(x), second.lm_head(x))
+
+
+def test_other_widths_are_refused():
+    with pytest.raises(ValueError, match="weight bits"):
+        quantize(model(), 3)
