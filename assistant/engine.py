@@ -75,6 +75,7 @@ class Engine:
         self.config = config or EngineConfig()
         self.metrics = EngineMetrics()
         self._inbox: queue.Queue[_Turn] = queue.Queue()
+        self._held: list[_Turn] = []  # background turns waiting for the foreground ones to end
         self._turns: dict[str, _Turn] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -157,24 +158,36 @@ class Engine:
             log.exception("warming up the %s backend failed", getattr(self.backend, "name", "model"))
         log.info("backend warmed up in %.2f s", time.perf_counter() - t0)
 
+    def _pausing(self, active: list[_Turn]) -> bool:
+        """Whether background turns wait now: the backend pauses them and a foreground turn runs."""
+        return getattr(self.backend, "pauses_background", False) and any(not t.request.background for t in active)
+
     def _admit(self, active: list[_Turn]) -> None:
         free = self.config.max_batch - len(active)
         if free <= 0:
             return
-        try:  # idle: wait a little for work; busy: only take what is already there
-            first = self._inbox.get(timeout=0.05) if not active else self._inbox.get_nowait()
-        except queue.Empty:
-            return
-        arrivals = [first]
-        deadline = time.perf_counter() + self.config.batch_window_ms / 1000
-        while len(arrivals) < free:
-            try:
-                arrivals.append(self._inbox.get(timeout=max(0.0, deadline - time.perf_counter())))
+        arrivals: list[_Turn] = []
+        if self._held and not self._pausing(active):
+            arrivals, self._held = self._held[:free], self._held[free:]
+        else:
+            try:  # idle: wait a little for work; busy: only take what is already there
+                first = self._inbox.get(timeout=0.05) if not active else self._inbox.get_nowait()
             except queue.Empty:
-                break
+                return
+            arrivals = [first]
+            deadline = time.perf_counter() + self.config.batch_window_ms / 1000
+            while len(arrivals) < free:
+                try:
+                    arrivals.append(self._inbox.get(timeout=max(0.0, deadline - time.perf_counter())))
+                except queue.Empty:
+                    break
+        arrivals.sort(key=lambda t: t.request.background)  # foreground first (the sort is stable)
         for turn in arrivals:
             if turn.cancelled:
                 self._forget(turn)
+                continue
+            if turn.request.background and self._pausing(active):
+                self._held.append(turn)  # its prefill would hold up the foreground turns
                 continue
             turn.started = time.perf_counter()
             try:
@@ -196,6 +209,8 @@ class Engine:
                 active.append(turn)
 
     def _step(self, active: list[_Turn]) -> None:
+        if self._pausing(active):  # background turns sit this step out
+            active = [t for t in active if not t.request.background]
         streams = [t.stream for t in active]
         try:
             self.backend.step(streams)

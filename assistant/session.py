@@ -190,7 +190,7 @@ class Session:
 
     def _extract(self, prompt: str) -> str:
         """Ask the core model (text only) for the facts; runs in a worker thread."""
-        req = Request((Message("user", prompt),), speak=False, max_new_tokens=200)
+        req = Request((Message("user", prompt),), speak=False, max_new_tokens=200, background=True)
 
         async def collect() -> str:
             async for ev in self.engine.stream(req):

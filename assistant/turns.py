@@ -62,6 +62,9 @@ class Request:
     temperature: float = 0.0  # 0: greedy
     top_p: float = 1.0
     seed: int | None = None
+    # nobody waits for it (memory extraction): a backend that can pause turns (`pauses_background`)
+    # runs it only while no other turn is in progress
+    background: bool = False
     turn_id: str = field(default_factory=new_turn_id)
 
     def system_prompt(self) -> str | None:

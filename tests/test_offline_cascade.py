@@ -304,6 +304,50 @@ def test_through_the_engine(backend, tmp_path):
     assert re.search(r"\b(four|4)\b", hear(backend, *reply_audio(events)))
 
 
+def test_a_background_turn_waits_while_the_user_is_answered(backend):
+    """Memory extraction (a background turn) is paused while a user's turn runs, so the user's
+    reply decodes alone; afterwards it goes on from where it was, with the same text as alone."""
+    import time
+
+    from assistant.engine import Engine
+
+    engine = Engine(backend, EngineConfig(profile=Profile.OFFLINE))
+    chores = Request((Message("user", "List ten animals, one per line."),), speak=False, max_new_tokens=40)
+
+    async def alone():
+        return [e async for e in engine.stream(chores)]
+
+    async def together():
+        arrivals: dict[str, list[tuple[float, object]]] = {"background": [], "user": []}
+        started = asyncio.Event()
+
+        async def collect(name, request):
+            async for e in engine.stream(request):
+                arrivals[name].append((time.perf_counter(), e))
+                if name == "background" and isinstance(e, TextDelta) and e.text.strip():
+                    started.set()
+
+        background = asyncio.create_task(collect("background", Request(chores.messages, speak=False,
+                                                                          max_new_tokens=40, background=True)))
+        await started.wait()
+        await collect("user", Request((Message("user", "What is two plus two?"),), speak=False, max_new_tokens=12))
+        await background
+        return arrivals
+
+    try:
+        reference = asyncio.run(alone())
+        arrivals = asyncio.run(together())
+    finally:
+        engine.close()
+    user_start, user_end = arrivals["user"][0][0], arrivals["user"][-1][0]
+    during = [e for t, e in arrivals["background"] if user_start < t < user_end and isinstance(e, TextDelta)]
+    assert not during, during
+    background_done = arrivals["background"][-1][1]
+    assert isinstance(background_done, Done) and arrivals["background"][-1][0] > user_end
+    assert background_done.text == reference[-1].text  # paused and resumed, not corrupted
+    assert isinstance(arrivals["user"][-1][1], Done) and arrivals["user"][-1][1].batch_size == 1
+
+
 def test_a_turn_with_no_network_at_all(backend):
     """A fresh process in a network namespace with no interfaces: loads from the cache and answers."""
     probe = subprocess.run(["unshare", "-n", "true"], capture_output=True)

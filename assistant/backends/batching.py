@@ -26,12 +26,13 @@ class KVBatch:
         self.cache = None
         self.mask: torch.Tensor | None = None  # (B, T), 1 = real token
 
-    def sync(self, wanted: list[Any]) -> None:
+    def sync(self, wanted: list[Any], keep: list[Any] = ()) -> None:
         """Make the batch hold exactly `wanted` (order kept); rebuild the cache only on change.
-        Rows that leave lose their cache rows (they are finished or cancelled)."""
+        Rows that leave lose their cache rows (they are finished or cancelled), except those in
+        `keep` (paused: they take their cache rows with them and may come back later)."""
         if [id(r) for r in self.rows] == [id(r) for r in wanted]:
             return
-        staying = {id(r) for r in wanted}
+        staying = {id(r) for r in wanted} | {id(r) for r in keep}
         for i, r in enumerate(self.rows):
             r.cache = self._row_cache(i) if id(r) in staying else None
         self.rows = list(wanted)

@@ -80,6 +80,9 @@ class CascadeBackend:
     error)."""
 
     name = "cascade"
+    # background turns wait while another turn is in progress: on a CPU, a turn decoding beside
+    # another is ~2x slower, and nobody waits for a background turn (memory extraction)
+    pauses_background = True
     voices = ("joe",)
     default_voice = "joe"
 

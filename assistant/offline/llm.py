@@ -170,9 +170,11 @@ class OfflineLLM:
     # ------------------------------------------------------------------ decode
     @torch.inference_mode()
     def decode(self, gens: list[Generation]) -> None:
-        """Advance every unfinished generation by one token, all in one forward pass."""
+        """Advance every unfinished generation by one token, all in one forward pass. Unfinished
+        generations left out (paused) keep their cache for a later step."""
         rows = [g for g in gens if not g.finished]
-        self._batch.sync(rows)
+        paused = [g for g in self._batch.rows if not g.finished]  # left out of this step, not ended
+        self._batch.sync(rows, keep=paused)
         self.last_batch_size = len(rows)
         if not rows:
             return
