@@ -81,6 +81,7 @@ def main() -> int:
     ap.add_argument("--max-new-tokens", type=int, default=24)
     ap.add_argument("--server", action="store_true", help="talk --server to a running assistant serve")
     ap.add_argument("--prepare-after", default="0.2", help="comma-separated seconds (talk --prepare-after)")
+    ap.add_argument("--log", type=Path, help="write talk's debug log (-vv) here")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="talk-bench-"))
@@ -117,8 +118,11 @@ def measure(args, pa, clips, work: Path, prepare: float) -> list[dict]:
         else:
             cmd = ["talk", "--json", *model]
         cmd += ["--prepare-after", str(prepare)]
+        log = open(args.log.with_suffix(f".{prepare}.log"), "w") if args.log else subprocess.DEVNULL  # noqa: SIM115
+        if args.log:
+            cmd.insert(1, "-vv")
         proc = subprocess.Popen([sys.executable, "-m", "assistant", *cmd], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, text=True, cwd=REPO)
+                                stderr=log, text=True, cwd=REPO)
         events = Events(proc)
         cursor, _ = events.wait("ready", 0, timeout=600)
         rows = []
@@ -140,10 +144,13 @@ def measure(args, pa, clips, work: Path, prepare: float) -> list[dict]:
             if n == 0:
                 print(f"first turn (cold): {1000 * (first_sample - end_of_speech):.0f} ms, not counted", flush=True)
                 continue
+            timings = (done or {}).get("timings") or {}
             rows.append({"latency": first_sample - end_of_speech, "loop_view": audio["latency_s"],
-                         "engine": ((done or {}).get("timings") or {}).get("first_audio_s")})
+                         "engine": timings.get("first_audio_s")})
+            engine = ", ".join(f"{k} {1000 * timings[k]:.0f}" for k in ("queued_s", "first_text_s", "first_audio_s")
+                               if timings.get(k) is not None)
             print(f"turn {n}: end of speech -> first reply sample {1000 * rows[-1]['latency']:.0f} ms "
-                  f"(the loop's own estimate {1000 * audio['latency_s']:.0f} ms)", flush=True)
+                  f"(the loop's own estimate {1000 * audio['latency_s']:.0f} ms; engine ms: {engine})", flush=True)
         proc.send_signal(2)  # Ctrl+C: it saves, and waits for memory extraction of the turns
         try:
             proc.wait(timeout=300)

@@ -348,6 +348,59 @@ def test_a_background_turn_waits_while_the_user_is_answered(backend):
     assert isinstance(arrivals["user"][-1][1], Done) and arrivals["user"][-1][1].batch_size == 1
 
 
+def test_a_prompt_prefilled_in_chunks_gives_the_same_reply(backend):
+    llm = backend.llm
+    ids, prefix = llm.encode([{"role": "system", "content": "Be brief."},
+                              {"role": "user", "content": "Name three rivers in Europe and say where each one flows."}])
+    whole = llm.start(ids, prefix, max_new_tokens=12)
+    chunked = llm.start(ids, prefix, max_new_tokens=12, chunk=7)
+    chunks = 0
+    while chunked.pending:
+        assert not chunked.tokens  # nothing is sampled before the whole prompt is in
+        llm.prefill_chunk(chunked, 7)
+        chunks += 1
+    assert chunks >= 2
+    for gen in (whole, chunked):
+        while not gen.finished:
+            llm.decode([gen])
+    assert chunked.tokens == whole.tokens
+
+
+def test_a_user_turn_does_not_wait_for_a_background_prompt(backend):
+    """A long background prompt (memory extraction reads the whole exchange) is prefilled a chunk
+    at a time, so a user's turn arriving meanwhile is answered before it has produced anything."""
+    from assistant.engine import Engine
+
+    engine = Engine(backend, EngineConfig(profile=Profile.OFFLINE))
+    long_text = " ".join(f"Sentence {i} is about the weather in town number {i}." for i in range(40))
+    chores = Request((Message("user", f"{long_text}\nWhich town is mentioned last?"),), speak=False,
+                     max_new_tokens=8, background=True)
+
+    async def both():
+        order: list[str] = []
+
+        async def collect(name, request):
+            async for e in engine.stream(request):
+                if isinstance(e, TextDelta) and e.text:
+                    order.append(f"{name} text")
+                if isinstance(e, Done):
+                    order.append(f"{name} done")
+
+        await collect("warm-up", Request((Message("user", "Hi"),), speak=False, max_new_tokens=2))
+        background = asyncio.create_task(collect("background", chores))
+        await asyncio.sleep(0.15)  # the engine has taken the background turn and begun its prompt
+        await collect("user", Request((Message("user", "What is two plus two?"),), speak=False, max_new_tokens=8))
+        await background
+        return order
+
+    try:
+        order = asyncio.run(both())
+    finally:
+        engine.close()
+    assert order.index("user done") < order.index("background text"), order
+    assert order[-1] == "background done"
+
+
 def test_a_turn_with_no_network_at_all(backend):
     """A fresh process in a network namespace with no interfaces: loads from the cache and answers."""
     probe = subprocess.run(["unshare", "-n", "true"], capture_output=True)

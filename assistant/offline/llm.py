@@ -41,6 +41,9 @@ class Generation:
     finished: bool = False
     cache: object | None = field(default=None, repr=False)  # DynamicCache while not in the batch
     prefilled: int = 0  # prompt tokens computed at the start (the rest came from a kept cache)
+    pending: list[int] = field(default_factory=list)  # prompt tokens still to prefill (see prefill_chunk)
+    prefix_len: int = 0  # how much of the prompt's cache to keep for later turns
+    prompt: tuple[int, ...] = ()
     _emitted_chars: int = 0
     _text: str = ""
 
@@ -107,27 +110,44 @@ class OfflineLLM:
         temperature: float = 0.0,
         top_p: float = 1.0,
         seed: int | None = None,
+        chunk: int | None = None,
     ) -> Generation:
         """Prefill `ids` and sample the first token. The KV cache of the longest prefix seen before is
-        reused, and that of `ids[:prefix_len]` (the system prompt) is kept for later turns."""
+        reused, and that of `ids[:prefix_len]` (the system prompt) is kept for later turns.
+        With `chunk`, nothing is computed yet: `prefill_chunk` then prefills `chunk` tokens a call
+        (a turn that must not hold up others for a whole prompt's time)."""
         generator = None
         if temperature > 0:
             generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
         gen = Generation(len(ids), max_new_tokens, temperature, top_p, generator)
-        cache, done = self._reusable(ids)
+        gen.cache, done = self._reusable(ids)
         gen.prefilled = len(ids) - done
+        gen.pending, gen.prefix_len, gen.prompt = list(ids[done:]), prefix_len, tuple(ids)
+        self.prefill_chunk(gen, None if chunk is None else chunk)
+        return gen
+
+    @torch.inference_mode()
+    def prefill_chunk(self, gen: Generation, chunk: int | None = None) -> None:
+        """Prefill the next `chunk` prompt tokens of `gen` (None: all of them); after the last,
+        the first token is sampled. `chunk` 0 does nothing."""
+        if not gen.pending or chunk == 0:
+            return
+        take = gen.pending[:chunk] if chunk else gen.pending
+        done = gen.prompt_tokens - len(gen.pending)
         out = self.model(
-            input_ids=torch.tensor([ids[done:]]),
-            position_ids=torch.arange(done, len(ids)).unsqueeze(0),
-            past_key_values=cache,
+            input_ids=torch.tensor([take]),
+            position_ids=torch.arange(done, done + len(take)).unsqueeze(0),
+            past_key_values=gen.cache,
             use_cache=True,
             logits_to_keep=1,
         )
         gen.cache = out.past_key_values
-        if prefix_len > done:
-            self._keep(tuple(ids[:prefix_len]), gen.cache)
+        gen.pending = gen.pending[len(take):]
+        if gen.pending:
+            return
+        if gen.prefix_len > gen.prompt_tokens - gen.prefilled:
+            self._keep(gen.prompt[: gen.prefix_len], gen.cache)
         self._accept(gen, out.logits[0, -1])
-        return gen
 
     def _reusable(self, ids: list[int]):
         """A fresh cache holding the longest kept prefix of `ids` (never all of it), and its length."""
@@ -172,7 +192,7 @@ class OfflineLLM:
     def decode(self, gens: list[Generation]) -> None:
         """Advance every unfinished generation by one token, all in one forward pass. Unfinished
         generations left out (paused) keep their cache for a later step."""
-        rows = [g for g in gens if not g.finished]
+        rows = [g for g in gens if not g.finished and not g.pending]
         paused = [g for g in self._batch.rows if not g.finished]  # left out of this step, not ended
         self._batch.sync(rows, keep=paused)
         self.last_batch_size = len(rows)
