@@ -9,6 +9,8 @@ by side on the same text prompts (first token, tokens/s, answers).
     python bench/offline.py --compare 0.5b,0.5b:int8,0.5b:int4,1.5b:int4
     python bench/offline.py --pair [--pair-bits 8]   # the same turns on a twin that decodes with other
         # weights (default int8), alternating turn by turn
+    python bench/offline.py --file-transcription   # decode speed after a file is transcribed in a child
+        # process (as `serve` does) and then in this one (as it used to)
     python bench/offline.py --conversation   # one conversation, its history growing turn by turn: the
         # kept conversation cache against a twin that keeps only the system prompt's, alternating
 """
@@ -175,6 +177,41 @@ def compare_sizes(sizes: list[str], dtype) -> None:
         print(f"tokens/s ratio {name}/{rows[0][0]}: {rate / rows[0][3]:.2f}x")
 
 
+def file_transcription(model: str | None) -> None:
+    """Decode step time before and after a file transcription: in a child process first, then
+    in this process (last: its effect lasts as long as the process)."""
+    import torch
+
+    from assistant.offline.llm import load_llm
+    from assistant.offline.weights import llm_path
+    from audio import transcribe
+    from audio.isolated import TranscriberProcess
+
+    llm = load_llm(llm_path(model or "0.5b"), bits=4)
+    gen = llm.start(llm.encode([{"role": "user", "content": "Tell me a long story about a cat."}])[0], 0, 100_000)
+
+    def step_ms() -> float:
+        times = []
+        for _ in range(30):
+            t0 = time.perf_counter()
+            llm.decode([gen])
+            times.append(time.perf_counter() - t0)
+        return 1000 * statistics.median(times)
+
+    step_ms()
+    clip = SPEECH / "openai_whisper/jfk.flac"
+    base = step_ms()
+    worker = TranscriberProcess()
+    worker.transcribe(clip)
+    child = step_ms()
+    worker.close()
+    transcribe(clip)
+    here = step_ms()
+    print(f"decode step, torch threads {torch.get_num_threads()}: {base:.1f} ms before; {child:.1f} ms after a "
+          f"transcription in a child process ({child / base:.2f}x); {here:.1f} ms after one in this process "
+          f"({here / base:.2f}x)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--turns", type=int, default=10)
@@ -184,6 +221,8 @@ def main() -> None:
     ap.add_argument("--bits", type=int, default=4, choices=[4, 8, 16], help="decode weights (16: bfloat16)")
     ap.add_argument("--pair-bits", type=int, default=8, choices=[4, 8, 16], help="the --pair twin's decode weights")
     ap.add_argument("--threads", type=int, help="torch threads (default: one per core)")
+    ap.add_argument("--file-transcription", action="store_true",
+                    help="decode speed after a file transcription in a child process and in this one")
     ap.add_argument("--conversation", action="store_true",
                     help="one growing conversation: the kept conversation cache against the system prompt's only")
     ap.add_argument("--pair", action="store_true",
@@ -196,6 +235,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if args.compare:
         compare_sizes(args.compare.split(","), dtype)
+        return
+    if args.file_transcription:
+        file_transcription(args.model)
         return
 
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

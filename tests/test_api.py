@@ -9,6 +9,7 @@ import base64
 import io
 import time
 import wave
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -21,10 +22,15 @@ KEY = "test-key-0123456789"
 
 
 @pytest.fixture(scope="module")
-def server():
+def served():
     proc, url = start_server("--profile", "tiny", "--api-key", f"{KEY}=alice")  # anonymous loopback: off by default
-    yield url
+    yield proc, url
     stop_server(proc)
+
+
+@pytest.fixture(scope="module")
+def server(served):
+    return served[1]
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +129,16 @@ def test_transcriptions_in_every_format(client, speech_dir):
     assert v.duration == pytest.approx(11.0, abs=0.2)
     assert v.words and all(0 <= w.start <= w.end <= 11.1 for w in v.words)
     assert v.segments and v.segments[0].start >= 0
+
+
+def test_transcription_runs_in_a_child_of_the_server(served, client, jfk_wav):
+    """Files are transcribed beside the model, not in its process (CTranslate2 there slows torch)."""
+    proc, _ = served
+    text = client.audio.transcriptions.create(model="whisper-1", file=("jfk.wav", jfk_wav), response_format="text")
+    assert "ask not what your country" in text.lower()
+    children = [c for task in Path(f"/proc/{proc.pid}/task").iterdir() for c in (task / "children").read_text().split()]
+    commands = [Path(f"/proc/{c}/cmdline").read_bytes().replace(b"\0", b" ").decode() for c in children]
+    assert any("audio.isolated" in c for c in commands), commands
 
 
 def test_speech(client):

@@ -6,8 +6,10 @@ Real parts only: the bundled tiny.en model, Silero VAD, PyAV, ffmpeg and espeak-
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -128,6 +130,32 @@ def test_bytes_and_file_objects_work_like_paths() -> None:
     assert transcribe(path.read_bytes()).text == expected
     with path.open("rb") as f:
         assert transcribe(f).text == expected
+
+
+def test_a_child_process_transcribes_like_this_one() -> None:
+    """Servers transcribe in a child process (audio.isolated): same transcript, progress relayed,
+    errors keep their kind, and a child that died is replaced by the next file."""
+    from audio.isolated import TranscriberProcess
+
+    path = SPEECH / MANIFEST["leopard_en"]["file"]
+    expected = transcribe(path)
+    worker = TranscriberProcess()
+    try:
+        seen: list[Progress] = []
+        got = worker.transcribe(path, progress=seen.append)
+        assert isinstance(got, Transcript) and got.text == expected.text
+        assert [s.start for s in got.segments] == [s.start for s in expected.segments]
+        assert seen and seen[-1].segments == len(got.segments)
+        assert worker.pid is not None and worker.pid != os.getpid()
+        with pytest.raises(BadInput, match="audio"):
+            worker.transcribe(b"this is text, not audio\n" * 20)
+        first = worker.pid
+        os.kill(first, signal.SIGKILL)
+        assert worker.transcribe(path.read_bytes()).text == expected.text
+        assert worker.pid != first
+    finally:
+        worker.close()
+    assert worker.pid is None
 
 
 # --- every container (real speech re-encoded by ffmpeg) ----------------------------------------

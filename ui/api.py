@@ -53,6 +53,7 @@ class ApiState:
     engine: Engine
     model_name: str
     store: Store | None = None
+    transcriber: object | None = None  # audio.isolated.TranscriberProcess; None: audio.transcribe here
 
 
 def make_api_router(state: ApiState, authenticate) -> APIRouter:
@@ -106,7 +107,7 @@ def make_api_router(state: ApiState, authenticate) -> APIRouter:
 
     @router.post("/audio/transcriptions")
     async def transcriptions(request: Request, user: str = Depends(authenticate)):
-        return await transcribe_upload(request)
+        return await transcribe_upload(request, state.transcriber)
 
     @router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
     async def unknown(path: str, request: Request):

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from assistant.config import EngineConfig
 from assistant.engine import Engine, load_engine
 from assistant.errors import AssistantError
+from audio.isolated import TranscriberProcess
 from ui.api import ApiError, ApiState, assistant_error_response, error_body, make_api_router
 from ui.realtime import make_realtime_router
 
@@ -54,6 +55,9 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
     from memory import open_store
 
     store = open_store(config.data_dir or default_data_dir())
+    # files are transcribed in a child process (started at the first one): CTranslate2 in this
+    # process would slow the engine's torch kernels for good (see audio.isolated)
+    transcriber = TranscriberProcess()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -64,10 +68,12 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
         yield
         if own:
             holder["engine"].close()
+        transcriber.close()
         store.close()
 
     app = FastAPI(title="assistant", lifespan=lifespan)
-    state = ApiState(engine=engine, model_name=config.model_name, store=store)  # engine set at start-up
+    state = ApiState(engine=engine, model_name=config.model_name, store=store,  # engine set at start-up
+                     transcriber=transcriber)
 
     async def authenticate(request: Request) -> str:
         auth = request.headers.get("authorization", "")
@@ -131,5 +137,5 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
 
         logins = [(user, key) for key, user in config.api_keys.items()]  # user name + API key as password
         app = mount_web_ui(app, lambda: holder["engine"], store, logins=logins, anonymous_user=config.anonymous_user,
-                           max_new_tokens=config.engine.max_new_tokens)
+                           max_new_tokens=config.engine.max_new_tokens, transcriber=transcriber)
     return app

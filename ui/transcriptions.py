@@ -18,8 +18,9 @@ MAX_UPLOAD_BYTES = 25 * 1024 * 1024  # as OpenAI's audio endpoints
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 
 
-async def transcribe_upload(request: Request):
-    """Transcribe the form's `file`; answer in its `response_format`."""
+async def transcribe_upload(request: Request, transcriber=None):
+    """Transcribe the form's `file`; answer in its `response_format`. `transcriber`: an
+    audio.isolated.TranscriberProcess (None: in this process)."""
     size = int(request.headers.get("content-length") or 0)
     if size > MAX_UPLOAD_BYTES + 1024 * 1024:
         raise ApiError(413, "the upload is larger than 25 MiB", "too_large")
@@ -44,7 +45,8 @@ async def transcribe_upload(request: Request):
     from audio.formats import render
 
     try:
-        t = await asyncio.to_thread(transcribe, data, language=language, word_timestamps="word" in grains)
+        run = transcriber.transcribe if transcriber is not None else transcribe
+        t = await asyncio.to_thread(run, data, language=language, word_timestamps="word" in grains)
     except AssistantError as err:
         raise ApiError(status_for(err.code), err.message, str(err.code)) from err
     if fmt == "text":

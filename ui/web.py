@@ -38,11 +38,12 @@ def mount_web_ui(
     logins: list[tuple[str, str]],
     anonymous_user: str = "local",
     max_new_tokens: int = 256,
+    transcriber=None,
 ) -> FastAPI:
     """Add the speech streams and the Gradio UI (at /) to `app`; returns the app to serve."""
     relay = SpeechRelay()
     app.include_router(make_speech_router(relay, _page_user(app, anonymous_user, logins_on=bool(logins))))
-    ui = build_ui(WebContext(get_engine, store, relay, anonymous_user, max_new_tokens))
+    ui = build_ui(WebContext(get_engine, store, relay, anonymous_user, max_new_tokens, transcriber))
     head = f"<script>{(STATIC / 'web.js').read_text(encoding='utf-8')}</script>"
     return gr.mount_gradio_app(
         app,
@@ -99,7 +100,7 @@ def build_ui(ctx: WebContext) -> gr.Blocks:
             mic = gr.Audio(sources=["microphone"], type="numpy", label="Press record, speak, press stop", elem_id="mic")
             vreply = gr.Audio(label="Reply", autoplay=True, elem_id="voice-audio")
         with gr.Tab("Transcribe"):
-            transcribe_tab()
+            transcribe_tab(ctx.transcriber)
         with gr.Tab("Personas"):
             table, voice_picker, refresh_personas = personas_tab(ctx, [first.persona, second.persona, vpersona])
         with gr.Tab("Memory"):

@@ -67,6 +67,7 @@ class WebContext:
     relay: SpeechRelay
     anonymous_user: str = "local"
     max_new_tokens: int = 256
+    transcriber: object | None = None  # audio.isolated.TranscriberProcess; None: audio.transcribe here
     _sessions: dict[tuple[str, str, str], Session] = field(default_factory=dict)
 
     @property

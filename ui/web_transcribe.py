@@ -26,8 +26,8 @@ BATCH = 4  # speech chunks decoded together: progress every ~2 min of audio (8 w
 OUT_ROOT = "assistant-transcripts"
 
 
-def transcribe_tab() -> None:
-    """Build the tab."""
+def transcribe_tab(transcriber=None) -> None:
+    """Build the tab. `transcriber`: an audio.isolated.TranscriberProcess (None: in this process)."""
     gr.Markdown("Upload a recording (any audio or video format). The subtitles play along with the audio "
                 "below, and every file is ready to download. Nothing is kept on the server.")
     upload = gr.File(label="Audio or video", elem_id="transcribe-file", type="filepath")
@@ -44,9 +44,11 @@ def transcribe_tab() -> None:
     download = gr.File(label="Download", elem_id="transcript-file", file_count="multiple")
 
     async def transcribe(path, fmt_name, lang, word_ts, split, progress=gr.Progress()):
-        from audio import transcribe as run
+        from audio import transcribe
         from audio.formats import FORMATS as WRITERS
         from audio.formats import render, write_outputs
+
+        run = transcriber.transcribe if transcriber is not None else transcribe
 
         if not path:
             raise fail("upload an audio or video file first")

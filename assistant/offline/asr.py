@@ -120,12 +120,15 @@ class SpeechRecognizer:
         with self._lock:
             if self._child is None or self._child.poll() is not None:
                 self._start()
-            data = audio.tobytes()
+            request = _HEADER.pack(_OK, audio.nbytes) + audio.tobytes()
             try:
-                self._child.stdin.write(_HEADER.pack(_OK, len(data)) + data)
+                self._child.stdin.write(request)
                 self._child.stdin.flush()
-            except (BrokenPipeError, OSError):
-                self._died()
+            except OSError:  # it died before taking the audio (poll had not seen it yet): a new one
+                self._child.wait()
+                self._start()
+                self._child.stdin.write(request)
+                self._child.stdin.flush()
             status, payload = self._read()
         text = payload.decode("utf-8")
         if status != _OK:

@@ -1,0 +1,163 @@
+"""`TranscriberProcess`: `audio.transcribe` run in a child process, for servers that also run torch.
+
+Once CTranslate2 (faster-whisper) has run in a process, torch's small parallel kernels there stay
+slower for the life of the process (both bring their own OpenMP runtime): after one file
+transcription the offline LLM's decode steps went from 38 to 56-61 ms. A server therefore
+transcribes in a child process (`python -m audio.isolated`), started at the first file and kept
+for the next ones (its model stays loaded). Requests and replies are pickled frames on its
+stdin/stdout; progress reports come back while a file is decoded. One file at a time; a child that
+died is started again by the next call, and the call it was serving gets a ModelError.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import threading
+import weakref
+from pathlib import Path
+from typing import BinaryIO
+
+from assistant import errors
+from assistant.errors import AssistantError, ModelError
+
+__all__ = ["TranscriberProcess"]
+
+log = logging.getLogger(__name__)
+
+_LENGTH = struct.Struct("<Q")
+_STOP_TIMEOUT_S = 5.0
+
+
+def _send(stream: BinaryIO, message: object) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_LENGTH.pack(len(data)) + data)
+    stream.flush()
+
+
+def _receive(stream: BinaryIO) -> object | None:
+    """The next message, or None when the other side has gone."""
+    head = stream.read(_LENGTH.size)
+    if len(head) < _LENGTH.size:
+        return None
+    (size,) = _LENGTH.unpack(head)
+    data = stream.read(size)
+    if len(data) < size:
+        return None
+    return pickle.loads(data)  # frames come only from our own child process
+
+
+class TranscriberProcess:
+    """`transcribe(source, progress=None, **options)` as `audio.transcribe`, in a child process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._child: subprocess.Popen | None = None
+        self._stop = None
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id, None before the first file (or after close)."""
+        return self._child.pid if self._child is not None else None
+
+    def transcribe(self, source, progress=None, **options):
+        """Transcribe `source` (a path, bytes or a binary file) with `audio.transcribe`'s options;
+        `progress` is called here with each Progress the child reports."""
+        if not isinstance(source, str | bytes | os.PathLike):
+            source = source.read()
+        elif not isinstance(source, bytes):
+            source = os.fspath(source)
+        with self._lock:
+            if self._child is None or self._child.poll() is not None:
+                self._start()
+            try:
+                _send(self._child.stdin, (source, options))
+            except OSError:  # it died before taking the file (poll had not seen it yet): a new one
+                self._child.wait()
+                self._start()
+                _send(self._child.stdin, (source, options))
+            while True:
+                message = _receive(self._child.stdout)
+                if message is None:
+                    self._died()
+                kind, payload = message
+                if kind == "progress":
+                    if progress is not None:
+                        progress(payload)
+                elif kind == "done":
+                    return payload
+                else:
+                    name, text = payload
+                    cls = getattr(errors, name, None)
+                    raise (cls if isinstance(cls, type) and issubclass(cls, AssistantError) else ModelError)(text)
+
+    def _start(self) -> None:
+        root = str(Path(__file__).resolve().parents[1])  # the checkout, for runs that did not install it
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+        child = subprocess.Popen([sys.executable, "-m", "audio.isolated"], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, env=env)  # fmt: skip
+        self._child = child
+        self._stop = weakref.finalize(self, _stop, child)
+        log.info("file transcription runs in process %d", child.pid)
+
+    def _died(self) -> None:
+        child, self._child = self._child, None
+        code = None
+        if child is not None:
+            try:
+                code = child.wait(timeout=_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                code = child.wait()
+        raise ModelError(f"the transcription process stopped (exit code {code}); try again")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._stop is not None:
+                self._stop()
+            self._child = None
+
+
+def _stop(child: subprocess.Popen) -> None:
+    """End a child: closing its input ends its loop; kill it if it does not go."""
+    try:
+        child.stdin.close()
+    except OSError:
+        pass
+    try:
+        child.wait(timeout=_STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+    child.stdout.close()
+
+
+def _serve() -> int:
+    """The child's loop: (source, options) in, progress reports and a Transcript (or an error) out."""
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # stray prints (ours or a library's) go to stderr, not into the replies
+    sys.stdout = sys.stderr
+    requests = sys.stdin.buffer
+    from audio.transcription import transcribe
+
+    while True:
+        message = _receive(requests)
+        if message is None:
+            return 0  # the parent closed the pipe or went away
+        source, options = message
+        try:
+            result = transcribe(source, progress=lambda p: _send(out, ("progress", p)), **options)
+            _send(out, ("done", result))
+        except AssistantError as err:
+            _send(out, ("error", (type(err).__name__, err.message)))
+        except Exception as err:  # one file fails, the process goes on
+            log.exception("transcription failed")
+            _send(out, ("error", ("ModelError", f"transcription failed: {type(err).__name__}: {err}")))
+
+
+if __name__ == "__main__":
+    sys.exit(_serve())
