@@ -25,7 +25,7 @@ from typing import BinaryIO
 from assistant import errors
 from assistant.errors import AssistantError, ModelError
 
-__all__ = ["TranscriberProcess"]
+__all__ = ["TranscriberProcess", "start_child", "stop_child"]
 
 log = logging.getLogger(__name__)
 
@@ -96,12 +96,9 @@ class TranscriberProcess:
                     raise (cls if isinstance(cls, type) and issubclass(cls, AssistantError) else ModelError)(text)
 
     def _start(self) -> None:
-        root = str(Path(__file__).resolve().parents[1])  # the checkout, for runs that did not install it
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
-        child = subprocess.Popen([sys.executable, "-m", "audio.isolated"], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, env=env)  # fmt: skip
+        child = start_child("audio.isolated")
         self._child = child
-        self._stop = weakref.finalize(self, _stop, child)
+        self._stop = weakref.finalize(self, stop_child, child)
         log.info("file transcription runs in process %d", child.pid)
 
     def _died(self) -> None:
@@ -122,7 +119,15 @@ class TranscriberProcess:
             self._child = None
 
 
-def _stop(child: subprocess.Popen) -> None:
+def start_child(module: str, *args: str) -> subprocess.Popen:
+    """`python -m module args` with pipes on its stdin and stdout (its stderr is ours)."""
+    root = str(Path(__file__).resolve().parents[1])  # the checkout, for runs that did not install it
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+    return subprocess.Popen([sys.executable, "-m", module, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            env=env)  # fmt: skip
+
+
+def stop_child(child: subprocess.Popen) -> None:
     """End a child: closing its input ends its loop; kill it if it does not go."""
     try:
         child.stdin.close()

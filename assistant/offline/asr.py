@@ -18,7 +18,6 @@ import subprocess
 import sys
 import threading
 import weakref
-from pathlib import Path
 
 import numpy as np
 
@@ -93,14 +92,11 @@ class SpeechRecognizer:
             self._start()
 
     def _start(self) -> None:
-        root = str(Path(__file__).resolve().parents[2])  # the checkout, for runs that did not install it
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
-        args = [sys.executable, "-m", "assistant.offline.asr"]
-        if self._cpu_threads is not None:
-            args.append(str(self._cpu_threads))
-        child = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        from audio.isolated import start_child, stop_child
+
+        child = start_child("assistant.offline.asr", *([] if self._cpu_threads is None else [str(self._cpu_threads)]))
         self._child = child
-        self._stop = weakref.finalize(self, _stop, child)
+        self._stop = weakref.finalize(self, stop_child, child)
         try:
             status, payload = self._read()
         except ModelError:
@@ -163,20 +159,6 @@ class SpeechRecognizer:
             if self._stop is not None:
                 self._stop()
             self._child = None
-
-
-def _stop(child: subprocess.Popen) -> None:
-    """End a child: closing its input ends its loop; kill it if it does not go."""
-    try:
-        child.stdin.close()
-    except OSError:
-        pass
-    try:
-        child.wait(timeout=_STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        child.wait()
-    child.stdout.close()
 
 
 def load_recognizer(cpu_threads: int | None = None) -> SpeechRecognizer:
