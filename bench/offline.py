@@ -9,6 +9,8 @@ by side on the same text prompts (first token, tokens/s, answers).
     python bench/offline.py --compare 0.5b,0.5b:int8,0.5b:int4,1.5b:int4
     python bench/offline.py --pair [--pair-bits 8]   # the same turns on a twin that decodes with other
         # weights (default int8), alternating turn by turn
+    python bench/offline.py --agreement [--model 1.5b]   # low-bit decode weights against bfloat16: the same
+        # next token? (160 tokens of text fed one at a time) and decode step time
     python bench/offline.py --file-transcription   # decode speed after a file is transcribed in a child
         # process (as `serve` does) and then in this one (as it used to)
     python bench/offline.py --conversation   # one conversation, its history growing turn by turn: the
@@ -177,6 +179,50 @@ def compare_sizes(sizes: list[str], dtype) -> None:
         print(f"tokens/s ratio {name}/{rows[0][0]}: {rate / rows[0][3]:.2f}x")
 
 
+AGREEMENT_TEXT = (
+    "The user asked what the weather would be like tomorrow in Lyon, and the assistant said it could not check "
+    "the forecast offline, but suggested looking outside in the morning. Then they talked about cats: Anna has a "
+    "cat called Tom who likes to sleep on the piano. My name is Igor and I live in Berlin. Who am I? You are Igor, "
+    "and you live in Berlin. What is two plus two? Two plus two is four."
+)
+
+
+def agreement(model: str | None) -> None:
+    """Each decode-weight choice against bfloat16 on the same text, one token at a time (decode
+    kernels): how often the next token picked is the same, the KL divergence, and the step time."""
+    import torch
+    from transformers import DynamicCache
+
+    from assistant.offline.llm import INT4_KEEPS_INT8, load_llm, quantize
+    from assistant.offline.weights import llm_path
+
+    path = llm_path(model or "0.5b")
+
+    def run(llm) -> tuple[torch.Tensor, float]:
+        ids = llm.tokenizer(AGREEMENT_TEXT)["input_ids"][:160]
+        cache, logits, times = DynamicCache(config=llm.config), [], []
+        for i, token in enumerate(ids):
+            t0 = time.perf_counter()
+            out = llm.model(input_ids=torch.tensor([[token]]), position_ids=torch.tensor([[i]]),
+                            past_key_values=cache, use_cache=True)  # fmt: skip
+            times.append(time.perf_counter() - t0)
+            cache = out.past_key_values
+            logits.append(out.logits[0, -1].float())
+        return torch.stack(logits), 1000 * statistics.median(times)
+
+    with torch.inference_mode():
+        reference, ref_ms = run(load_llm(path))
+        print(f"bfloat16: step {ref_ms:.1f} ms")
+        for name, bits, keep in (("int8", 8, ()), ("int4 everywhere", 4, ()), ("int4 (default)", 4, INT4_KEEPS_INT8)):
+            llm = load_llm(path)
+            quantize(llm.model, bits, None, keep)
+            got, ms = run(llm)
+            same = (got.argmax(-1) == reference.argmax(-1)).float().mean().item()
+            kl = torch.nn.functional.kl_div(got.log_softmax(-1), reference.log_softmax(-1), log_target=True,
+                                            reduction="batchmean").item()  # fmt: skip
+            print(f"{name:16s} same next token {same:.3f}  KL {kl:.4f}  step {ms:.1f} ms ({ref_ms / ms:.2f}x bfloat16)")
+
+
 def file_transcription(model: str | None) -> None:
     """Decode step time before and after a file transcription: in a child process first, then
     in this process (last: its effect lasts as long as the process)."""
@@ -221,6 +267,7 @@ def main() -> None:
     ap.add_argument("--bits", type=int, default=4, choices=[4, 8, 16], help="decode weights (16: bfloat16)")
     ap.add_argument("--pair-bits", type=int, default=8, choices=[4, 8, 16], help="the --pair twin's decode weights")
     ap.add_argument("--threads", type=int, help="torch threads (default: one per core)")
+    ap.add_argument("--agreement", action="store_true", help="low-bit decode weights against bfloat16")
     ap.add_argument("--file-transcription", action="store_true",
                     help="decode speed after a file transcription in a child process and in this one")
     ap.add_argument("--conversation", action="store_true",
@@ -235,6 +282,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if args.compare:
         compare_sizes(args.compare.split(","), dtype)
+        return
+    if args.agreement:
+        agreement(args.model)
         return
     if args.file_transcription:
         file_transcription(args.model)
