@@ -20,12 +20,12 @@ import sys
 import threading
 import weakref
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NoReturn
 
 from assistant import errors
 from assistant.errors import AssistantError, ModelError
 
-__all__ = ["TranscriberProcess", "start_child", "stop_child"]
+__all__ = ["ChildProcess", "TranscriberProcess", "child_streams", "start_child", "stop_child"]
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +33,13 @@ _LENGTH = struct.Struct("<Q")
 _STOP_TIMEOUT_S = 5.0
 
 
-def _send(stream: BinaryIO, message: object) -> None:
+def _frame(message: object) -> bytes:
     data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(_LENGTH.pack(len(data)) + data)
+    return _LENGTH.pack(len(data)) + data
+
+
+def _send(stream: BinaryIO, message: object) -> None:
+    stream.write(_frame(message))
     stream.flush()
 
 
@@ -51,8 +55,13 @@ def _receive(stream: BinaryIO) -> object | None:
     return pickle.loads(data)  # frames come only from our own child process
 
 
-class TranscriberProcess:
-    """`transcribe(source, progress=None, **options)` as `audio.transcribe`, in a child process."""
+class ChildProcess:
+    """A `python -m MODULE` child that serves one request at a time on its stdin/stdout: started
+    on demand (or by the subclass), started again by the next request after it died. Subclasses
+    give MODULE, WHAT (named in errors) and the wire format; `_started` may check the new child."""
+
+    MODULE = ""
+    WHAT = "child"
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -61,8 +70,61 @@ class TranscriberProcess:
 
     @property
     def pid(self) -> int | None:
-        """The child's process id, None before the first file (or after close)."""
+        """The child's process id, None before it was started (or after close)."""
         return self._child.pid if self._child is not None else None
+
+    def _args(self) -> tuple[str, ...]:
+        return ()
+
+    def _start(self) -> None:
+        child = start_child(self.MODULE, *self._args())
+        self._child = child
+        self._stop = weakref.finalize(self, stop_child, child)
+        self._started()
+        log.info("%s runs in process %d", self.WHAT, child.pid)
+
+    def _started(self) -> None:
+        """Called after each start, with the lock held."""
+
+    def _request(self, data: bytes) -> None:
+        """Send one request (with the lock held), starting a child first if there is none alive."""
+        if self._child is None or self._child.poll() is not None:
+            self._start()
+        try:
+            self._write(data)
+        except OSError:  # it died before taking the request (poll had not seen it yet): a new one
+            self._child.wait()
+            self._start()
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        self._child.stdin.write(data)
+        self._child.stdin.flush()
+
+    def _died(self, after: str) -> NoReturn:
+        """The child went away mid-request: reap it and raise a ModelError (`after`: what now)."""
+        child, self._child = self._child, None
+        code = None
+        if child is not None:
+            try:
+                code = child.wait(timeout=_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                code = child.wait()
+        raise ModelError(f"the {self.WHAT} process stopped (exit code {code}); {after}")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._stop is not None:
+                self._stop()
+            self._child = None
+
+
+class TranscriberProcess(ChildProcess):
+    """`transcribe(source, progress=None, **options)` as `audio.transcribe`, in a child process."""
+
+    MODULE = "audio.isolated"
+    WHAT = "file transcription"
 
     def transcribe(self, source, progress=None, **options):
         """Transcribe `source` (a path, bytes or a binary file) with `audio.transcribe`'s options;
@@ -72,18 +134,11 @@ class TranscriberProcess:
         elif not isinstance(source, bytes):
             source = os.fspath(source)
         with self._lock:
-            if self._child is None or self._child.poll() is not None:
-                self._start()
-            try:
-                _send(self._child.stdin, (source, options))
-            except OSError:  # it died before taking the file (poll had not seen it yet): a new one
-                self._child.wait()
-                self._start()
-                _send(self._child.stdin, (source, options))
+            self._request(_frame((source, options)))
             while True:
                 message = _receive(self._child.stdout)
                 if message is None:
-                    self._died()
+                    self._died("try again")
                 kind, payload = message
                 if kind == "progress":
                     if progress is not None:
@@ -94,29 +149,6 @@ class TranscriberProcess:
                     name, text = payload
                     cls = getattr(errors, name, None)
                     raise (cls if isinstance(cls, type) and issubclass(cls, AssistantError) else ModelError)(text)
-
-    def _start(self) -> None:
-        child = start_child("audio.isolated")
-        self._child = child
-        self._stop = weakref.finalize(self, stop_child, child)
-        log.info("file transcription runs in process %d", child.pid)
-
-    def _died(self) -> None:
-        child, self._child = self._child, None
-        code = None
-        if child is not None:
-            try:
-                code = child.wait(timeout=_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                code = child.wait()
-        raise ModelError(f"the transcription process stopped (exit code {code}); try again")
-
-    def close(self) -> None:
-        with self._lock:
-            if self._stop is not None:
-                self._stop()
-            self._child = None
 
 
 def start_child(module: str, *args: str) -> subprocess.Popen:
@@ -141,12 +173,18 @@ def stop_child(child: subprocess.Popen) -> None:
     child.stdout.close()
 
 
+def child_streams() -> tuple[BinaryIO, BinaryIO]:
+    """In a child: (its requests, where its replies go). Its stdout is kept for the replies alone:
+    stray prints (ours or a library's) go to stderr from now on."""
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return sys.stdin.buffer, out
+
+
 def _serve() -> int:
     """The child's loop: (source, options) in, progress reports and a Transcript (or an error) out."""
-    out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # stray prints (ours or a library's) go to stderr, not into the replies
-    sys.stdout = sys.stderr
-    requests = sys.stdin.buffer
+    requests, out = child_streams()
     from audio.transcription import transcribe
 
     while True:

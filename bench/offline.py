@@ -64,8 +64,7 @@ def espeak(text: str) -> np.ndarray:
 
 def speech_rss_mib(backend) -> float:
     """Peak RSS of the speech recognition process (it runs beside this one), in MiB."""
-    child = backend.recognizer._child
-    status = Path(f"/proc/{child.pid}/status").read_text()
+    status = Path(f"/proc/{backend.recognizer.pid}/status").read_text()
     return int(status.split("VmHWM:")[1].split()[0]) / 1024
 
 

@@ -14,14 +14,13 @@ from __future__ import annotations
 import logging
 import os
 import struct
-import subprocess
 import sys
 import threading
-import weakref
 
 import numpy as np
 
 from assistant.errors import AssistantError, MissingDependency, ModelError
+from audio.isolated import ChildProcess, child_streams
 
 __all__ = ["SpeechRecognizer", "WhisperTurns", "load_recognizer"]
 
@@ -31,7 +30,6 @@ SAMPLE_RATE = 16_000  # Hz, what Turn.audio holds
 _HEADER = struct.Struct("<BI")  # status (0 ok, 1 error; requests: 0), payload length in bytes
 _OK, _FAILED, _MISSING = 0, 1, 2  # _MISSING: a package or model file is not installed
 _READY = b"ready"
-_STOP_TIMEOUT_S = 5.0
 
 
 class WhisperTurns:
@@ -79,24 +77,25 @@ class WhisperTurns:
         return cls(model)
 
 
-class SpeechRecognizer:
+class SpeechRecognizer(ChildProcess):
     """The model in a child process, with the same `transcribe`. One call at a time; a child that
     died is started again by the next call, which reports the death as a ModelError."""
 
+    MODULE = "assistant.offline.asr"
+    WHAT = "speech recognition"
+
     def __init__(self, cpu_threads: int | None = None) -> None:
+        super().__init__()
         self._cpu_threads = cpu_threads
-        self._lock = threading.Lock()
-        self._child: subprocess.Popen | None = None
-        self._stop = None
         with self._lock:
             self._start()
 
-    def _start(self) -> None:
-        from audio.isolated import start_child, stop_child
+    def _args(self) -> tuple[str, ...]:
+        return () if self._cpu_threads is None else (str(self._cpu_threads),)
 
-        child = start_child("assistant.offline.asr", *([] if self._cpu_threads is None else [str(self._cpu_threads)]))
-        self._child = child
-        self._stop = weakref.finalize(self, stop_child, child)
+    def _started(self) -> None:
+        """Wait until the new child has loaded its model; its load error, if any, is raised here."""
+        child = self._child
         try:
             status, payload = self._read()
         except ModelError:
@@ -106,7 +105,6 @@ class SpeechRecognizer:
             self._child = None
             message = payload.decode("utf-8", "replace")
             raise (MissingDependency if status == _MISSING else ModelError)(message)
-        log.debug("speech recognition runs in process %d", child.pid)
 
     def transcribe(self, audio: np.ndarray) -> str:
         """The words spoken in `audio` (16 kHz mono float32), or "" for silence."""
@@ -114,17 +112,7 @@ class SpeechRecognizer:
         if audio.size == 0:
             return ""
         with self._lock:
-            if self._child is None or self._child.poll() is not None:
-                self._start()
-            request = _HEADER.pack(_OK, audio.nbytes) + audio.tobytes()
-            try:
-                self._child.stdin.write(request)
-                self._child.stdin.flush()
-            except OSError:  # it died before taking the audio (poll had not seen it yet): a new one
-                self._child.wait()
-                self._start()
-                self._child.stdin.write(request)
-                self._child.stdin.flush()
+            self._request(_HEADER.pack(_OK, audio.nbytes) + audio.tobytes())
             status, payload = self._read()
         text = payload.decode("utf-8")
         if status != _OK:
@@ -135,30 +123,12 @@ class SpeechRecognizer:
         stdout = self._child.stdout
         header = stdout.read(_HEADER.size)
         if len(header) < _HEADER.size:
-            self._died()
+            self._died("it restarts on the next turn")
         status, size = _HEADER.unpack(header)
         payload = stdout.read(size)
         if len(payload) < size:
-            self._died()
+            self._died("it restarts on the next turn")
         return status, payload
-
-    def _died(self) -> None:
-        child = self._child
-        self._child = None
-        code = None
-        if child is not None:
-            try:
-                code = child.wait(timeout=_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                code = child.wait()
-        raise ModelError(f"the speech recognition process stopped (exit code {code}); it restarts on the next turn")
-
-    def close(self) -> None:
-        with self._lock:
-            if self._stop is not None:
-                self._stop()
-            self._child = None
 
 
 def load_recognizer(cpu_threads: int | None = None) -> SpeechRecognizer:
@@ -168,10 +138,7 @@ def load_recognizer(cpu_threads: int | None = None) -> SpeechRecognizer:
 
 def _serve(cpu_threads: int | None) -> int:
     """The child's loop: requests on stdin, replies on stdout (which nothing else may write to)."""
-    out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # stray prints (ours or a library's) go to stderr, not into the replies
-    sys.stdout = sys.stderr
-    requests = sys.stdin.buffer
+    requests, out = child_streams()
 
     def reply(status: int, payload: bytes) -> None:
         out.write(_HEADER.pack(status, len(payload)) + payload)
