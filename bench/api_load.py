@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,10 @@ import openai
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.conftest import start_server, stop_server  # noqa: E402 - one way to run a server
+
 CLIP = REPO.parent / "shared" / "data" / "speech" / "openai_whisper" / "jfk.flac"
 KEY = "load-test-key-0001"
 MIX = "chat=0.5,chat_audio=0.2,transcribe=0.3"  # kind=weight
@@ -66,43 +69,6 @@ def parse_mix(text: str) -> list[tuple[str, float]]:
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, round(q * (len(values) - 1)))] if values else float("nan")
-
-
-def serve(data_dir: str) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "assistant",
-            "serve",
-            "--profile",
-            "tiny",
-            "--port",
-            str(port),
-            "--data-dir",
-            data_dir,
-            "--api-key",
-            f"{KEY}=load",
-        ],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).json()["status"] == "ok":
-                return proc, url
-        except (httpx.HTTPError, ValueError):
-            time.sleep(0.5)
-        if proc.poll() is not None:
-            raise SystemExit("the server exited while starting")
-    proc.kill()
-    raise SystemExit("the server did not start in 300 s")
 
 
 def malloc_trim(pid: int) -> float:
@@ -285,7 +251,7 @@ def main() -> None:
     args.mix = parse_mix(args.mix)
     args.load_before = psutil.getloadavg()[0]
     with tempfile.TemporaryDirectory() as data:
-        proc, url = serve(data)
+        proc, url = start_server("--profile", "tiny", "--data-dir", data, "--api-key", f"{KEY}=load", timeout_s=300)
         try:
             rss = {"started": rss_mib(proc.pid)}
             warm = Tally()
@@ -317,8 +283,7 @@ def main() -> None:
             if args.json:
                 Path(args.json).write_text(json.dumps(rounds if args.rounds > 1 else rounds[0], indent=1))
         finally:
-            proc.terminate()
-            proc.wait(timeout=60)
+            stop_server(proc, timeout_s=60)
 
 
 if __name__ == "__main__":

@@ -9,54 +9,17 @@ Debian chromium through Playwright. The PNGs are for a person to look at; nothin
 from __future__ import annotations
 
 import argparse
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.conftest import start_server, stop_server  # noqa: E402 - one way to run a server
+
 SPEECH = REPO.parent / "shared" / "data" / "speech"
 CHROMIUM = "/usr/bin/chromium"
-
-
-def serve(data_dir: str, user: str, key: str) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "assistant",
-            "serve",
-            "--profile",
-            "tiny",
-            "--port",
-            str(port),
-            "--data-dir",
-            data_dir,
-            "--max-new-tokens",
-            "24",
-            "--api-key",
-            f"{key}={user}",
-        ],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        try:
-            if httpx.get(f"{url}/health", timeout=1).json()["status"] == "ok":
-                return proc, url
-        except (httpx.HTTPError, ValueError):
-            time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("the server did not start")
 
 
 def add_and_open(page, button: str, table: str, text: str, shows: str, signal: str) -> None:
@@ -134,14 +97,14 @@ def main() -> None:
     url = args.url
     with tempfile.TemporaryDirectory() as data:
         if not url:
-            proc, url = serve(data, args.user, args.key)
+            proc, url = start_server("--profile", "tiny", "--data-dir", data, "--max-new-tokens", "24",
+                                     "--api-key", f"{args.key}={args.user}")
         try:
             for path in take(url, args.user, args.key, Path(args.out)):
                 print(path)
         finally:
             if proc:
-                proc.terminate()
-                proc.wait(timeout=30)
+                stop_server(proc)
 
 
 if __name__ == "__main__":

@@ -39,10 +39,13 @@ def free_port() -> int:
 
 
 def start_server(*args: str, timeout_s: float = 120) -> tuple[subprocess.Popen, str]:
-    """Run `assistant serve ARGS` on a free loopback port; return it and its URL once /health is ok."""
+    """Run `assistant serve ARGS` on a free loopback port; return it and its URL once /health is ok.
+    Its output goes to a temporary file (a pipe nobody reads could block a server that logs a lot),
+    shown if it exits before it is ready. Tests and benchmarks (bench/) use it."""
     port = free_port()
+    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - the server writes it while it runs
     proc = subprocess.Popen([sys.executable, "-m", "assistant", "serve", "--port", str(port), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=log, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + timeout_s
     while time.time() < deadline:
@@ -52,11 +55,12 @@ def start_server(*args: str, timeout_s: float = 120) -> tuple[subprocess.Popen, 
         except (httpx.HTTPError, ValueError):
             time.sleep(0.3)
         if proc.poll() is not None:
-            pytest.fail(f"server exited: {proc.stdout.read()}")
+            log.seek(0)
+            pytest.fail(f"server exited: {log.read()}")
     proc.kill()
     pytest.fail("server did not start")
 
 
-def stop_server(proc: subprocess.Popen) -> None:
+def stop_server(proc: subprocess.Popen, timeout_s: float = 30) -> None:
     proc.terminate()
-    proc.wait(timeout=30)
+    proc.wait(timeout=timeout_s)
