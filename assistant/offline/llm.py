@@ -42,8 +42,7 @@ class Generation:
     cache: object | None = field(default=None, repr=False)  # DynamicCache while not in the batch
     prefilled: int = 0  # prompt tokens computed at the start (the rest came from a kept cache)
     pending: list[int] = field(default_factory=list)  # prompt tokens still to prefill (see prefill_chunk)
-    prefix_len: int = 0  # how much of the prompt's cache to keep for later turns
-    prompt: tuple[int, ...] = ()
+    keep: tuple[int, ...] = ()  # the prompt prefix whose cache is kept for later turns once prefilled
     _emitted_chars: int = 0
     _text: str = ""
 
@@ -122,8 +121,10 @@ class OfflineLLM:
         gen = Generation(len(ids), max_new_tokens, temperature, top_p, generator)
         gen.cache, done = self._reusable(ids)
         gen.prefilled = len(ids) - done
-        gen.pending, gen.prefix_len, gen.prompt = list(ids[done:]), prefix_len, tuple(ids)
-        self.prefill_chunk(gen, None if chunk is None else chunk)
+        gen.pending = list(ids[done:])
+        if prefix_len > done:
+            gen.keep = tuple(ids[:prefix_len])
+        self.prefill_chunk(gen, chunk)
         return gen
 
     @torch.inference_mode()
@@ -145,8 +146,8 @@ class OfflineLLM:
         gen.pending = gen.pending[len(take):]
         if gen.pending:
             return
-        if gen.prefix_len > gen.prompt_tokens - gen.prefilled:
-            self._keep(gen.prompt[: gen.prefix_len], gen.cache)
+        if gen.keep:
+            self._keep(gen.keep, gen.cache)
         self._accept(gen, out.logits[0, -1])
 
     def _reusable(self, ids: list[int]):
