@@ -13,6 +13,8 @@ by side on the same text prompts (first token, tokens/s, answers).
         # next token? (160 tokens of text fed one at a time) and decode step time
     python bench/offline.py --file-transcription   # decode speed after a file is transcribed in a child
         # process (as `serve` does) and then in this one (as it used to)
+    python bench/offline.py --asr   # in-turn speech recognition: the 20 s window against faster-whisper's
+        # transcribe (30 s windows, what turns used before), speed and word error rate on spoken questions
     python bench/offline.py --conversation   # one conversation, its history growing turn by turn: the
         # kept conversation cache against a twin that keeps only the system prompt's, alternating
 """
@@ -257,6 +259,89 @@ def file_transcription(model: str | None) -> None:
           f"({here / base:.2f}x)")
 
 
+ASR_QUESTIONS = [
+    *QUESTIONS, "Tell me a short joke.", "No, my name is Igor.", "Remind me to call my mother tomorrow at noon.",
+    "What's the weather like in Berlin today?", "Can you explain how a rainbow forms?", "Who wrote Romeo and Juliet?",
+    "Set a timer for ten minutes.", "I have a headache, what should I do?", "How far away is the moon?",
+    "Give me three ideas for dinner tonight.", "Why is the ocean salty?", "Stop.", "Thanks, that's all for now.",
+    "How do I boil an egg?", "Call me Max from now on.",
+]
+NUMBERS = {"0": "zero", "1": "one", "2": "two", "3": "three", "4": "four", "5": "five", "6": "six", "7": "seven",
+           "8": "eight", "9": "nine", "10": "ten", "colour": "color", "favourite": "favorite"}
+
+
+def words(text: str) -> list[str]:
+    import re
+
+    return [NUMBERS.get(w, w) for w in re.sub(r"[^a-z0-9' ]", " ", text.lower()).split()]
+
+
+def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
+    """Word edit distance and the reference's length."""
+    ref, hyp = words(reference), words(hypothesis)
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, row[0] = row[:], i
+        for j, h in enumerate(hyp, 1):
+            row[j] = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (r != h))
+    return row[-1], len(ref)
+
+
+def asr_clips() -> list[tuple[str, str, np.ndarray]]:
+    """(voice, reference, 16 kHz audio): the questions by espeak-ng at three speeds and twice by
+    the Piper voice, and the short English recordings of ../shared/data/speech."""
+    import json
+
+    from assistant.offline.tts import load_speaker
+
+    clips = []
+    for speed in ("140", "160", "180"):
+        for q in ASR_QUESTIONS:
+            with tempfile.NamedTemporaryFile(suffix=".wav") as f:
+                subprocess.run(["espeak-ng", "-v", "en-us", "-s", speed, "-w", f.name, q], check=True)
+                clips.append((f"espeak {speed}", q, np.asarray(load_audio(f.name), dtype=np.float32)))
+    voice = load_speaker()
+    for _ in range(2):  # Piper's voice varies from one rendering to the next
+        for q in ASR_QUESTIONS:
+            clips.append(("piper", q, resample(voice.speak(q), voice.sample_rate, 16_000).astype(np.float32)))
+    for item in json.loads((SPEECH / "transcripts.json").read_text())["items"]:
+        if item["language"] == "en" and item.get("reference") and "channel" not in item and item["duration_s"] < 20:
+            clips.append((item["id"], item["reference"], np.asarray(load_audio(SPEECH / item["file"]), np.float32)))
+    return clips
+
+
+def asr() -> None:
+    """The in-turn recognizer's windowed decoding against faster-whisper's transcribe, alternating
+    clip by clip in this process."""
+    from assistant.offline.asr import WhisperTurns
+
+    whisper = WhisperTurns.load()
+    clips = asr_clips()
+    full = WhisperTurns(whisper._model, window_s=30)
+    ways = {"faster-whisper transcribe (30 s window, as before)": whisper._long,
+            "turn decoding, 30 s window": full.transcribe,
+            f"turn decoding, {whisper.window_s} s window (default)": whisper.transcribe}
+    for fn in ways.values():
+        fn(clips[0][2])
+    times = {name: [] for name in ways}
+    errors = dict.fromkeys(ways, 0)
+    total = 0
+    for _, reference, pcm in clips:
+        for name, fn in ways.items():
+            t0 = time.perf_counter()
+            text = fn(pcm)
+            times[name].append(time.perf_counter() - t0)
+            errors[name] += word_errors(reference, text)[0]
+        total += len(words(reference))
+    median_s = statistics.median(len(c[2]) for c in clips) / 16_000
+    print(f"{len(clips)} clips, {total} words; median clip {median_s:.1f} s")
+    base = statistics.median(next(iter(times.values())))
+    for name in ways:
+        med = statistics.median(times[name])
+        print(f"  {name}: median {med:.3f} s ({med / base:.2f}x), p95 {percentile(times[name], 95):.3f} s, "
+              f"word error rate {errors[name] / total:.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--turns", type=int, default=10)
@@ -269,6 +354,7 @@ def main() -> None:
     ap.add_argument("--agreement", action="store_true", help="low-bit decode weights against bfloat16")
     ap.add_argument("--file-transcription", action="store_true",
                     help="decode speed after a file transcription in a child process and in this one")
+    ap.add_argument("--asr", action="store_true", help="in-turn speech recognition: 20 s window against 30 s")
     ap.add_argument("--conversation", action="store_true",
                     help="one growing conversation: the kept conversation cache against the system prompt's only")
     ap.add_argument("--pair", action="store_true",
@@ -287,6 +373,9 @@ def main() -> None:
         return
     if args.file_transcription:
         file_transcription(args.model)
+        return
+    if args.asr:
+        asr()
         return
 
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
