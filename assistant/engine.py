@@ -118,6 +118,15 @@ class Engine:
             if not turn.cancelled and turn.request.turn_id in self._turns:
                 self.cancel(request.turn_id)
 
+    async def warm(self, request: Request) -> None:
+        """Have the backend compute the start of a coming turn's prompt (a `prefix_only` request:
+        the conversation so far) while its user is still speaking; returns when it is done (at
+        once where the backend keeps no prompt caches). Cancelling the task stops it."""
+        if not request.prefix_only or not getattr(self.backend, "warms_prefixes", False):
+            return
+        async for _ in self.stream(request):
+            pass
+
     def cancel(self, turn_id: str) -> bool:
         """Stop a turn: no more events reach its consumer; the worker frees its slot next step."""
         with self._lock:

@@ -118,20 +118,24 @@ class Session:
     def request_for(self, turn: Turn, speak: bool = True, voice: str | None = None,
                     seed: int | None = None, temperature: float = 0.0) -> Request:
         """The request the engine gets for `turn`: persona + memories, recent history, the turn."""
+        current = Message("user", turn.text, turn.images, turn.audio)
+        return self._request(current, turn.text, speak=speak, voice=voice or self.persona.voice,
+                             max_new_tokens=self.max_new_tokens, temperature=temperature, seed=seed)
+
+    def _request(self, current: Message, text: str, **options) -> Request:
         history = self._history()
         # Spoken turns have no text yet: recall by what was said recently, plus who the user is.
-        query = turn.text or " ".join(m.text for m in history[-4:] if m.role == "user") or "about me, my name"
-        current = Message("user", turn.text, turn.images, turn.audio)
-        return Request(
-            messages=(*history, current),
-            system=self.persona.instructions(),
-            context=self._remembered(query) or None,
-            speak=speak,
-            voice=voice or self.persona.voice,
-            max_new_tokens=self.max_new_tokens,
-            temperature=temperature,
-            seed=seed,
-        )
+        query = text or " ".join(m.text for m in history[-4:] if m.role == "user") or "about me, my name"
+        return Request(messages=(*history, current), system=self.persona.instructions(),
+                       context=self._remembered(query) or None, **options)
+
+    async def prepare_spoken_turn(self) -> None:
+        """The user has begun to speak: have the engine compute what their turn's prompt will start
+        with (persona, history, memories) meanwhile, so that the turn, once heard, computes only
+        its own words (see Request.prefix_only; a no-op for backends that keep no prompt caches)."""
+        placeholder = Message("user", "")  # what they are saying
+        await self.engine.warm(self._request(placeholder, "", speak=False, max_new_tokens=1, prefix_only=True,
+                                             background=True))
 
     # ------------------------------------------------------------------ a turn
     async def converse(self, turn: Turn, speak: bool = True, voice: str | None = None,

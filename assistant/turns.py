@@ -65,6 +65,9 @@ class Request:
     # nobody waits for it (memory extraction): a backend that can pause turns (`pauses_background`)
     # runs it only while no other turn is in progress
     background: bool = False
+    # compute only what comes before the last message, whose content is not known yet (the user is
+    # still speaking), so that the turn that follows finds it cached; no reply (see Engine.warm)
+    prefix_only: bool = False
     turn_id: str = field(default_factory=new_turn_id)
 
     def system_prompt(self) -> str | None:

@@ -90,6 +90,7 @@ class VoiceConversation:
         self._saving: set[asyncio.Task] = set()
         self._pending_cut: _Reply | None = None  # cut while audible: waits for the player's played_s
         self._hearing = False
+        self._warming: asyncio.Task | None = None  # the coming turn's prompt start (see _warm)
         self.turns = 0
         self._set_state("listening")
 
@@ -164,6 +165,8 @@ class VoiceConversation:
     async def close(self) -> None:
         """The conversation ends (Ctrl+C, the socket closed): stop the reply, save, wait for memory."""
         self._drop_prepared()
+        if self._warming is not None:
+            self._warming.cancel()
         r = self._reply
         if r is not None:
             self._reply = None
@@ -185,6 +188,7 @@ class VoiceConversation:
             self._interrupt()
             self._hearing = True
             self._update_state()
+            self._warm()
         elif isinstance(event, Pause):
             self._prepare(event.utterance)
         elif isinstance(event, Resume):
@@ -203,6 +207,13 @@ class VoiceConversation:
             audio = self._with_carry(event.pcm)
             self._carry = None
             self._respond(Turn(audio=audio), audio)
+
+    def _warm(self) -> None:
+        """The user has begun a turn: the engine computes what its prompt starts with meanwhile."""
+        if self._warming is not None and not self._warming.done():
+            return  # still at it (from the start of this utterance, before a pause)
+        self._warming = asyncio.get_running_loop().create_task(self.session.prepare_spoken_turn())
+        self._warming.add_done_callback(_log_failure)
 
     def _with_carry(self, pcm: np.ndarray) -> np.ndarray:
         """The utterance, after the one whose reply was cut before it was heard (they are one turn)."""
@@ -417,3 +428,9 @@ def _heard_part(text: str, played_s: float, audio_s: float, complete: bool) -> s
         n = math.ceil(played_s * WORDS_PER_S)
     n = max(0, min(len(words), n))
     return " ".join(words[:n]) + " …"  # cut short, even if every word had been said
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    """A failed warm-up costs the turn only its head start."""
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("preparing the turn's prompt failed: %s", task.exception())

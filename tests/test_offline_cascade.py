@@ -259,6 +259,55 @@ def test_a_conversation_prefills_only_its_newest_part(backend):
     assert "".join(e.text for e in cold if isinstance(e, TextDelta)) == reply
 
 
+def test_a_turn_whose_start_was_computed_while_the_user_spoke_prefills_only_its_message(backend):
+    """While the user speaks, the engine computes the conversation so far, what is remembered and
+    the persona (a prefix_only request, as the voice loop sends at the start of speech): the turn
+    then prefills only its own message, and its reply is the one a cold cache gives."""
+    from assistant.engine import Engine
+
+    history = (Message("user", "My name is Anna and I live in Lyon."),
+               Message("assistant", "Nice to meet you, Anna! Lyon is a lovely city."))
+    options = {"system": "You are Grok.", "context": "What you know about the user now:\n- Anna has a cat.",
+               "speak": False}
+    turn = Request((*history, Message("user", "Where do I live?")), max_new_tokens=12, **options)
+    backend.llm._prefixes.clear()
+    cold = run_turn(backend, turn)
+    backend.llm._prefixes.clear()
+    engine = Engine(backend, EngineConfig(profile=Profile.OFFLINE))
+    try:
+        asyncio.run(engine.warm(Request((*history, Message("user", "")), prefix_only=True, background=True,
+                                        **options)))  # fmt: skip
+    finally:
+        engine.close()
+    stream = backend.start(turn)
+    prefilled = stream.stages["prefill_tokens"]
+    warm = stream.drain()
+    while not stream.done:
+        backend.step([stream])
+        warm += stream.drain()
+    stream.close()
+    assert "".join(e.text for e in warm if isinstance(e, TextDelta)) == "".join(
+        e.text for e in cold if isinstance(e, TextDelta))
+    assert prefilled <= len(backend.llm.tokens("Where do I live?")) + 8  # with the template's marks
+    assert stream.prompt_tokens > 60  # the whole prompt, all but the message computed ahead
+
+
+def test_a_turn_finishes_the_prompt_start_still_being_computed(backend):
+    """The turn arrives while its prompt's start is still being prefilled (a chunk at a time, behind
+    other work): that prefill is finished first and reused, not done again or thrown away."""
+    history = tuple(Message(role, f"{role} message {i}: " + "words " * 20)
+                    for i in range(3) for role in ("user", "assistant"))
+    options = {"system": "You are Grok.", "speak": False}
+    backend.llm._prefixes.clear()
+    warm = backend.start(Request((*history, Message("user", "")), prefix_only=True, background=True, **options))
+    assert warm.gen.pending and not warm.done  # nothing computed yet: it goes a chunk per step
+    turn = backend.start(Request((*history, Message("user", "Count to three.")), max_new_tokens=4, **options))
+    assert warm.done and not warm.gen.pending
+    assert turn.stages["prefill_tokens"] <= len(backend.llm.tokens("Count to three.")) + 8
+    turn.close()
+    warm.close()
+
+
 def test_loading_keeps_thread_settings(backend, thread_settings):
     import torch
 

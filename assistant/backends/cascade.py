@@ -84,6 +84,7 @@ class CascadeBackend:
     # background turns wait while another turn is in progress: on a CPU, a turn decoding beside
     # another is ~2x slower, and nobody waits for a background turn (memory extraction)
     pauses_background = True
+    warms_prefixes = True  # Request.prefix_only: the conversation so far is computed while the user speaks
     voices = ("joe",)
     default_voice = "joe"
 
@@ -100,6 +101,7 @@ class CascadeBackend:
         self.max_context_tokens = max_context_tokens
         self.last_batch_size = 0
         self._transcripts: dict[str, str] = {}
+        self._warming: list[tuple[list[int], CascadeStream]] = []  # prefix_only turns still prefilling
 
     @property
     def recognizer(self):
@@ -172,7 +174,7 @@ class CascadeBackend:
         return "\n".join(parts), heard, facts
 
     def _chat(
-        self, request: Request, stages: dict[str, float]
+        self, request: Request, stages: dict[str, float], prefix_only: bool = False
     ) -> tuple[list[dict[str, str]], str, list[ImageFacts], int]:
         """The chat for the LLM, what was heard, the images' facts, and how many of its messages stay
         the same next turn. Its order keeps the KV cache useful: the fixed instructions, the persona,
@@ -183,13 +185,15 @@ class CascadeBackend:
             system = f"{OFFLINE_INSTRUCTIONS}\n\n{request.system.strip()}"
         chat = [{"role": "system", "content": system}]
         heard, facts = "", []
-        for message in request.messages:
+        for message in request.messages[:-1] if prefix_only else request.messages:
             if message.role == "system":  # extra instructions go with the system prompt's
                 chat[0]["content"] += f"\n\n{message.text.strip()}"
                 continue
             content, heard, facts = self._content(message, stages)
             chat.append({"role": message.role, "content": content})
-        if not chat[-1]["content"].strip():
+        if prefix_only:
+            chat.append({"role": "user", "content": ""})  # the message to come
+        elif not chat[-1]["content"].strip():
             raise BadInput("no speech was heard in the audio")
         stable = len(chat) - 1
         if request.context and request.context.strip():
@@ -227,6 +231,8 @@ class CascadeBackend:
     # ------------------------------------------------------------------ contract
     def start(self, request: Request) -> CascadeStream:
         """Hear, describe, prefill and pick the first token."""
+        if request.prefix_only:
+            return self._start_prefix(request)
         if request.voice not in (None, *self.voices):  # a persona's omni voice: speak with ours
             log.debug("voice %r is not an offline voice; using %r", request.voice, self.default_voice)
         stream = CascadeStream(request)
@@ -238,6 +244,7 @@ class CascadeBackend:
             preface = self._image_preface(facts)
             ids = ids + self.llm.tokens(preface)
             stream.emit_text(preface)
+        self._finish_warming(ids)
         t0 = time.perf_counter()
         stream.gen = self.llm.start(
             ids, prefix, request.max_new_tokens, request.temperature, request.top_p, request.seed,
@@ -251,6 +258,30 @@ class CascadeBackend:
         stream.prompt_tokens = len(ids)
         self._after_token(stream)
         return stream
+
+    def _start_prefix(self, request: Request) -> CascadeStream:
+        """A prefix_only turn: the chat up to the message to come (persona, the earlier turns, what
+        is remembered) is prefilled PREFILL_CHUNK tokens a step, and kept."""
+        stream = CascadeStream(request)
+        chat = self._chat(request, stream.stages, prefix_only=True)[0][:-1]
+        ids = self.llm.encode_start(chat)
+        gen = self.llm.warm(ids, chunk=PREFILL_CHUNK) if len(ids) < self.max_context_tokens else None
+        if gen is None:  # kept already, or too long to be a prompt's start
+            stream.done = True
+            return stream
+        stream.gen, stream._release = gen, self.llm.release
+        stream.stages["prefill_tokens"] = gen.prefilled
+        self._warming = [(i, s) for i, s in self._warming if not s.done and s.gen.pending] + [(ids, stream)]
+        return stream
+
+    def _finish_warming(self, ids: list[int]) -> None:
+        """A turn is starting: the prefix_only turn computing the start of its prompt (it may be
+        paused behind the turn) finishes first, so that the turn prefills only what follows."""
+        for prefix, stream in self._warming:
+            if not stream.done and stream.gen.pending and ids[: len(prefix)] == prefix:
+                self.llm.prefill_chunk(stream.gen)
+                stream.done = True
+        self._warming = [(i, s) for i, s in self._warming if not s.done and s.gen.pending]
 
     def step(self, streams: list[Stream]) -> None:
         """One token for every replying stream (one batched pass), then speech for finished pieces."""

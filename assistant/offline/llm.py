@@ -89,6 +89,10 @@ class OfflineLLM:
         n = len(prefix) if ids[: len(prefix)] == prefix else 0
         return ids, n
 
+    def encode_start(self, messages: list[dict[str, str]]) -> list[int]:
+        """Token ids of the first messages of a chat, as they begin `encode`'s ids for the whole chat."""
+        return self._template(messages, add_generation_prompt=False)
+
     def tokens(self, text: str) -> list[int]:
         """Token ids of plain text (no special tokens)."""
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -148,7 +152,20 @@ class OfflineLLM:
             return
         if gen.keep:
             self._keep(gen.keep, gen.cache)
+        if gen.max_new_tokens == 0:  # a prompt's start computed ahead (see warm): nothing to sample
+            gen.finished = True
+            return
         self._accept(gen, out.logits[0, -1])
+
+    def warm(self, ids: list[int], chunk: int | None = None) -> Generation | None:
+        """Compute the KV cache of `ids`, the start of a prompt whose end is not known yet (a turn
+        whose user is still speaking), and keep it, so that the prompt's prefill finds it. With
+        `chunk`, `prefill_chunk` does the work, like `start`'s. None if it is kept already."""
+        key = tuple(ids)
+        if key in self._prefixes:
+            self._prefixes.move_to_end(key)
+            return None
+        return self.start(ids, len(ids), max_new_tokens=0, chunk=chunk)
 
     def _reusable(self, ids: list[int]):
         """A fresh cache holding the longest kept prefix of `ids` (never all of it), and its length."""
