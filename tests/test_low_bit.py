@@ -76,6 +76,38 @@ def test_the_saved_weights_give_the_same_results_after_a_restart(tmp_path):
         assert torch.equal(first.lm_head(x), second.lm_head(x))
 
 
+def test_weights_read_back_serve_a_batch_of_many_rows(tmp_path):
+    """The int8 kernel crashed (SIGSEGV) on 4+ rows when its weights sat where safetensors had read
+    them, at an offset 8 bytes off a 64-byte boundary: weights read back are copied to aligned memory.
+    Run in a child process, so a crash fails this test rather than ending the run."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    script = textwrap.dedent(f"""
+        import sys, torch
+        from pathlib import Path
+        sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+        from test_low_bit import model
+        from assistant.offline.llm import quantize, _LowBitLinear
+        for _ in range(2):  # the first quantizes and saves; the second reads back, as a restart does
+            net = model()
+            quantize(net, 4, Path({str(tmp_path / "w.safetensors")!r}))
+        misaligned = [n for n, b in net.named_buffers() if b.data_ptr() % 64]
+        assert not misaligned, misaligned
+        with torch.inference_mode():
+            for rows in (1, 4, 6, 16):
+                out = net.lm_head(torch.randn(rows, 1, 256, dtype=torch.bfloat16))
+                assert out.shape == (rows, 1, 1024)
+                out = net.down_proj(torch.randn(rows, 1, 512, dtype=torch.bfloat16))
+                assert out.shape == (rows, 1, 256)
+        print("ok")
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", (run.returncode, run.stderr[-2000:])
+
+
 def test_other_widths_are_refused():
     with pytest.raises(ValueError, match="weight bits"):
         quantize(model(), 3)

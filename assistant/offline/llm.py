@@ -404,7 +404,9 @@ def quantize(model: torch.nn.Module, bits: int = 8, cache: Path | None = None,
             kind = Int4Linear if four else Int8Linear
             fields = ("int4", "sz") if kind is Int4Linear else ("int8", "scale")
             if all(f"{key}.{f}" in saved for f in fields):
-                parts = {f: saved[f"{key}.{f}"] for f in fields}
+                # copied: safetensors leaves tensors at any 8-byte offset of the file, and the int8
+                # kernel crashed (SIGSEGV) on 4+ rows with weights off a 64-byte boundary
+                parts = {f: saved[f"{key}.{f}"].clone() for f in fields}
             else:
                 parts = kind.quantize(child.weight)
                 made |= {f"{key}.{f}": t for f, t in parts.items()}

