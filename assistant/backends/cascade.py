@@ -344,6 +344,10 @@ class CascadeBackend:
             stages["tts_audio_s"] = stages.get("tts_audio_s", 0.0) + len(pcm) / self.sample_rate
             stream.spoken_pieces += 1
             stream.emit_audio(pcm, self.sample_rate)
+            if stream.spoken_pieces == 1:
+                log.debug("turn %s first audio: %d tokens, %d decode steps in %.3f s, speech %.3f s", stream.turn_id,
+                          len(stream.gen.tokens), stages.get("decode_steps", 0), stages.get("decode_s", 0.0),
+                          stages["tts_s"])
 
 
 def _resolve_llm(model: str | None) -> Path:
