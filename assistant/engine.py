@@ -76,6 +76,7 @@ class Engine:
         self.metrics = EngineMetrics()
         self._inbox: queue.Queue[_Turn] = queue.Queue()
         self._held: list[_Turn] = []  # background turns waiting for the foreground ones to end
+        self._quiet_until = 0.0  # monotonic time until which background turns wait (defer_background)
         self._turns: dict[str, _Turn] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -118,6 +119,12 @@ class Engine:
             if not turn.cancelled and turn.request.turn_id in self._turns:
                 self.cancel(request.turn_id)
 
+    def defer_background(self, seconds: float) -> None:
+        """A foreground turn is coming (a user is speaking): where the backend pauses background
+        turns, they wait from now for `seconds` (renew it while the turn is still coming), so the
+        turn finds the model free instead of in the middle of a memory extraction step."""
+        self._quiet_until = max(self._quiet_until, time.monotonic() + seconds)
+
     async def warm(self, request: Request) -> None:
         """Have the backend compute the start of a coming turn's prompt (a `prefix_only` request:
         the conversation so far) while its user is still speaking; returns when it is done (at
@@ -150,7 +157,7 @@ class Engine:
         while not self._stop.is_set():
             self._admit(active)
             active = [t for t in active if not self._drop_if_cancelled(t)]
-            if not active:
+            if not self._runnable(active):
                 continue
             self._step(active)
             active = [t for t in active if not self._finish_if_done(t)]
@@ -168,8 +175,17 @@ class Engine:
         log.info("backend warmed up in %.2f s", time.perf_counter() - t0)
 
     def _pausing(self, active: list[_Turn]) -> bool:
-        """Whether background turns wait now: the backend pauses them and a foreground turn runs."""
-        return getattr(self.backend, "pauses_background", False) and any(not t.request.background for t in active)
+        """Whether background turns wait now: the backend pauses them, and a foreground turn runs or
+        is coming (defer_background)."""
+        if not getattr(self.backend, "pauses_background", False):
+            return False
+        return time.monotonic() < self._quiet_until or any(not t.request.background for t in active)
+
+    def _runnable(self, active: list[_Turn]) -> list[_Turn]:
+        """The active turns a step would advance now."""
+        if self._pausing(active):
+            return [t for t in active if not t.request.background]
+        return active
 
     def _admit(self, active: list[_Turn]) -> None:
         free = self.config.max_batch - len(active)
@@ -180,7 +196,7 @@ class Engine:
             arrivals, self._held = self._held[:free], self._held[free:]
         else:
             try:  # idle: wait a little for work; busy: only take what is already there
-                first = self._inbox.get(timeout=0.05) if not active else self._inbox.get_nowait()
+                first = self._inbox.get(timeout=0.05) if not self._runnable(active) else self._inbox.get_nowait()
             except queue.Empty:
                 return
             arrivals = [first]
@@ -218,8 +234,7 @@ class Engine:
                 active.append(turn)
 
     def _step(self, active: list[_Turn]) -> None:
-        if self._pausing(active):  # background turns sit this step out
-            active = [t for t in active if not t.request.background]
+        active = self._runnable(active)  # background turns may sit this step out
         streams = [t.stream for t in active]
         try:
             self.backend.step(streams)

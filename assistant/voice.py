@@ -7,7 +7,7 @@ it played (`playback_started` / `playback_done`). The events are the realtime pr
 (`assistant/realtime.py` documents them); positions are seconds of the input stream.
 
 - End of turn: `audio.endpoint.Endpointer` (webrtcvad, pre-roll, blips ignored).
-- Replies are prepared early: at a pause in the user's speech (`Pause`, 0.2 s of silence by
+- Replies are prepared early: at a pause in the user's speech (`Pause`, 0.15 s of silence by
   default) the reply starts being generated, held back, while the end of the turn is still being
   confirmed (`silence_s`, 0.7 s); at the end it is released at once, with whatever it has made so
   far, so the silence wait and the reply's thinking overlap. If the user goes on (`Resume`), the
@@ -18,6 +18,9 @@ it played (`playback_started` / `playback_done`). The events are the realtime pr
   player flushes, and the history stores the reply as interrupted, with only what was heard.
 - A reply cancelled before a sound of it was played is not a turn: the user was still talking
   (a pause mid-sentence), so their two utterances go to the model as one.
+- While the user speaks and waits for the reply, background work (memory extraction of the last
+  exchange) waits, and the engine computes the turn's prompt start (persona, history, memories), so
+  the turn finds the model free and prefills only its own words.
 - Echo: while the reply is audible, the endpointer's gate rises (see `EndpointConfig`).
 """
 
@@ -44,6 +47,7 @@ log = logging.getLogger(__name__)
 STATES = ("listening", "hearing", "thinking", "speaking")
 WORDS_PER_S = 2.5  # speaking rate, to place a cut in a reply whose audio is not all made yet
 MERGE_GAP_S = 0.3  # silence put between two utterances that make one turn
+QUIET_S = 0.5  # background work waits this long after the last sign that a turn is coming (renewed)
 
 
 @dataclass
@@ -100,11 +104,18 @@ class VoiceConversation:
         if self.turn_detection == "manual":
             if self._manual_open:
                 self.endpointer.feed(pcm)  # collected; taken whole at commit()
+                self._turn_coming()
             else:
                 self.endpointer.position += len(pcm)
             return
         for event in self.endpointer.feed(pcm):
             self._on_endpoint(event)
+        if self.endpointer.in_speech or self._state in ("hearing", "thinking"):
+            self._turn_coming()
+
+    def _turn_coming(self) -> None:
+        """The user is speaking or waiting for the reply: background work (memory extraction) waits."""
+        self.session.engine.defer_background(QUIET_S)
 
     def begin(self) -> None:
         """Push-to-talk pressed: start collecting an utterance (and stop any reply)."""
@@ -313,8 +324,8 @@ class VoiceConversation:
                     r.done = ev
                     t = ev.timings
                     self._out(r, {"type": "response.done", "id": r.id, "text": ev.text, "audio_s": t.audio_s,
-                                  "timings": {"first_text_s": t.first_text_s, "first_audio_s": t.first_audio_s,
-                                              "total_s": t.total_s}})
+                                  "timings": {"queued_s": t.queued_s, "first_text_s": t.first_text_s,
+                                              "first_audio_s": t.first_audio_s, "total_s": t.total_s}})
                 elif isinstance(ev, Error):
                     r.failed = True
                     self._out(r, {"type": "error", "id": r.id, "code": ev.code, "message": ev.message})

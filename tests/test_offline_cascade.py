@@ -402,6 +402,44 @@ def test_a_background_turn_waits_while_the_user_is_answered(backend):
     assert isinstance(arrivals["user"][-1][1], Done) and arrivals["user"][-1][1].batch_size == 1
 
 
+def test_background_work_waits_while_a_turn_is_coming(backend):
+    """While a user speaks, the voice loop keeps background work (memory extraction) waiting
+    (Engine.defer_background), so the turn will find the model free; then it goes on, unchanged."""
+    import time
+
+    from assistant.engine import Engine
+
+    engine = Engine(backend, EngineConfig(profile=Profile.OFFLINE))
+    chores = Request((Message("user", "List ten animals, one per line."),), speak=False, max_new_tokens=40,
+                     background=True)
+
+    async def run():
+        times: list[tuple[float, object]] = []
+        deferred = asyncio.Event()
+        async for e in engine.stream(chores):
+            times.append((time.perf_counter(), e))
+            if isinstance(e, TextDelta) and e.text.strip() and not deferred.is_set():
+                deferred.set()
+                engine.defer_background(0.8)
+                times.append((time.perf_counter(), "deferred"))
+        return times
+
+    try:
+        alone = asyncio.run(run_plain(engine, chores))
+        times = asyncio.run(run())
+    finally:
+        engine.close()
+    t_defer = next(t for t, e in times if e == "deferred")
+    after = [t - t_defer for t, e in times if isinstance(e, TextDelta) and t > t_defer]
+    # a step already under way may still land within 0.1 s; then nothing until the wait is over
+    assert all(x < 0.1 or x >= 0.75 for x in after) and max(after) >= 0.75, after
+    assert isinstance(times[-1][1], Done) and times[-1][1].text == alone.text
+
+
+async def run_plain(engine, request):
+    return [e async for e in engine.stream(request)][-1]
+
+
 def test_a_prompt_prefilled_in_chunks_gives_the_same_reply(backend):
     llm = backend.llm
     ids, prefix = llm.encode([{"role": "system", "content": "Be brief."},
