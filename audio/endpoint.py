@@ -334,9 +334,13 @@ class Endpointer:
         self._buf = []
 
     def _track_floor(self, level: float, speech: bool) -> None:
-        """The noise floor: a low percentile of the last 10 s of non-speech frame levels."""
-        if speech or level < -100:
+        """The noise floor: a low percentile of the last 10 s of non-speech frame levels. Digital
+        silence (a gated or virtual microphone) counts, as the quietest room: when it was skipped,
+        the only levels left were the soft edges of speech, the floor rose to -37 dBFS and the gate
+        (floor + 12 dB) to -25, which cut each question at its softer words (a prepared reply was
+        dropped every turn)."""
+        if speech:
             return
-        self._levels.append(level)
+        self._levels.append(max(level, -100.0))
         if len(self._levels) % 50 == 0 or len(self._levels) < 50:
             self._floor = float(np.percentile(np.fromiter(self._levels, float), 20))

@@ -77,6 +77,25 @@ def test_a_pause_comes_before_the_end_with_the_same_utterance(question):
     assert np.array_equal(pause.utterance.pcm, end.pcm)
 
 
+def test_digital_silence_between_questions_keeps_the_gate_down():
+    """A gated or virtual microphone gives exact zeros between turns. They count as the quietest
+    room: when they were skipped, the soft edges of the speech set the noise floor, the gate rose
+    (to -37 dBFS here, -25 through PulseAudio) and questions spoken at -33 dBFS were cut at their
+    softer words, each cut dropping a prepared reply (14 in these ten questions)."""
+    cfg = EndpointConfig()
+    endpointer = Endpointer(cfg)
+    questions = [spoken(q) * 0.25 for q in ("What is two plus two?", "What is the capital of France?",
+                                            "Tell me a short joke.", "What colour is the sky?",
+                                            "How many legs does a spider have?")]  # fmt: skip
+    events = []
+    for q in questions * 2:
+        events += [e for _, e in run(endpointer, np.concatenate([np.zeros(3 * SAMPLE_RATE, np.float32), q]))]
+    events += [e for _, e in run(endpointer, np.zeros(SAMPLE_RATE, np.float32))]
+    assert sum(isinstance(e, End) for e in events) == 10
+    assert endpointer.gate() == cfg.threshold_db
+    assert sum(isinstance(e, Resume) for e in events) <= 2  # (14 before)
+
+
 def test_speech_after_a_pause_resumes_the_utterance(question):
     two = np.concatenate([silence(0.5), question, silence(0.4, seed=2), spoken("And of Spain?"), silence(1.0, seed=3)])
     events = [e for _, e in run(Endpointer(), two)]
