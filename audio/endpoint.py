@@ -63,8 +63,9 @@ class EndpointConfig:
     silero_threshold: float = 0.5  # Silero's speech probability that counts as speech
     silence_s: float = 0.7  # this much silence after speech ends the turn (Home Assistant, OVOS)
     # from this much silence on, a reply is prepared (Pause); >= silence_s: never. 0.15 rather than
-    # 0.2: offline first audio p50 765 vs 812 ms (bench/talk_latency.py), for 21% more prepares
-    # dropped because the user went on (real recordings: 40 against 33 in 18 turns)
+    # 0.2: offline p50 833 vs 936 ms side by side (bench/talk_latency.py --prepare-after 0.15,0.2),
+    # for 21% more prepares dropped because the user went on (real recordings: 40 against 33 in 18
+    # turns); 0.1 was no better (841 vs 852 ms)
     prepare_s: float = 0.15
     min_speech_s: float = 0.25  # less voiced time than this is a blip, not a turn
     onset_frames: int = 4  # consecutive speech frames that make an onset (40 ms)
