@@ -55,9 +55,9 @@ QUESTIONS = [
 ]
 
 
-def espeak(text: str) -> np.ndarray:
+def espeak(text: str, speed: int = 160) -> np.ndarray:
     with tempfile.NamedTemporaryFile(suffix=".wav") as f:
-        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "160", "-w", f.name, text], check=True)
+        subprocess.run(["espeak-ng", "-v", "en-us", "-s", str(speed), "-w", f.name, text], check=True)
         with wave.open(f.name) as w:
             rate = w.getframerate()
             pcm = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).astype(np.float32) / 32768
@@ -270,21 +270,15 @@ NUMBERS = {"0": "zero", "1": "one", "2": "two", "3": "three", "4": "four", "5": 
            "8": "eight", "9": "nine", "10": "ten", "colour": "color", "favourite": "favorite"}
 
 
-def words(text: str) -> list[str]:
-    import re
-
-    return [NUMBERS.get(w, w) for w in re.sub(r"[^a-z0-9' ]", " ", text.lower()).split()]
-
-
 def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
-    """Word edit distance and the reference's length."""
-    ref, hyp = words(reference), words(hypothesis)
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[:], i
-        for j, h in enumerate(hyp, 1):
-            row[j] = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (r != h))
-    return row[-1], len(ref)
+    """bench/transcribe.py's word edit distance and reference length, digits spelled out and
+    British spellings made American first (the model writes "2" and "color" for "two" and "colour")."""
+    from bench.transcribe import edits, words
+
+    def spelled(text: str) -> str:
+        return " ".join(NUMBERS.get(w, w) for w in words(text))
+
+    return edits(spelled(reference), spelled(hypothesis))
 
 
 def asr_clips() -> list[tuple[str, str, np.ndarray]]:
@@ -295,11 +289,8 @@ def asr_clips() -> list[tuple[str, str, np.ndarray]]:
     from assistant.offline.tts import load_speaker
 
     clips = []
-    for speed in ("140", "160", "180"):
-        for q in ASR_QUESTIONS:
-            with tempfile.NamedTemporaryFile(suffix=".wav") as f:
-                subprocess.run(["espeak-ng", "-v", "en-us", "-s", speed, "-w", f.name, q], check=True)
-                clips.append((f"espeak {speed}", q, np.asarray(load_audio(f.name), dtype=np.float32)))
+    for speed in (140, 160, 180):
+        clips += [(f"espeak {speed}", q, espeak(q, speed)) for q in ASR_QUESTIONS]
     voice = load_speaker()
     for _ in range(2):  # Piper's voice varies from one rendering to the next
         for q in ASR_QUESTIONS:
@@ -331,8 +322,9 @@ def asr() -> None:
             t0 = time.perf_counter()
             text = fn(pcm)
             times[name].append(time.perf_counter() - t0)
-            errors[name] += word_errors(reference, text)[0]
-        total += len(words(reference))
+            wrong, n = word_errors(reference, text)
+            errors[name] += wrong
+        total += n
     median_s = statistics.median(len(c[2]) for c in clips) / 16_000
     print(f"{len(clips)} clips, {total} words; median clip {median_s:.1f} s")
     base = statistics.median(next(iter(times.values())))

@@ -191,11 +191,9 @@ class CascadeBackend:
                 continue
             content, heard, facts = self._content(message, stages)
             chat.append({"role": message.role, "content": content})
-        if prefix_only:
-            chat.append({"role": "user", "content": ""})  # the message to come
-        elif not chat[-1]["content"].strip():
+        if not prefix_only and not chat[-1]["content"].strip():
             raise BadInput("no speech was heard in the audio")
-        stable = len(chat) - 1
+        stable = len(chat) if prefix_only else len(chat) - 1  # prefix_only: the user's message is to come
         if request.context and request.context.strip():
             chat.insert(stable, {"role": "system", "content": request.context.strip()})
         return chat, heard, facts, stable
@@ -263,7 +261,7 @@ class CascadeBackend:
         """A prefix_only turn: the chat up to the message to come (persona, the earlier turns, what
         is remembered) is prefilled PREFILL_CHUNK tokens a step, and kept."""
         stream = CascadeStream(request)
-        chat = self._chat(request, stream.stages, prefix_only=True)[0][:-1]
+        chat = self._chat(request, stream.stages, prefix_only=True)[0]
         ids = self.llm.encode_start(chat)
         gen = self.llm.warm(ids, chunk=PREFILL_CHUNK) if len(ids) < self.max_context_tokens else None
         if gen is None:  # kept already, or too long to be a prompt's start
@@ -271,7 +269,7 @@ class CascadeBackend:
             return stream
         stream.gen, stream._release = gen, self.llm.release
         stream.stages["prefill_tokens"] = gen.prefilled
-        self._warming = [(i, s) for i, s in self._warming if not s.done and s.gen.pending] + [(ids, stream)]
+        self._warming.append((ids, stream))  # dropped by the next turn's _finish_warming once done
         return stream
 
     def _finish_warming(self, ids: list[int]) -> None:

