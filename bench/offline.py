@@ -194,7 +194,7 @@ def agreement(model: str | None) -> None:
     import torch
     from transformers import DynamicCache
 
-    from assistant.offline.llm import INT4_KEEPS_INT8, load_llm, quantize
+    from assistant.offline.llm import INT4_KEEPS_INT8, W8A8_LAYERS, load_llm, quantize
     from assistant.offline.weights import llm_path
 
     path = llm_path(model or "0.5b")
@@ -214,9 +214,11 @@ def agreement(model: str | None) -> None:
     with torch.inference_mode():
         reference, ref_ms = run(load_llm(path))
         print(f"bfloat16: step {ref_ms:.1f} ms")
-        for name, bits, keep in (("int8", 8, ()), ("int4 everywhere", 4, ()), ("int4 (default)", 4, INT4_KEEPS_INT8)):
+        for name, bits, keep, w8a8 in (("int8", 8, (), ()), ("int4 everywhere", 4, (), ()),
+                                       ("int4, some int8", 4, INT4_KEEPS_INT8, ()),
+                                       ("int4 (default)", 4, INT4_KEEPS_INT8, W8A8_LAYERS)):
             llm = load_llm(path)
-            quantize(llm.model, bits, None, keep)
+            quantize(llm.model, bits, None, keep, w8a8)
             got, ms = run(llm)
             same = (got.argmax(-1) == reference.argmax(-1)).float().mean().item()
             kl = torch.nn.functional.kl_div(got.log_softmax(-1), reference.log_softmax(-1), log_target=True,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from assistant.offline.llm import INT4_GROUP, Int4Linear, Int8Linear, quantize
+from assistant.offline.llm import INT4_GROUP, Int4Linear, Int8Linear, W8A8Linear, quantize
 
 
 def model(seed: int = 0) -> torch.nn.Module:
@@ -45,9 +45,30 @@ def test_a_prompt_uses_the_original_weights_exactly():
 
 def test_named_layers_stay_int8_and_the_rest_is_int4():
     net = model()
-    quantize(net, 4, keep_int8=("lm_head", "down_proj"))
+    quantize(net, 4, keep_int8=("lm_head", "down_proj"), w8a8=())
     assert isinstance(net.up, Int4Linear)
     assert isinstance(net.down_proj, Int8Linear) and isinstance(net.lm_head, Int8Linear)
+
+
+@pytest.mark.skipif(not W8A8Linear.available(), reason="torch has no fbgemm here")
+def test_the_output_layer_with_int8_inputs_is_close_and_each_row_is_its_own():
+    """The output layer multiplies int8 inputs too (fbgemm); fbgemm scales a whole batch at once,
+    so a row must give the same result alone as beside any other rows, even a much louder one or
+    an empty one."""
+    net = model()
+    quantize(net, 4, keep_int8=("lm_head", "down_proj"))  # the default: lm_head is W8A8
+    assert isinstance(net.lm_head, W8A8Linear) and isinstance(net.down_proj, Int8Linear)
+    rows = torch.randn(4, 1, 256, dtype=torch.bfloat16)
+    rows[1] *= 40  # a loud row
+    rows[2] = 0  # and an empty one
+    with torch.inference_mode():
+        batch = net.lm_head(rows)
+        alone = torch.cat([net.lm_head(rows[i : i + 1]) for i in range(4)])
+        want = net.lm_head.linear(rows)
+    assert torch.equal(batch, alone)
+    assert not batch[2].any()
+    for i in (0, 1, 3):
+        assert relative_error(batch[i], want[i]) < 0.02
 
 
 def test_a_layer_int4_cannot_pack_falls_back_to_int8():

@@ -139,6 +139,8 @@ class CascadeBackend:
             self.llm.use_low_bit(self._weight_bits)
             self._weight_bits = None
         stream = self.start(Request((Message("user", "Hi"),), max_new_tokens=1, speak=False))
+        while not stream.done:
+            self.step([stream])
         stream.close()
         self.speaker.speak("Hello.")
         self.recognizer.transcribe(np.zeros(16_000, dtype=np.float32))
@@ -228,7 +230,7 @@ class CascadeBackend:
 
     # ------------------------------------------------------------------ contract
     def start(self, request: Request) -> CascadeStream:
-        """Hear, describe, prefill and pick the first token."""
+        """Hear the speech and describe the images; the first step prefills the prompt."""
         if request.prefix_only:
             return self._start_prefix(request)
         if request.voice not in (None, *self.voices):  # a persona's omni voice: speak with ours
@@ -243,18 +245,14 @@ class CascadeBackend:
             ids = ids + self.llm.tokens(preface)
             stream.emit_text(preface)
         self._finish_warming(ids)
-        t0 = time.perf_counter()
-        stream.gen = self.llm.start(
-            ids, prefix, request.max_new_tokens, request.temperature, request.top_p, request.seed,
-            chunk=PREFILL_CHUNK if request.background else None,
-        )
-        stream.stages["llm_first_token_s"] = time.perf_counter() - t0
+        # nothing is prefilled yet: the first step does it (all at once; a background turn's a chunk
+        # a step), so a turn cancelled while it was being heard (a reply prepared in a pause, and the
+        # user went on) is dropped by the engine before it costs a prefill
+        stream.gen = self.llm.start(ids, prefix, request.max_new_tokens, request.temperature, request.top_p,
+                                    request.seed, chunk=0)  # fmt: skip
         stream.stages["prefill_tokens"] = stream.gen.prefilled
-        log.debug("turn %s started: %s", request.turn_id,
-                  ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in stream.stages.items()))
         stream._release = self.llm.release
         stream.prompt_tokens = len(ids)
-        self._after_token(stream)
         return stream
 
     def _start_prefix(self, request: Request) -> CascadeStream:
@@ -284,10 +282,9 @@ class CascadeBackend:
     def step(self, streams: list[Stream]) -> None:
         """One token for every replying stream (one batched pass), then speech for finished pieces."""
         mine = [s for s in streams if isinstance(s, CascadeStream) and not s.done]
-        prefilling = [s for s in mine if s.gen.pending]
-        if prefilling:  # a background turn's prompt, a chunk at a time; no decoding beside it
-            self.llm.prefill_chunk(prefilling[0].gen, PREFILL_CHUNK)
-            self._after_token(prefilling[0])
+        prefilling = sorted((s for s in mine if s.gen.pending), key=self._chunked)
+        if prefilling:  # a turn's prompt first, then a chunk of a background one's; no decoding beside it
+            self._prefill(prefilling[0])
             return
         decoding = [s for s in mine if not s.gen.finished]
         if decoding:
@@ -301,6 +298,21 @@ class CascadeBackend:
         self.last_batch_size = max(1, len(decoding))
         for s in mine:
             self._after_token(s)
+
+    @staticmethod
+    def _chunked(stream: CascadeStream) -> bool:
+        """Whether a stream's prompt is prefilled a chunk a step: nobody waits for it."""
+        return stream.request.background or stream.request.prefix_only
+
+    def _prefill(self, stream: CascadeStream) -> None:
+        chunked = self._chunked(stream)
+        t0 = time.perf_counter()
+        self.llm.prefill_chunk(stream.gen, PREFILL_CHUNK if chunked else None)
+        if not chunked:
+            stream.stages["llm_first_token_s"] = time.perf_counter() - t0
+            log.debug("turn %s prefilled: %s", stream.turn_id, ", ".join(
+                f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in stream.stages.items()))
+        self._after_token(stream)
 
     # ------------------------------------------------------------------ text and speech
     def _after_token(self, stream: CascadeStream) -> None:
