@@ -190,7 +190,9 @@ AGREEMENT_TEXT = (
 
 def agreement(model: str | None) -> None:
     """Each decode-weight choice against bfloat16 on the same text, one token at a time (decode
-    kernels): how often the next token picked is the same, the KL divergence, and the step time."""
+    kernels): how often the next token picked is the same, the KL divergence, and the step time.
+    Then prompts: the text's first 40 tokens as one prompt, the rest decoded a token at a time, with
+    the default decode weights and the prompt on int8 (default) or on the original weights."""
     import torch
     from transformers import DynamicCache
 
@@ -199,20 +201,31 @@ def agreement(model: str | None) -> None:
 
     path = llm_path(model or "0.5b")
 
-    def run(llm) -> tuple[torch.Tensor, float]:
+    def run(llm, prompt: int = 1) -> tuple[torch.Tensor, float]:
         ids = llm.tokenizer(AGREEMENT_TEXT)["input_ids"][:160]
         cache, logits, times = DynamicCache(config=llm.config), [], []
-        for i, token in enumerate(ids):
+        for i in range(prompt, len(ids) + 1):
+            piece = ids[:prompt] if i == prompt else ids[i - 1 : i]
             t0 = time.perf_counter()
-            out = llm.model(input_ids=torch.tensor([[token]]), position_ids=torch.tensor([[i]]),
-                            past_key_values=cache, use_cache=True)  # fmt: skip
+            out = llm.model(input_ids=torch.tensor([piece]), position_ids=torch.arange(i - len(piece), i)[None],
+                            past_key_values=cache, use_cache=True, logits_to_keep=1)  # fmt: skip
             times.append(time.perf_counter() - t0)
             cache = out.past_key_values
             logits.append(out.logits[0, -1].float())
         return torch.stack(logits), 1000 * statistics.median(times)
 
+    def compare(name: str, got: torch.Tensor, want: torch.Tensor, ms: float | None = None) -> None:
+        same = (got.argmax(-1) == want.argmax(-1)).float().mean().item()
+        kl = torch.nn.functional.kl_div(got.log_softmax(-1), want.log_softmax(-1), log_target=True,
+                                        reduction="batchmean").item()  # fmt: skip
+        step = f"  step {ms:.1f} ms ({ref_ms / ms:.2f}x bfloat16)" if ms is not None else ""
+        print(f"{name:28s} same next token {same:.3f}  KL {kl:.4f}{step}")
+
     with torch.inference_mode():
-        reference, ref_ms = run(load_llm(path))
+        bf16 = load_llm(path)
+        reference, ref_ms = run(bf16)
+        prompted = run(bf16, 40)[0]
+        del bf16
         print(f"bfloat16: step {ref_ms:.1f} ms")
         for name, bits, keep, w8a8 in (("int8", 8, (), ()), ("int4 everywhere", 4, (), ()),
                                        ("int4, some int8", 4, INT4_KEEPS_INT8, ()),
@@ -220,10 +233,11 @@ def agreement(model: str | None) -> None:
             llm = load_llm(path)
             quantize(llm.model, bits, None, keep, w8a8)
             got, ms = run(llm)
-            same = (got.argmax(-1) == reference.argmax(-1)).float().mean().item()
-            kl = torch.nn.functional.kl_div(got.log_softmax(-1), reference.log_softmax(-1), log_target=True,
-                                            reduction="batchmean").item()  # fmt: skip
-            print(f"{name:16s} same next token {same:.3f}  KL {kl:.4f}  step {ms:.1f} ms ({ref_ms / ms:.2f}x bfloat16)")
+            compare(name, got, reference, ms)
+        for name, int8_prompts in (("default, prompt on int8", True), ("default, prompt on bfloat16", False)):
+            llm = load_llm(path)
+            quantize(llm.model, 4, None, int8_prompts=int8_prompts)
+            compare(name, run(llm, 40)[0], prompted)
 
 
 def file_transcription(model: str | None) -> None:

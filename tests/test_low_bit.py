@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from assistant.offline.llm import INT4_GROUP, Int4Linear, Int8Linear, W8A8Linear, quantize
+from assistant.offline.llm import INT4_GROUP, Int4Linear, Int8Linear, W8A8Linear, quantize, w8a8_available
 
 
 def model(seed: int = 0) -> torch.nn.Module:
@@ -25,22 +25,45 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
 @pytest.mark.parametrize("bits,limit", [(4, 0.12), (8, 0.02)])
 def test_a_decode_step_stays_close_to_the_original_weights(bits, limit):
     net = model()
-    quantize(net, bits, keep_int8=())
     x = torch.randn(3, 1, 256, dtype=torch.bfloat16)  # three rows decoding one token each
     with torch.inference_mode():
+        want = net.lm_head(x)
+    quantize(net, bits, keep_int8=())
+    with torch.inference_mode():
         got = net.lm_head(x)
-        want = net.lm_head.linear(x)  # the original layer, kept for prompts
     assert got.shape == (3, 1, 1024)
     assert relative_error(got, want) < limit
     assert isinstance(net.up, Int4Linear if bits == 4 else Int8Linear)
 
 
-def test_a_prompt_uses_the_original_weights_exactly():
+def test_without_int8_prompts_a_prompt_uses_the_original_weights_exactly():
     net = model()
-    quantize(net, 4, keep_int8=())
+    quantize(net, 4, keep_int8=(), int8_prompts=False)
     prompt = torch.randn(1, 7, 256, dtype=torch.bfloat16)
     with torch.inference_mode():
         assert torch.equal(net.up(prompt), net.up.linear(prompt))
+
+
+@pytest.mark.skipif(not w8a8_available(), reason="torch has no fbgemm here")
+@pytest.mark.parametrize("bits", [4, 8])
+def test_a_prompt_runs_on_int8_and_each_position_is_its_own(tmp_path, bits):
+    """Prompts multiply int8 weights with int8 inputs (by default): close to the original layer; a
+    position's result does not depend on the others in its prompt (each is scaled alone); the
+    original weights are dropped (memory), and a restart reads the prompt weights back."""
+    net = model()
+    prompt = torch.randn(1, 7, 256, dtype=torch.bfloat16)
+    prompt[0, 3] *= 30  # a loud position
+    with torch.inference_mode():
+        want = net.up(prompt)
+    for _ in range(2):  # quantized and saved, then read back
+        net = model()
+        quantize(net, bits, tmp_path / "w.safetensors")
+        assert net.up.linear.weight is None and net.down_proj.linear.weight is None
+        with torch.inference_mode():
+            got = net.up(prompt)
+            assert torch.equal(net.up(prompt[:, 2:5]), got[:, 2:5])  # the same positions in another prompt
+            assert net.down_proj(torch.randn(1, 5, 512, dtype=torch.bfloat16)).shape == (1, 5, 256)
+        assert relative_error(got, want) < 0.02
 
 
 def test_named_layers_stay_int8_and_the_rest_is_int4():
@@ -50,7 +73,7 @@ def test_named_layers_stay_int8_and_the_rest_is_int4():
     assert isinstance(net.down_proj, Int8Linear) and isinstance(net.lm_head, Int8Linear)
 
 
-@pytest.mark.skipif(not W8A8Linear.available(), reason="torch has no fbgemm here")
+@pytest.mark.skipif(not w8a8_available(), reason="torch has no fbgemm here")
 def test_the_output_layer_with_int8_inputs_is_close_and_each_row_is_its_own():
     """The output layer multiplies int8 inputs too (fbgemm); fbgemm scales a whole batch at once,
     so a row must give the same result alone as beside any other rows, even a much louder one or

@@ -453,11 +453,15 @@ def test_a_prompt_prefilled_in_chunks_gives_the_same_reply(backend):
         llm.prefill_chunk(chunked, 7)
         chunks += 1
     assert chunks >= 2
-    # the same prompt state, to bfloat16's rounding (a chunk's attention sums in another order) ...
+    # the same prompt state, to rounding: a chunk's attention sums in another order, and each layer
+    # rounds its inputs to int8 (measured: mean 0.033, max 0.069; chunks placed one position off:
+    # mean 0.075, max 0.144) ...
+    errors = []
     for a, b in zip(whole.cache.layers, chunked.cache.layers, strict=True):
         assert a.keys.shape == b.keys.shape
         for x, y in ((a.keys.float(), b.keys.float()), (a.values.float(), b.values.float())):
-            assert (x - y).norm() / x.norm() < 0.03
+            errors.append(float((x - y).norm() / x.norm()))
+    assert sum(errors) / len(errors) < 0.05 and max(errors) < 0.1, errors
     # ... and the same start of the reply. Not always all of it: the output layer rounds its input
     # to int8 (W8A8Linear), so that rounding can tip a close choice between two words later on
     for gen in (whole, chunked):

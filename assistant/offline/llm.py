@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -267,25 +268,65 @@ W8A8_LAYERS = ("lm_head",)  # int8 layers whose inputs are int8 too, with fbgemm
 
 
 class _LowBitLinear(torch.nn.Module):
-    """A Linear layer that decodes with low-bit copies of its weights; prompts use the original.
+    """A Linear layer that decodes with low-bit copies of its weights.
 
     Decoding one token per row is bound by reading the weights, so fewer bytes per weight make a
-    decode step faster. A prompt (many positions) is bound by arithmetic instead: it keeps the
-    original weights and their faster bfloat16 kernels. Activations are never quantized, so a row's
-    result does not depend on the rest of its batch (torch's dynamic quantization scales a whole
-    batch at once)."""
+    decode step faster. A prompt (many positions) reads the weights once for all of its positions:
+    it runs on int8 weights with int8 inputs (`use_int8_prompts`, fbgemm's kernel: see W8A8Linear;
+    each position scaled alone, so its result does not depend on the rest of the prompt), or else
+    on the original weights. A 16-token prompt of the 0.5B: 69 ms against 102 ms in bfloat16, and
+    the next token after a 160-token text is the same as bfloat16's 92% of the time (KL 0.018;
+    int4 decoding: 90%, KL 0.036)."""
 
     def __init__(self, linear: torch.nn.Linear) -> None:
         super().__init__()
         self.linear = linear
+        self._prompt_weights = None  # fbgemm's packed int8 weights for prompts (see use_int8_prompts)
+
+    def use_int8_prompts(self, weight_int8: torch.Tensor, scale: torch.Tensor, drop_original: bool = True) -> None:
+        """Prompts multiply int8 weights (one scale per output row) from now on; the original
+        weights are dropped unless `drop_original` is False (an output layer tied to the embedding)."""
+        self._prompt_weights = _pack_w8a8(weight_int8, scale)
+        if drop_original:
+            self.linear.weight = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])
         if x.dim() > 1 and x.shape[-2] > 1:  # a prompt
-            return self.linear(x)
-        out = self._product(x.reshape(-1, x.shape[-1]))
+            if self._prompt_weights is None:
+                return self.linear(x)
+            out = _w8a8(flat, self._prompt_weights)
+        else:
+            out = self._product(flat)
         if self.linear.bias is not None:
             out = out + self.linear.bias
         return out.reshape(*x.shape[:-1], self.linear.out_features)
+
+
+_W8A8_PAD = 32  # extra zero-weight inputs of a W8A8 product (two carry the -1 and +1); 928 run as fast as 896
+
+
+def _pack_w8a8(weight_int8: torch.Tensor, scale: torch.Tensor):
+    """fbgemm's packed copy of int8 weights with one scale per output row (see W8A8Linear)."""
+    rows = weight_int8.shape[0]
+    padded = torch.cat([weight_int8, weight_int8.new_zeros(rows, _W8A8_PAD)], 1)
+    weight = torch._make_per_channel_quantized_tensor(padded, scale.double(), torch.zeros(rows, dtype=torch.long), 0)
+    return torch.ops.quantized.linear_prepack(weight, None)
+
+
+def _w8a8(flat: torch.Tensor, packed) -> torch.Tensor:
+    """Rows of `flat` times packed int8 weights, each row rounded to int8 with its own scale."""
+    x = flat.float()
+    magnitude = x.abs().amax(1, keepdim=True).clamp(min=1e-30)
+    extra = x.new_zeros(x.shape[0], _W8A8_PAD)
+    extra[:, 0], extra[:, 1] = -1.0, 1.0
+    out = torch.ops.quantized.linear_dynamic(torch.cat([x / magnitude, extra], 1), packed, False)
+    return (out * magnitude).to(flat.dtype)
+
+
+def w8a8_available() -> bool:
+    """fbgemm is torch's quantized engine on x86 CPUs (not on ARM builds)."""
+    return any(e in torch.backends.quantized.supported_engines for e in ("x86", "fbgemm"))
 
 
 class Int8Linear(_LowBitLinear):
@@ -325,29 +366,12 @@ class W8A8Linear(_LowBitLinear):
     kernel's scale is the same alone or in any batch, and each row's result is multiplied back by
     its magnitude."""
 
-    PAD = 32  # extra zero-weight inputs (two carry the -1 and +1); 928 inputs run as fast as 896
-
     def __init__(self, linear: torch.nn.Linear, weight_int8: torch.Tensor, scale: torch.Tensor) -> None:
         super().__init__(linear)
-        rows = weight_int8.shape[0]
-        padded = torch.cat([weight_int8, weight_int8.new_zeros(rows, self.PAD)], 1)
-        weight = torch._make_per_channel_quantized_tensor(padded, scale.double(), torch.zeros(rows, dtype=torch.long),
-                                                          0)  # fmt: skip
-        self._packed = torch.ops.quantized.linear_prepack(weight, None)  # fbgemm's own copy of the weights
-
-    @staticmethod
-    def available() -> bool:
-        """fbgemm is torch's quantized engine on x86 CPUs (not on ARM builds)."""
-        return any(e in torch.backends.quantized.supported_engines for e in ("x86", "fbgemm"))
+        self._packed = _pack_w8a8(weight_int8, scale)  # fbgemm's own copy of the weights
 
     def _product(self, flat: torch.Tensor) -> torch.Tensor:
-        x = flat.float()
-        magnitude = x.abs().amax(1, keepdim=True).clamp(min=1e-30)
-        x = x / magnitude
-        extra = x.new_zeros(x.shape[0], self.PAD)
-        extra[:, 0], extra[:, 1] = -1.0, 1.0
-        out = torch.ops.quantized.linear_dynamic(torch.cat([x, extra], 1), self._packed, False)
-        return (out * magnitude).to(flat.dtype)
+        return _w8a8(flat, self._packed)
 
     quantize = staticmethod(Int8Linear.quantize)
 
@@ -428,7 +452,8 @@ def int4_groups(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 @torch.inference_mode()
 def quantize(model: torch.nn.Module, bits: int = 8, cache: Path | None = None,
-             keep_int8: tuple[str, ...] = INT4_KEEPS_INT8, w8a8: tuple[str, ...] = W8A8_LAYERS) -> None:  # fmt: skip
+             keep_int8: tuple[str, ...] = INT4_KEEPS_INT8, w8a8: tuple[str, ...] = W8A8_LAYERS,
+             int8_prompts: bool = True) -> None:  # fmt: skip
     """Wrap every Linear layer of `model` in an Int8Linear or (bits=4) an Int4Linear, in place (a
     layer whose shape int4 cannot pack gets int8). With int4 the layers named in `keep_int8` stay
     int8: the output layer, whose error goes straight into the choice of the next token, and, as in
@@ -437,6 +462,8 @@ def quantize(model: torch.nn.Module, bits: int = 8, cache: Path | None = None,
     everywhere: 97%, int4 everywhere: 87%), for a decode step of 32 ms (int8: 40 ms; int4: 26 ms).
     The int8 layers named in `w8a8` (the output layer) multiply int8 inputs too, with fbgemm (see
     W8A8Linear): a decode step of 28 ms instead of 32, for 90% instead of 91% same next tokens.
+    With `int8_prompts` (and fbgemm), prompts run on int8 weights of every layer with int8 inputs
+    (see _LowBitLinear), and the original weights are dropped (the 0.5B: ~0.4 GB less memory).
     The low-bit weights are read from `cache` (a safetensors file) when it holds them all, else
     computed (0.5B: ~2 s for int8, ~8 s for int4) and saved there."""
     from safetensors.torch import load_file, save_file
@@ -445,6 +472,7 @@ def quantize(model: torch.nn.Module, bits: int = 8, cache: Path | None = None,
         raise ValueError(f"weight bits must be one of {WEIGHT_BITS}, not {bits}")
     saved = load_file(str(cache)) if cache is not None and cache.is_file() else {}
     made: dict[str, torch.Tensor] = {}
+    packing = []  # (layer, int8 weights, scales, drop the original) for prompts
     for prefix, module in list(model.named_modules()):
         for name, child in list(module.named_children()):
             if not isinstance(child, torch.nn.Linear):
@@ -452,17 +480,29 @@ def quantize(model: torch.nn.Module, bits: int = 8, cache: Path | None = None,
             key = f"{prefix}.{name}" if prefix else name
             four = bits == 4 and Int4Linear.fits(child) and not key.endswith(keep_int8)
             kind = Int4Linear if four else Int8Linear
-            if kind is Int8Linear and key.endswith(w8a8) and W8A8Linear.available():
+            if kind is Int8Linear and key.endswith(w8a8) and w8a8_available():
                 kind = W8A8Linear  # the same saved int8 weights
             fields = ("int4", "sz") if kind is Int4Linear else ("int8", "scale")
+            prompts = int8_prompts and kind is not W8A8Linear and w8a8_available()  # (the output layer
+            # reads one position of a prompt: its decode weights do)
+            if prompts and kind is Int4Linear:
+                fields += ("int8", "scale")  # the prompts' weights
             if all(f"{key}.{f}" in saved for f in fields):
                 # copied: safetensors leaves tensors at any 8-byte offset of the file, and the int8
                 # kernel crashed (SIGSEGV) on 4+ rows with weights off a 64-byte boundary
                 parts = {f: saved[f"{key}.{f}"].clone() for f in fields}
             else:
                 parts = kind.quantize(child.weight)
+                if prompts and kind is Int4Linear:
+                    parts |= Int8Linear.quantize(child.weight)
                 made |= {f"{key}.{f}": t for f, t in parts.items()}
-            setattr(module, name, kind.wrap(child, parts))
+            layer = kind.wrap(child, parts)
+            if prompts:
+                packing.append((layer, parts["int8"], parts["scale"], not _shared(child.weight, model)))
+            setattr(module, name, layer)
+    # fbgemm packs on one thread and lets go of the GIL: the 0.5B's layers in 0.6 s instead of 1.2
+    with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
+        list(pool.map(lambda job: job[0].use_int8_prompts(*job[1:]), packing))
     if cache is not None and made:
         tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
         try:
@@ -471,6 +511,11 @@ def quantize(model: torch.nn.Module, bits: int = 8, cache: Path | None = None,
         except OSError as err:  # a read-only cache: quantize again next time
             log.warning("could not keep the low-bit weights in %s: %s", cache, err)
             tmp.unlink(missing_ok=True)
+
+
+def _shared(weight: torch.Tensor, model: torch.nn.Module) -> bool:
+    """Whether another module of `model` holds `weight` too (an output layer tied to the embedding)."""
+    return sum(p is weight for m in model.modules() for p in m.parameters(recurse=False)) > 1
 
 
 DECODE_ATTENTION = "offline_decode"  # the attention the offline LLM runs with (see decode_attention)
