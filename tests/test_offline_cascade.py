@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from assistant.config import EngineConfig, Profile
