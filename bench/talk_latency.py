@@ -146,7 +146,10 @@ def measure(args, pa, clips, work: Path, prepare: float) -> list[dict]:
                 continue
             timings = (done or {}).get("timings") or {}
             rows.append({"latency": first_sample - end_of_speech, "loop_view": audio["latency_s"],
-                         "engine": timings.get("first_audio_s")})
+                         "engine": timings.get("first_audio_s"),
+                         # end of speech -> the end of the turn seen by the loop (the silence and the
+                         # microphone's path); -> the first sample handed to the speaker's stream
+                         "turn_seen": turn["t"] - end_of_speech, "handed": audio["t"] - end_of_speech})
             engine = ", ".join(f"{k} {1000 * timings[k]:.0f}" for k in ("queued_s", "first_text_s", "first_audio_s")
                                if timings.get(k) is not None)
             print(f"turn {n}: end of speech -> first reply sample {1000 * rows[-1]['latency']:.0f} ms "
@@ -181,6 +184,12 @@ def report(args, rows: list[dict], prepare: float) -> float:
         e50 = statistics.median(engine)
         print(f"  the engine's own time from the turn to its first audio: median {1000 * e50:.0f} ms; "
               f"loop and devices: {1000 * (p50 - silence - e50):.0f} ms")
+    held = [r for r in rows if r["handed"] - r["turn_seen"] < 0.1]  # replies ready before the end of turn
+    if held:
+        print(f"  {len(held)} of {len(rows)} replies were ready when the turn ended; for those, after the end of "
+              f"speech: the loop saw the end of turn at {1000 * statistics.median(r['turn_seen'] for r in held):.0f} ms"
+              f", the first sample played at {1000 * statistics.median(r['handed'] for r in held):.0f} ms and "
+              f"reached the speaker at {1000 * statistics.median(r['latency'] for r in held):.0f} ms (medians)")
     loop_err = [r["loop_view"] - r["latency"] for r in rows if r["loop_view"] is not None]
     if loop_err:
         print(f"  the loop's own latency estimate differs by {1000 * statistics.median(loop_err):+.0f} ms (median)")

@@ -193,6 +193,31 @@ def test_speech_starts_before_the_reply_text_ends(backend):
 
 
 # ---------------------------------------------------------------------------------------- images
+def test_a_reply_is_heard_from_its_first_sample(backend):
+    """Piper begins a sentence with up to ~45 ms of near silence; the first piece of a reply is cut
+    to its first sound (5 ms before it), so the reply is heard that much sooner. Later pieces keep
+    theirs (the pause between sentences)."""
+    from assistant.offline.tts import trim_lead
+
+    rate = backend.sample_rate
+    raw = backend.speaker.speak("The capital of France is Paris.")
+
+    def sound_at(pcm) -> float:
+        windows = pcm[: len(pcm) // 120 * 120].reshape(-1, 120)
+        loud = np.flatnonzero(10 * np.log10(np.mean(windows.astype(np.float64) ** 2, axis=1) + 1e-12) > -50)
+        return loud[0] * 120 / rate
+
+    assert sound_at(raw) >= 0.02  # the voice's own lead-in, which this test is about
+    trimmed = trim_lead(raw, rate)
+    assert sound_at(trimmed) <= 0.01 and len(raw) - len(trimmed) <= 0.05 * rate
+    assert np.array_equal(trimmed, raw[len(raw) - len(trimmed) :])  # only the start is cut
+    silence = np.zeros(rate // 10, dtype=np.float32)
+    assert len(trim_lead(silence, rate)) == len(silence)
+    events = run_turn(backend, Request((Message("user", "What is the capital of France?"),), max_new_tokens=24))
+    chunks = [e.pcm for e in events if isinstance(e, AudioChunk)]
+    assert chunks and sound_at(chunks[0]) <= 0.01
+
+
 def test_image_text_is_read_back(backend):
     image = text_image("BLUE HARBOUR CAFE")
     events = run_turn(backend, Request((Message("user", "What does this image say?", images=(image,)),)))

