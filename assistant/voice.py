@@ -7,7 +7,7 @@ it played (`playback_started` / `playback_done`). The events are the realtime pr
 (`assistant/realtime.py` documents them); positions are seconds of the input stream.
 
 - End of turn: `audio.endpoint.Endpointer` (webrtcvad, pre-roll, blips ignored).
-- Replies are prepared early: at a pause in the user's speech (`Pause`, 0.15 s of silence by
+- Replies are prepared early: at a pause in the user's speech (`Pause`, 0.1 s of silence by
   default) the reply starts being generated, held back, while the end of the turn is still being
   confirmed (`silence_s`, 0.7 s); at the end it is released at once, with whatever it has made so
   far, so the silence wait and the reply's thinking overlap. If the user goes on (`Resume`), the

@@ -62,15 +62,16 @@ class EndpointConfig:
     aggressiveness: int = 2  # webrtcvad 0 (keeps most) .. 3 (strictest)
     silero_threshold: float = 0.5  # Silero's speech probability that counts as speech
     silence_s: float = 0.7  # this much silence after speech ends the turn (Home Assistant, OVOS)
-    # from this much silence on, a reply is prepared (Pause); >= silence_s: never. 0.15 rather than
-    # 0.2: offline p50 833 vs 936 ms side by side (bench/talk_latency.py --prepare-after 0.15,0.2),
-    # for 21% more prepares dropped because the user went on (real recordings: 40 against 33 in 18
-    # turns); 0.1 was no better (841 vs 852 ms)
-    prepare_s: float = 0.15
+    # from this much silence on, a reply is prepared (Pause); >= silence_s: never. 0.1 rather than
+    # 0.15: offline p50 775 vs 822 ms side by side over 20 turns (bench/talk_latency.py --turns 20
+    # --prepare-after 0.1,0.15), for more prepares dropped because the user went on (the real
+    # recordings of ../shared/data/speech, 145 s in 18 turns: 46 against 38; 0.2: 32). A dropped
+    # prepare costs its speech recognition, in another process: the engine drops it before a prefill
+    prepare_s: float = 0.1
     min_speech_s: float = 0.25  # less voiced time than this is a blip, not a turn
     onset_frames: int = 4  # consecutive speech frames that make an onset (40 ms)
     pre_roll_s: float = 0.3  # audio kept from before the onset, so the first syllable is whole
-    tail_s: float = 0.15  # audio kept after the last speech frame
+    tail_s: float = 0.1  # audio kept after the last speech frame; <= prepare_s: a prepared reply hears the turn
     threshold_db: float = -45.0  # quieter frames are never speech (dBFS)
     noise_margin_db: float = 12.0  # ... nor frames less than this above the noise floor
     echo_threshold_db: float | None = -35.0  # the gate while the assistant is speaking; None: headphones

@@ -1,6 +1,6 @@
 """End of the user's speech -> the first reply sample on the speaker, through real sound devices.
 
-    python bench/talk_latency.py [--turns 10] [--profile tiny|offline] [--server] [--prepare-after 0.15,0.7]
+    python bench/talk_latency.py [--turns 10] [--profile tiny|offline] [--server] [--prepare-after 0.1,0.7]
 
 A private PulseAudio daemon (tests/pulse.py) gives `assistant talk` a virtual microphone and
 speaker. Each turn plays a spoken question into the microphone; the end of the speech is where
@@ -80,7 +80,7 @@ def main() -> int:
     ap.add_argument("--architecture", default="qwen2_5_omni", choices=["qwen2_5_omni", "qwen3_omni"])
     ap.add_argument("--max-new-tokens", type=int, default=24)
     ap.add_argument("--server", action="store_true", help="talk --server to a running assistant serve")
-    ap.add_argument("--prepare-after", default="0.15", help="comma-separated seconds (talk --prepare-after)")
+    ap.add_argument("--prepare-after", default="0.1", help="comma-separated seconds (talk --prepare-after)")
     ap.add_argument("--log", type=Path, help="write talk's debug log (-vv) here")
     args = ap.parse_args()
 

