@@ -381,10 +381,11 @@ def load_cascade_backend(
 
     `config.model` picks the LLM: "0.5b" (default), "1.5b", or a converted model folder. The first
     run joins and converts the LLM's chunks once (with a progress bar); later starts take seconds.
-    `weight_bits`: the LLM decodes with int4 (default; some layers stay int8, see offline.llm.quantize)
-    or int8 weights, attached at warm-up. The 0.5B's decode step: bfloat16 75 ms, int8 42 ms, int4
-    32 ms (`bench/offline.py --agreement`); None keeps bfloat16. Call `warm_up` (the engine does)
-    before measuring or serving.
+    `weight_bits`: the LLM decodes with int4 (default; some layers stay int8, the output layer with
+    int8 inputs too, see offline.llm.quantize) or int8 weights, attached at warm-up; prompts then run
+    on int8 weights. The 0.5B's decode step: bfloat16 73-84 ms, int8 43 ms, int4 29 ms
+    (`bench/offline.py --agreement`); None keeps bfloat16. Call `warm_up` (the engine does) before
+    measuring or serving.
     Speech recognition and the voice load in a second thread while the LLM loads here (their
     loaders wait in C, so the two overlap on two cores). OCR loads later, in the background after
     the warm-up or at the first image. The backend is not warmed up here: the engine does that on
