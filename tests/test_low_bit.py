@@ -94,6 +94,23 @@ def test_the_output_layer_with_int8_inputs_is_close_and_each_row_is_its_own():
         assert relative_error(batch[i], want[i]) < 0.02
 
 
+@pytest.mark.skipif(not w8a8_available(), reason="torch has no fbgemm here")
+def test_a_big_output_layer_is_packed_in_blocks_and_stays_whole():
+    """fbgemm packs a big matrix slowly, so the output layer (151936 rows in the 0.5B) is packed in
+    blocks of rows: their results join in order, each row of the vocabulary where it belongs."""
+    torch.manual_seed(1)
+    net = torch.nn.Module()
+    net.lm_head = torch.nn.Linear(64, 20_000, bias=False).to(torch.bfloat16)  # three blocks
+    x = torch.randn(2, 1, 64, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        want = net.lm_head(x)
+        quantize(net, 4)
+        got = net.lm_head(x)
+    assert isinstance(net.lm_head, W8A8Linear) and got.shape == (2, 1, 20_000)
+    assert relative_error(got, want) < 0.02
+    assert (got.argmax(-1) == want.argmax(-1)).all()
+
+
 def test_a_layer_int4_cannot_pack_falls_back_to_int8():
     net = torch.nn.Module()
     net.odd_inputs = torch.nn.Linear(INT4_GROUP + 3, 64).to(torch.bfloat16)

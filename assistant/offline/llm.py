@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import OrderedDict
+from collections import Counter, OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -306,21 +307,43 @@ class _LowBitLinear(torch.nn.Module):
 _W8A8_PAD = 32  # extra zero-weight inputs of a W8A8 product (two carry the -1 and +1); 928 run as fast as 896
 
 
-def _pack_w8a8(weight_int8: torch.Tensor, scale: torch.Tensor):
-    """fbgemm's packed copy of int8 weights with one scale per output row (see W8A8Linear)."""
-    rows = weight_int8.shape[0]
-    padded = torch.cat([weight_int8, weight_int8.new_zeros(rows, _W8A8_PAD)], 1)
-    weight = torch._make_per_channel_quantized_tensor(padded, scale.double(), torch.zeros(rows, dtype=torch.long), 0)
-    return torch.ops.quantized.linear_prepack(weight, None)
+_W8A8_ROWS = 8192  # output rows per packed block: fbgemm packs big matrices slowly (the 0.5B's output
+# layer: 1.6 s whole, 0.5 s in blocks of 8-9k rows, on one thread; the blocks then pack in parallel)
 
 
-def _w8a8(flat: torch.Tensor, packed) -> torch.Tensor:
+def _pack_w8a8(weight_int8: torch.Tensor, scale: torch.Tensor) -> list:
+    """fbgemm's packed copies of int8 weights with one scale per output row (see W8A8Linear), a
+    block of _W8A8_ROWS rows each."""
+
+    def pack(start: int):
+        block = weight_int8[start : start + _W8A8_ROWS]
+        rows = block.shape[0]
+        padded = torch.cat([block, block.new_zeros(rows, _W8A8_PAD)], 1)
+        weight = torch._make_per_channel_quantized_tensor(padded, scale[start : start + rows].double(),
+                                                          torch.zeros(rows, dtype=torch.long), 0)  # fmt: skip
+        return torch.ops.quantized.linear_prepack(weight, None)
+
+    starts = range(0, weight_int8.shape[0], _W8A8_ROWS)
+    if len(starts) == 1:
+        return [pack(0)]
+    with ThreadPoolExecutor(_packing_threads()) as pool:  # fbgemm packs on one thread, without the GIL
+        return list(pool.map(pack, starts))
+
+
+def _packing_threads() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _w8a8(flat: torch.Tensor, packed: list) -> torch.Tensor:
     """Rows of `flat` times packed int8 weights, each row rounded to int8 with its own scale."""
     x = flat.float()
     magnitude = x.abs().amax(1, keepdim=True).clamp(min=1e-30)
     extra = x.new_zeros(x.shape[0], _W8A8_PAD)
     extra[:, 0], extra[:, 1] = -1.0, 1.0
-    out = torch.ops.quantized.linear_dynamic(torch.cat([x / magnitude, extra], 1), packed, False)
+    x = torch.cat([x / magnitude, extra], 1)
+    # every block sees the same input, rounded the same way (its range is always [-1, 1])
+    parts = [torch.ops.quantized.linear_dynamic(x, block, False) for block in packed]
+    out = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
     return (out * magnitude).to(flat.dtype)
 
 
@@ -466,56 +489,58 @@ def quantize(model: torch.nn.Module, bits: int = 8, cache: Path | None = None,
     (see _LowBitLinear), and the original weights are dropped (the 0.5B: ~0.4 GB less memory).
     The low-bit weights are read from `cache` (a safetensors file) when it holds them all, else
     computed (0.5B: ~2 s for int8, ~8 s for int4) and saved there."""
-    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+    from safetensors.torch import save_file
 
     if bits not in WEIGHT_BITS:
         raise ValueError(f"weight bits must be one of {WEIGHT_BITS}, not {bits}")
-    saved = load_file(str(cache)) if cache is not None and cache.is_file() else {}
-    made: dict[str, torch.Tensor] = {}
-    packing = []  # (layer, int8 weights, scales, drop the original) for prompts
-    for prefix, module in list(model.named_modules()):
-        for name, child in list(module.named_children()):
-            if not isinstance(child, torch.nn.Linear):
-                continue
-            key = f"{prefix}.{name}" if prefix else name
-            four = bits == 4 and Int4Linear.fits(child) and not key.endswith(keep_int8)
-            kind = Int4Linear if four else Int8Linear
-            if kind is Int8Linear and key.endswith(w8a8) and w8a8_available():
-                kind = W8A8Linear  # the same saved int8 weights
-            fields = ("int4", "sz") if kind is Int4Linear else ("int8", "scale")
-            prompts = int8_prompts and kind is not W8A8Linear and w8a8_available()  # (the output layer
-            # reads one position of a prompt: its decode weights do)
-            if prompts and kind is Int4Linear:
-                fields += ("int8", "scale")  # the prompts' weights
-            if all(f"{key}.{f}" in saved for f in fields):
-                # copied: safetensors leaves tensors at any 8-byte offset of the file, and the int8
-                # kernel crashed (SIGSEGV) on 4+ rows with weights off a 64-byte boundary
-                parts = {f: saved[f"{key}.{f}"].clone() for f in fields}
-            else:
-                parts = kind.quantize(child.weight)
+    holders = Counter(id(p) for m in model.modules() for p in m.parameters(recurse=False))
+    stored = safe_open(str(cache), "pt") if cache is not None and cache.is_file() else None
+    with stored if stored is not None else nullcontext(), ThreadPoolExecutor(_packing_threads()) as pool:
+        keys = set(stored.keys()) if stored is not None else set()
+        made: dict[str, torch.Tensor] = {}
+        packing: deque = deque()  # prompt weights being packed, on the pool's threads (fbgemm packs on one
+        # thread and lets go of the GIL: the 0.5B's layers in 0.6 s instead of 1.2)
+        for prefix, module in list(model.named_modules()):
+            for name, child in list(module.named_children()):
+                if not isinstance(child, torch.nn.Linear):
+                    continue
+                key = f"{prefix}.{name}" if prefix else name
+                four = bits == 4 and Int4Linear.fits(child) and not key.endswith(keep_int8)
+                kind = Int4Linear if four else Int8Linear
+                if kind is Int8Linear and key.endswith(w8a8) and w8a8_available():
+                    kind = W8A8Linear  # the same saved int8 weights
+                fields = ("int4", "sz") if kind is Int4Linear else ("int8", "scale")
+                # (the output layer reads one position of a prompt: its decode weights do)
+                prompts = int8_prompts and kind is not W8A8Linear and w8a8_available()
                 if prompts and kind is Int4Linear:
-                    parts |= Int8Linear.quantize(child.weight)
-                made |= {f"{key}.{f}": t for f, t in parts.items()}
-            layer = kind.wrap(child, parts)
-            if prompts:
-                packing.append((layer, parts["int8"], parts["scale"], not _shared(child.weight, model)))
-            setattr(module, name, layer)
-    # fbgemm packs on one thread and lets go of the GIL: the 0.5B's layers in 0.6 s instead of 1.2
-    with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
-        list(pool.map(lambda job: job[0].use_int8_prompts(*job[1:]), packing))
-    if cache is not None and made:
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-        try:
-            save_file({**saved, **made}, str(tmp))
-            os.replace(tmp, cache)
-        except OSError as err:  # a read-only cache: quantize again next time
-            log.warning("could not keep the low-bit weights in %s: %s", cache, err)
-            tmp.unlink(missing_ok=True)
-
-
-def _shared(weight: torch.Tensor, model: torch.nn.Module) -> bool:
-    """Whether another module of `model` holds `weight` too (an output layer tied to the embedding)."""
-    return sum(p is weight for m in model.modules() for p in m.parameters(recurse=False)) > 1
+                    fields += ("int8", "scale")  # the prompts' weights
+                if all(f"{key}.{f}" in keys for f in fields):
+                    # copied: safetensors leaves tensors at any 8-byte offset of the file, and the
+                    # int8 kernel crashed (SIGSEGV) on 4+ rows with weights off a 64-byte boundary
+                    parts = {f: stored.get_tensor(f"{key}.{f}").clone() for f in fields}
+                else:
+                    parts = kind.quantize(child.weight)
+                    if prompts and kind is Int4Linear:
+                        parts |= Int8Linear.quantize(child.weight)
+                    made |= {f"{key}.{f}": t for f, t in parts.items()}
+                layer = kind.wrap(child, parts)
+                if prompts:
+                    drop = holders[id(child.weight)] == 1  # not an output layer tied to the embedding
+                    packing.append(pool.submit(layer.use_int8_prompts, parts["int8"], parts["scale"], drop))
+                    while len(packing) > 2 * _packing_threads():  # a few layers' weights in memory at once
+                        packing.popleft().result()
+                setattr(module, name, layer)
+        for job in packing:
+            job.result()
+        if cache is not None and made:
+            tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+            try:
+                save_file({**{k: stored.get_tensor(k) for k in keys - made.keys()}, **made}, str(tmp))
+                os.replace(tmp, cache)
+            except OSError as err:  # a read-only cache: quantize again next time
+                log.warning("could not keep the low-bit weights in %s: %s", cache, err)
+                tmp.unlink(missing_ok=True)
 
 
 DECODE_ATTENTION = "offline_decode"  # the attention the offline LLM runs with (see decode_attention)
