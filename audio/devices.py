@@ -71,6 +71,7 @@ class _Reopening:
 
     retry_s = 1.0
     stale_s = 1.5  # no callback for this long while running: the device is gone
+    close_wait_s = 2.0  # the longest a failed stream's close is waited for
 
     def __init__(self, what: str, on_error: Callable[[str], None] | None) -> None:
         self._what = what
@@ -126,9 +127,21 @@ class _Reopening:
                 time.sleep(self.retry_s)
 
     def _drop(self, stream) -> None:
+        """Forget a failed stream and close it. The close runs on its own thread and is waited for
+        at most `close_wait_s`: a stream whose sound server has gone can hang in it, and a new
+        stream is still worth trying."""
         with self._lock:
             if self._stream is stream:
                 self._stream = None
+        closer = threading.Thread(target=self._close_quietly, args=(stream,), name=f"{self._what}-close",
+                                  daemon=True)  # fmt: skip
+        closer.start()
+        closer.join(self.close_wait_s)
+        if closer.is_alive():
+            log.warning("closing the failed %s hangs; opening a new one anyway", self._what)
+
+    @staticmethod
+    def _close_quietly(stream) -> None:
         try:
             stream.abort(ignore_errors=True)
             stream.close(ignore_errors=True)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import os
+import signal
 import sys
 
 __all__ = ["add_parser", "run"]
@@ -91,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
     if args.list_devices:
         return _list_devices()
     options = _options(args)  # bad devices and settings fail before any model loads
+    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 <pid>` prints every thread's stack: what a hang waits on
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     from assistant.talk import RemoteLink, TalkLoop
 
     if args.server:
