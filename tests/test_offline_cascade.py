@@ -192,7 +192,6 @@ def test_speech_starts_before_the_reply_text_ends(backend):
     assert kinds.count(AudioChunk) >= 2  # sentence by sentence
 
 
-# ---------------------------------------------------------------------------------------- images
 def test_a_reply_is_heard_from_its_first_sample(backend):
     """Piper begins a sentence with up to ~45 ms of near silence; the first piece of a reply is cut
     to its first sound (5 ms before it), so the reply is heard that much sooner. Later pieces keep
@@ -218,6 +217,7 @@ def test_a_reply_is_heard_from_its_first_sample(backend):
     assert chunks and sound_at(chunks[0]) <= 0.01
 
 
+# ---------------------------------------------------------------------------------------- images
 def test_image_text_is_read_back(backend):
     image = text_image("BLUE HARBOUR CAFE")
     events = run_turn(backend, Request((Message("user", "What does this image say?", images=(image,)),)))
