@@ -11,6 +11,8 @@ own time to first audio, and the rest (the loop, the devices), as a share of the
 With several `--prepare-after` values (the silence after which the reply starts being prepared;
 0.7, the end-of-turn silence, means only once the turn has ended: the baseline), the same turns
 run once per value, one after another on the same devices, and the p50s are compared.
+Before and after, a fixed workload is timed (`machine_check`): on this shared machine every stage
+runs up to 1.5-2x slower in some periods, and the check tells which kind of period a run had.
 """
 
 from __future__ import annotations
@@ -40,6 +42,35 @@ QUESTIONS = ["What is two plus two?", "What is the capital of France?", "Tell me
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+
+def machine_check() -> str:
+    """A fixed workload, timed: this machine's speed varies a lot over time (a shared host), and
+    every stage of a turn with it. Single-threaded products: one reading 70 MB of weights, as a
+    decode step does (~3.8 ms on these 2 cores in a quiet period; the talk p50s of 750-770 ms were
+    measured then), and a small compute-bound one (~0.34 ms). Medians of 5 rounds."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        gen = torch.Generator().manual_seed(0)
+        weights, x = torch.randn(4864, 3584, generator=gen), torch.randn(1, 3584, generator=gen)
+        a = torch.randn(256, 256, generator=gen)
+        reads, products = [], []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(10):
+                x @ weights.T
+            reads.append((time.perf_counter() - t0) / 10)
+            t0 = time.perf_counter()
+            for _ in range(100):
+                a @ a
+            products.append((time.perf_counter() - t0) / 100)
+    finally:
+        torch.set_num_threads(threads)
+    return (f"reading 70 MB {1000 * statistics.median(reads):.2f} ms (quiet ~3.8), "
+            f"a 256x256 product {1000 * statistics.median(products):.3f} ms (quiet ~0.34)")
 
 
 def spoken(text: str, folder: Path) -> np.ndarray:
@@ -86,6 +117,7 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="talk-bench-"))
     clips = [spoken(q, work) for q in QUESTIONS]
+    print(f"machine check before: {machine_check()}", flush=True)
     pa = PulseAudio()
     p50s = {}
     try:
@@ -95,6 +127,7 @@ def main() -> int:
                 p50s[prepare] = report(args, rows, prepare)
     finally:
         pa.close()
+    print(f"machine check after: {machine_check()}")
     if len(p50s) > 1:
         base = max(p50s)
         for prepare, p50 in p50s.items():
