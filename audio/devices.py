@@ -160,10 +160,12 @@ class _Reopening:
 
 class Microphone(_Reopening):
     """16 kHz mono int16 capture. `on_audio(pcm, t_first)` gets each block and the monotonic time
-    its first sample was captured; it runs on PortAudio's thread, so it must be quick."""
+    its first sample was captured; it runs on PortAudio's thread, so it must be quick. Blocks of
+    10 ms, the endpointer's frame: with 20 ms blocks the end of a turn was seen ~10 ms later
+    (`bench/talk_latency.py`: 713-722 ms after the end of speech against 706)."""
 
     def __init__(self, on_audio: Callable[[np.ndarray, float], None], device: int | None = None,
-                 sample_rate: int = 16_000, block: int = 320,
+                 sample_rate: int = 16_000, block: int = 160,
                  on_error: Callable[[str], None] | None = None) -> None:
         super().__init__("microphone", on_error)
         self.device, self.sample_rate, self.block = device, sample_rate, block
