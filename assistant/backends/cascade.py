@@ -266,10 +266,10 @@ class CascadeBackend:
 
     def _start_prefix(self, request: Request) -> CascadeStream:
         """A prefix_only turn: the chat up to the message to come (persona, the earlier turns, what
-        is remembered) is prefilled PREFILL_CHUNK tokens a step, and kept."""
+        is remembered) and that message's opening are prefilled PREFILL_CHUNK tokens a step, and kept."""
         stream = CascadeStream(request)
         chat = self._chat(request, stream.stages, prefix_only=True)[0]
-        ids = self.llm.encode_start(chat)
+        ids = self.llm.encode_start(chat, next_role="user")
         gen = self.llm.warm(ids, chunk=PREFILL_CHUNK) if len(ids) < self.max_context_tokens else None
         if gen is None:  # kept already, or too long to be a prompt's start
             stream.done = True

@@ -92,9 +92,18 @@ class OfflineLLM:
         n = len(prefix) if ids[: len(prefix)] == prefix else 0
         return ids, n
 
-    def encode_start(self, messages: list[dict[str, str]]) -> list[int]:
-        """Token ids of the first messages of a chat, as they begin `encode`'s ids for the whole chat."""
-        return self._template(messages, add_generation_prompt=False)
+    def encode_start(self, messages: list[dict[str, str]], next_role: str | None = None) -> list[int]:
+        """Token ids of the first messages of a chat, as they begin `encode`'s ids for the whole chat;
+        with `next_role`, followed by the opening of a message of that role still to come
+        ("<|im_start|>user\n": 3 of a spoken question's ~15 prompt tokens, computed ahead while the
+        user speaks). The opening is what two such messages with different texts have in common."""
+        ids = self._template(messages, add_generation_prompt=False)
+        if next_role is None:
+            return ids
+        a, b = (self._template([*messages, {"role": next_role, "content": text}], add_generation_prompt=False)
+                for text in ("A", "B"))  # fmt: skip
+        common = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+        return a[:common] if common > len(ids) and a[: len(ids)] == ids else ids
 
     def tokens(self, text: str) -> list[int]:
         """Token ids of plain text (no special tokens)."""
