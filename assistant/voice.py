@@ -91,6 +91,7 @@ class VoiceConversation:
         self._carry: np.ndarray | None = None  # an utterance whose reply was cut before it was heard
         self._state = ""
         self._manual_open = False
+        self._manual: list[np.ndarray] = []  # push-to-talk: the int16 audio since the key went down
         self._saving: set[asyncio.Task] = set()
         self._pending_cut: _Reply | None = None  # cut while audible: waits for the player's played_s
         self._hearing = False
@@ -102,11 +103,14 @@ class VoiceConversation:
     def feed(self, pcm: np.ndarray) -> None:
         """Microphone audio: int16 (or float32 in [-1, 1]) mono 16 kHz, any length."""
         if self.turn_detection == "manual":
+            # no detection: all of it is kept, pauses too, and taken whole at commit()
+            self.endpointer.position += len(pcm)
             if self._manual_open:
-                self.endpointer.feed(pcm)  # collected; taken whole at commit()
+                pcm16 = pcm.copy() if pcm.dtype == np.int16 else (np.clip(pcm, -1, 1) * 32767).astype(np.int16)
+                self._manual.append(pcm16)
                 self._turn_coming()
-            else:
-                self.endpointer.position += len(pcm)
+                if sum(map(len, self._manual)) >= self.endpointer.config.max_utterance_s * SAMPLE_RATE:
+                    self.commit()  # as long as a turn gets: it is sent, as in hands-free mode
             return
         for event in self.endpointer.feed(pcm):
             self._on_endpoint(event)
@@ -120,7 +124,7 @@ class VoiceConversation:
     def begin(self) -> None:
         """Push-to-talk pressed: start collecting an utterance (and stop any reply)."""
         self.endpointer.reset()
-        self._manual_open = True
+        self._manual_open, self._manual = True, []
         self._send({"type": "speech.started", "at_s": self._pos_s(self.endpointer.position)})
         self._interrupt()
         self._hearing = True
@@ -128,13 +132,22 @@ class VoiceConversation:
 
     def commit(self) -> None:
         """End the utterance now (push-to-talk released, or the client decided)."""
-        end = self.endpointer.take_all() if self.turn_detection == "manual" else self.endpointer.commit()
+        end = self._take_manual() if self.turn_detection == "manual" else self.endpointer.commit()
         self._manual_open = False
         if end is None or len(end.pcm) < SAMPLE_RATE * 0.1:
             self._hearing = False
             self._update_state()
             return
         self._on_endpoint(end)
+
+    def _take_manual(self) -> End | None:
+        """Everything heard since push-to-talk was pressed, as one utterance; None if nothing."""
+        chunks, self._manual = self._manual, []
+        if not chunks:
+            return None
+        pcm = np.concatenate(chunks).astype(np.float32) / 32768.0
+        end = self.endpointer.position
+        return End(end - len(pcm), end, pcm, forced=True)
 
     def set_endpoint(self, config: EndpointConfig) -> None:
         """New turn-detection settings; the stream position carries on."""

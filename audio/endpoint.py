@@ -282,16 +282,6 @@ class Endpointer:
             self._last_voiced_end = self.position
         return self._finish(forced=True)
 
-    def take_all(self) -> End | None:
-        """Everything since the last reset as one utterance (push-to-talk: no detection)."""
-        frames = list(self._pre) + self._buf
-        if not frames:
-            return None
-        pcm = np.concatenate(frames).astype(np.float32) / 32768.0
-        start = self.position - len(frames) * FRAME
-        self._reset()
-        return End(start, self.position, pcm, forced=True)
-
     def reset(self) -> None:
         """Forget any audio in progress (and the pre-roll)."""
         self._reset()

@@ -49,7 +49,7 @@ class Talk:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.heard_wav = data_dir / "heard.wav"  # what its microphone heard
         self.proc = subprocess.Popen([sys.executable, "-m", "assistant", "talk", "--json", "--record-input",
-                                      str(self.heard_wav), *args], env=env,
+                                      str(self.heard_wav), *args], env=env, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.events: list[dict] = []
         self._taken: set[int] = set()
@@ -82,6 +82,10 @@ class Talk:
                     raise AssertionError(f"no {kind!r} event; stderr: {''.join(self.stderr)[-2000:]}")
                 self._cond.wait(min(left, 0.5))
 
+    def press_enter(self) -> None:
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+
     def of(self, kind: str) -> list[dict]:
         return [e for e in self.events if e["event"] == kind]
 
@@ -99,14 +103,14 @@ def talk(request, pulse, tmp_path):
     started: list[Talk] = []
     servers = []
 
-    def start(max_new_tokens: int) -> Talk:
+    def start(max_new_tokens: int, *options: str) -> Talk:
         tokens = ["--max-new-tokens", str(max_new_tokens)]
         if request.param == "server":
             server, url = start_server(*TINY, *tokens, "--allow-anonymous-loopback", "--data-dir", str(tmp_path))
             servers.append(server)
-            t = Talk(pulse, tmp_path / "client", "--server", url)
+            t = Talk(pulse, tmp_path / "client", "--server", url, *options)
         else:
-            t = Talk(pulse, tmp_path, *TINY, *tokens)
+            t = Talk(pulse, tmp_path, *TINY, *tokens, *options)
         started.append(t)
         return t
 
@@ -216,6 +220,32 @@ def test_barge_in_stops_the_reply_and_starts_a_turn(talk, pulse, clips):
     finally:
         store.close()
     assert any(r["interrupted"] == 1 and r["text"] == saved["text"] for r in rows), rows
+
+
+def test_push_to_talk_takes_what_is_said_between_two_presses_of_enter(talk, pulse, clips):
+    """--push-to-talk (for a loudspeaker without headphones): speech before Enter starts no turn;
+    Enter, speech, Enter: one turn holding all of it, whose reply plays."""
+    t = talk(2, "--push-to-talk")
+    pcm = clips["test"][0]
+    clip_s = len(pcm) / 16_000
+    pulse.feeder.play(pcm, wait=True)
+    time.sleep(1.0)  # the 0.7 s end of turn of hands-free mode has passed
+    assert not t.of("turn"), "speech without Enter made a turn"
+    t.press_enter()
+    time.sleep(0.3)
+    pulse.feeder.play(pcm, wait=True)
+    time.sleep(1.0)  # longer than hands-free mode's end of turn: it does not end this one
+    t.press_enter()
+    turn = t.wait("turn", timeout=30)
+    assert turn["forced"]  # ended by the key, not by silence
+    # the turn is all the audio between the presses: the whole clip and the pauses either side
+    assert clip_s + 1.0 <= turn["end_s"] - turn["start_s"] <= clip_s + 2.5, (turn, clip_s)
+    reply = t.wait("reply.started")
+    done = t.wait("reply.done", id=reply["id"], timeout=120)
+    played = t.wait("reply.played", id=reply["id"], timeout=120)
+    assert played["played_s"] == pytest.approx(done["audio_s"], abs=0.05)
+    assert t.stop() == 0
+    assert len(t.of("turn")) == 1 and len(t.of("saved")) == 1
 
 
 def test_silence_and_quiet_noise_start_no_turn(pulse, tmp_path):
