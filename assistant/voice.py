@@ -38,7 +38,7 @@ from assistant.errors import AssistantError
 from assistant.events import AudioChunk, Done, Error, TextDelta, Transcript
 from assistant.session import Session
 from assistant.turns import Turn, new_turn_id
-from audio.endpoint import SAMPLE_RATE, Blip, End, EndpointConfig, Endpointer, Onset, Pause, Resume, Start
+from audio.endpoint import SAMPLE_RATE, Blip, End, EndpointConfig, Endpointer, Onset, Pause, Resume, Start, as_int16
 
 __all__ = ["STATES", "VoiceConversation"]
 
@@ -92,6 +92,7 @@ class VoiceConversation:
         self._state = ""
         self._manual_open = False
         self._manual: list[np.ndarray] = []  # push-to-talk: the int16 audio since the key went down
+        self._manual_samples = 0  # ... and how many samples it holds
         self._saving: set[asyncio.Task] = set()
         self._pending_cut: _Reply | None = None  # cut while audible: waits for the player's played_s
         self._hearing = False
@@ -106,10 +107,10 @@ class VoiceConversation:
             # no detection: all of it is kept, pauses too, and taken whole at commit()
             self.endpointer.position += len(pcm)
             if self._manual_open:
-                pcm16 = pcm.copy() if pcm.dtype == np.int16 else (np.clip(pcm, -1, 1) * 32767).astype(np.int16)
-                self._manual.append(pcm16)
+                self._manual.append(as_int16(pcm).copy())
+                self._manual_samples += len(pcm)
                 self._turn_coming()
-                if sum(map(len, self._manual)) >= self.endpointer.config.max_utterance_s * SAMPLE_RATE:
+                if self._manual_samples >= self.endpointer.config.max_utterance_s * SAMPLE_RATE:
                     self.commit()  # as long as a turn gets: it is sent, as in hands-free mode
             return
         for event in self.endpointer.feed(pcm):
@@ -124,7 +125,7 @@ class VoiceConversation:
     def begin(self) -> None:
         """Push-to-talk pressed: start collecting an utterance (and stop any reply)."""
         self.endpointer.reset()
-        self._manual_open, self._manual = True, []
+        self._manual_open, self._manual, self._manual_samples = True, [], 0
         self._send({"type": "speech.started", "at_s": self._pos_s(self.endpointer.position)})
         self._interrupt()
         self._hearing = True
@@ -142,7 +143,7 @@ class VoiceConversation:
 
     def _take_manual(self) -> End | None:
         """Everything heard since push-to-talk was pressed, as one utterance; None if nothing."""
-        chunks, self._manual = self._manual, []
+        chunks, self._manual, self._manual_samples = self._manual, [], 0
         if not chunks:
             return None
         pcm = np.concatenate(chunks).astype(np.float32) / 32768.0

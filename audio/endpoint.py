@@ -48,11 +48,17 @@ __all__ = [
     "Resume",
     "SileroDetector",
     "Start",
+    "as_int16",
 ]
 
 SAMPLE_RATE = 16_000
 FRAME_MS = 10
 FRAME = SAMPLE_RATE * FRAME_MS // 1000  # samples per frame
+
+
+def as_int16(pcm: np.ndarray) -> np.ndarray:
+    """Microphone audio as int16: int16 as it is, float32 in [-1, 1] scaled (and clipped)."""
+    return pcm if pcm.dtype == np.int16 else (np.clip(pcm, -1.0, 1.0) * 32767).astype(np.int16)
 DETECTORS = ("webrtc", "silero")
 
 
@@ -201,8 +207,7 @@ class Endpointer:
     # ------------------------------------------------------------------ input
     def feed(self, pcm: np.ndarray) -> list[Event]:
         """Push any number of int16 samples; returns the events of the whole frames among them."""
-        if pcm.dtype != np.int16:
-            pcm = (np.clip(pcm, -1.0, 1.0) * 32767).astype(np.int16)
+        pcm = as_int16(pcm)
         data = np.concatenate([self._pending, pcm]) if len(self._pending) else pcm
         n = len(data) // FRAME * FRAME
         self._pending = data[n:].copy()
