@@ -1,4 +1,5 @@
-"""Shared test setup: a build cache for tiny models and the location of the real speech clips."""
+"""Shared test setup: a build cache for tiny models and the location of the real speech clips
+(tests/data/, inside the repository: a plain clone runs the suite)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import httpx
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SPEECH_DIR = REPO.parent / "shared" / "data" / "speech"
+SPEECH_DIR = REPO / "tests" / "data"
 
 # Tiny checkpoints are built once per checkout and reused (deterministic, seeded builds).
 os.environ.setdefault("ASSISTANT_CACHE_DIR", str(REPO / ".cache"))

@@ -58,7 +58,7 @@ def test_a_looping_decoder_is_decoded_again_with_the_full_window(tmp_path):
 def test_longer_speech_than_the_window_uses_whisper_windows(whisper):
     """A turn longer than Whisper's window (two utterances joined after a cut reply can be) is
     heard whole: real recordings, one after the other."""
-    speech = Path(__file__).resolve().parents[2] / "shared/data/speech"
+    speech = Path(__file__).resolve().parent / "data"
     jfk = np.asarray(load_audio(speech / "openai_whisper/jfk.flac"), dtype=np.float32)
     leopard = np.asarray(load_audio(speech / "leopard/test.wav"), dtype=np.float32)
     pause = np.zeros(16_000, dtype=np.float32)

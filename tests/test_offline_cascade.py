@@ -23,7 +23,7 @@ from assistant.config import EngineConfig, Profile
 from assistant.events import AudioChunk, Done, TextDelta, Transcript
 from assistant.turns import Message, Request
 
-SPEECH_DIR = Path(__file__).resolve().parents[2] / "shared/data/speech"
+SPEECH_DIR = Path(__file__).resolve().parent / "data"
 REPO = Path(__file__).resolve().parents[1]
 
 _outside_calls: list[tuple[str, object]] = []

@@ -18,7 +18,7 @@ import pytest
 from assistant.errors import BadInput
 from audio import Progress, Transcript, transcribe
 
-SPEECH = Path(__file__).resolve().parents[2] / "shared/data/speech"
+SPEECH = Path(__file__).resolve().parent / "data"
 MANIFEST = {item["id"]: item for item in json.loads((SPEECH / "transcripts.json").read_text())["items"]}
 
 # tiny.en scores 5.6 % WER on LibriSpeech test-clean (Whisper paper, table 2) and 0-2 errors on

@@ -18,7 +18,7 @@ from assistant.cli import main
 from audio import transcribe
 from audio.io import write_wav
 
-SPEECH = Path(__file__).resolve().parents[2] / "shared/data/speech"
+SPEECH = Path(__file__).resolve().parent / "data"
 REPO = Path(__file__).resolve().parents[1]
 JFK = SPEECH / "openai_whisper/jfk.flac"
 needs_ffmpeg = pytest.mark.skipif(not shutil.which("ffmpeg"), reason="ffmpeg not installed (.ci/install)")
