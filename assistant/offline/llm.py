@@ -17,13 +17,19 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 from assistant.backends.batching import KVBatch, sample_token
+from assistant.offline.w8a8 import available as w8a8_available
+from assistant.offline.w8a8 import input_bits as w8a8_input_bits
+from assistant.offline.w8a8 import multiply as w8a8_multiply
+from assistant.offline.w8a8 import pack as w8a8_pack
+from assistant.offline.w8a8 import packing_threads
 
 __all__ = ["Generation", "Int4Linear", "Int8Linear", "OfflineLLM", "W8A8Linear", "int4_groups", "int8_rows", "load_llm",
-           "quantize"]
+           "quantize", "w8a8_available"]
 
 log = logging.getLogger(__name__)
 
@@ -293,11 +299,15 @@ class _LowBitLinear(torch.nn.Module):
         super().__init__()
         self.linear = linear
         self._prompt_weights = None  # fbgemm's packed int8 weights for prompts (see use_int8_prompts)
+        self._prompt_input_bits = 8
 
-    def use_int8_prompts(self, weight_int8: torch.Tensor, scale: torch.Tensor, drop_original: bool = True) -> None:
-        """Prompts multiply int8 weights (one scale per output row) from now on; the original
-        weights are dropped unless `drop_original` is False (an output layer tied to the embedding)."""
-        self._prompt_weights = _pack_w8a8(weight_int8, scale)
+    def use_int8_prompts(self, weight_int8: torch.Tensor, scale: torch.Tensor, drop_original: bool = True,
+                         input_bits: int = 8) -> None:  # fmt: skip
+        """Prompts multiply int8 weights (one scale per output row) by inputs rounded to `input_bits`
+        (8 or 7: see offline.w8a8) from now on; the original weights are dropped unless
+        `drop_original` is False (an output layer tied to the embedding)."""
+        self._prompt_weights = w8a8_pack(weight_int8, scale)
+        self._prompt_input_bits = input_bits
         if drop_original:
             self.linear.weight = None
 
@@ -306,60 +316,12 @@ class _LowBitLinear(torch.nn.Module):
         if x.dim() > 1 and x.shape[-2] > 1:  # a prompt
             if self._prompt_weights is None:
                 return self.linear(x)
-            out = _w8a8(flat, self._prompt_weights)
+            out = w8a8_multiply(flat, self._prompt_weights, self._prompt_input_bits)
         else:
             out = self._product(flat)
         if self.linear.bias is not None:
             out = out + self.linear.bias
         return out.reshape(*x.shape[:-1], self.linear.out_features)
-
-
-_W8A8_PAD = 32  # extra zero-weight inputs of a W8A8 product (two carry the -1 and +1); 928 run as fast as 896
-
-
-_W8A8_ROWS = 8192  # output rows per packed block: fbgemm packs big matrices slowly (the 0.5B's output
-# layer: 1.6 s whole, 0.5 s in blocks of 8-9k rows, on one thread; the blocks then pack in parallel)
-
-
-def _pack_w8a8(weight_int8: torch.Tensor, scale: torch.Tensor) -> list:
-    """fbgemm's packed copies of int8 weights with one scale per output row (see W8A8Linear), a
-    block of _W8A8_ROWS rows each."""
-
-    def pack(start: int):
-        block = weight_int8[start : start + _W8A8_ROWS]
-        rows = block.shape[0]
-        padded = torch.cat([block, block.new_zeros(rows, _W8A8_PAD)], 1)
-        weight = torch._make_per_channel_quantized_tensor(padded, scale[start : start + rows].double(),
-                                                          torch.zeros(rows, dtype=torch.long), 0)  # fmt: skip
-        return torch.ops.quantized.linear_prepack(weight, None)
-
-    starts = range(0, weight_int8.shape[0], _W8A8_ROWS)
-    if len(starts) == 1:
-        return [pack(0)]
-    with ThreadPoolExecutor(_packing_threads()) as pool:  # fbgemm packs on one thread, without the GIL
-        return list(pool.map(pack, starts))
-
-
-def _packing_threads() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
-
-
-def _w8a8(flat: torch.Tensor, packed: list) -> torch.Tensor:
-    """Rows of `flat` times packed int8 weights, each row rounded to int8 with its own scale."""
-    x = flat.float()
-    magnitude = x.abs().amax(1, keepdim=True).clamp(min=1e-30)
-    extra = x.new_zeros(x.shape[0], _W8A8_PAD)
-    extra[:, 0], extra[:, 1] = -1.0, 1.0
-    x = torch.cat([x / magnitude, extra], 1)
-    # every block sees the same input, rounded the same way (its range is always [-1, 1])
-    parts = [torch.ops.quantized.linear_dynamic(x, block, False) for block in packed]
-    out = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
-    return (out * magnitude).to(flat.dtype)
-
-
-def w8a8_available() -> bool:
-    """fbgemm is torch's quantized engine on x86 CPUs (not on ARM builds)."""
-    return any(e in torch.backends.quantized.supported_engines for e in ("x86", "fbgemm"))
 
 
 class Int8Linear(_LowBitLinear):
@@ -391,26 +353,23 @@ class W8A8Linear(_LowBitLinear):
     same for 8 rows as for one (int8pack: 25 ms). Made for the output layer, whose input (the final
     norm) has no outlier channels: same next token as bfloat16 weights 90% of the time against 91%
     with Int8Linear there, the rest int4 (`bench/offline.py --agreement`); the MLP's down projection,
-    whose inputs have outliers, lost 4 points this way.
+    whose inputs have outliers, lost 4 points this way. Each row is scaled alone, its inputs rounded
+    to `input_bits` (8, or 7 where fbgemm's kernel would saturate: see offline.w8a8.multiply)."""
 
-    fbgemm quantizes its input with one scale for the whole batch, which would make a row's result
-    depend on its neighbours. So each row is first divided by its largest magnitude and given two
-    extra inputs, -1 and +1, whose weights are zero: every row then spans exactly [-1, 1], the
-    kernel's scale is the same alone or in any batch, and each row's result is multiplied back by
-    its magnitude."""
-
-    def __init__(self, linear: torch.nn.Linear, weight_int8: torch.Tensor, scale: torch.Tensor) -> None:
+    def __init__(self, linear: torch.nn.Linear, weight_int8: torch.Tensor, scale: torch.Tensor,
+                 input_bits: int = 8) -> None:  # fmt: skip
         super().__init__(linear)
-        self._packed = _pack_w8a8(weight_int8, scale)  # fbgemm's own copy of the weights
+        self._packed = w8a8_pack(weight_int8, scale)  # fbgemm's own copy of the weights
+        self.input_bits = input_bits
 
     def _product(self, flat: torch.Tensor) -> torch.Tensor:
-        return _w8a8(flat, self._packed)
+        return w8a8_multiply(flat, self._packed, self.input_bits)
 
     quantize = staticmethod(Int8Linear.quantize)
 
     @classmethod
-    def wrap(cls, linear: torch.nn.Linear, saved: dict[str, torch.Tensor]) -> W8A8Linear:
-        return cls(linear, saved["int8"], saved["scale"])
+    def wrap(cls, linear: torch.nn.Linear, saved: dict[str, torch.Tensor], input_bits: int = 8) -> W8A8Linear:
+        return cls(linear, saved["int8"], saved["scale"], input_bits)
 
 
 class Int4Linear(_LowBitLinear):
@@ -486,7 +445,7 @@ def int4_groups(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 @torch.inference_mode()
 def quantize(model: torch.nn.Module, bits: int = 8, cache: Path | None = None,
              keep_int8: tuple[str, ...] = INT4_KEEPS_INT8, w8a8: tuple[str, ...] = W8A8_LAYERS,
-             int8_prompts: bool = True) -> None:  # fmt: skip
+             int8_prompts: bool = True, input_bits: int | Literal["auto"] | None = "auto") -> None:  # fmt: skip
     """Wrap every Linear layer of `model` in an Int8Linear or (bits=4) an Int4Linear, in place (a
     layer whose shape int4 cannot pack gets int8). With int4 the layers named in `keep_int8` stay
     int8: the output layer, whose error goes straight into the choice of the next token, and, as in
@@ -497,6 +456,8 @@ def quantize(model: torch.nn.Module, bits: int = 8, cache: Path | None = None,
     W8A8Linear): a decode step of 28 ms instead of 32, for 90% instead of 91% same next tokens.
     With `int8_prompts` (and fbgemm), prompts run on int8 weights of every layer with int8 inputs
     (see _LowBitLinear), and the original weights are dropped (the 0.5B: ~0.4 GB less memory).
+    int8 inputs are rounded to `input_bits`: "auto" picks 8 or 7 for this CPU and checks it once
+    (offline.w8a8.input_bits); None keeps float inputs everywhere (no W8A8 layers, no int8 prompts).
     The low-bit weights are read from `cache` (a safetensors file) when it holds them all, else
     computed (0.5B: ~2 s for int8, ~8 s for int4) and saved there."""
     from safetensors import safe_open
@@ -504,9 +465,11 @@ def quantize(model: torch.nn.Module, bits: int = 8, cache: Path | None = None,
 
     if bits not in WEIGHT_BITS:
         raise ValueError(f"weight bits must be one of {WEIGHT_BITS}, not {bits}")
+    if input_bits == "auto":
+        input_bits = w8a8_input_bits()
     holders = Counter(id(p) for m in model.modules() for p in m.parameters(recurse=False))
     stored = safe_open(str(cache), "pt") if cache is not None and cache.is_file() else None
-    with stored if stored is not None else nullcontext(), ThreadPoolExecutor(_packing_threads()) as pool:
+    with stored if stored is not None else nullcontext(), ThreadPoolExecutor(packing_threads()) as pool:
         keys = set(stored.keys()) if stored is not None else set()
         made: dict[str, torch.Tensor] = {}
         packing: deque = deque()  # prompt weights being packed, on the pool's threads (fbgemm packs on one
@@ -518,11 +481,11 @@ def quantize(model: torch.nn.Module, bits: int = 8, cache: Path | None = None,
                 key = f"{prefix}.{name}" if prefix else name
                 four = bits == 4 and Int4Linear.fits(child) and not key.endswith(keep_int8)
                 kind = Int4Linear if four else Int8Linear
-                if kind is Int8Linear and key.endswith(w8a8) and w8a8_available():
+                if kind is Int8Linear and key.endswith(w8a8) and input_bits is not None:
                     kind = W8A8Linear  # the same saved int8 weights
                 fields = ("int4", "sz") if kind is Int4Linear else ("int8", "scale")
                 # (the output layer reads one position of a prompt: its decode weights do)
-                prompts = int8_prompts and kind is not W8A8Linear and w8a8_available()
+                prompts = int8_prompts and kind is not W8A8Linear and input_bits is not None
                 if prompts and kind is Int4Linear:
                     fields += ("int8", "scale")  # the prompts' weights
                 if all(f"{key}.{f}" in keys for f in fields):
@@ -534,11 +497,11 @@ def quantize(model: torch.nn.Module, bits: int = 8, cache: Path | None = None,
                     if prompts and kind is Int4Linear:
                         parts |= Int8Linear.quantize(child.weight)
                     made |= {f"{key}.{f}": t for f, t in parts.items()}
-                layer = kind.wrap(child, parts)
+                layer = W8A8Linear.wrap(child, parts, input_bits) if kind is W8A8Linear else kind.wrap(child, parts)
                 if prompts:
                     drop = holders[id(child.weight)] == 1  # not an output layer tied to the embedding
-                    packing.append(pool.submit(layer.use_int8_prompts, parts["int8"], parts["scale"], drop))
-                    while len(packing) > 2 * _packing_threads():  # a few layers' weights in memory at once
+                    packing.append(pool.submit(layer.use_int8_prompts, parts["int8"], parts["scale"], drop, input_bits))
+                    while len(packing) > 2 * packing_threads():  # a few layers' weights in memory at once
                         packing.popleft().result()
                 setattr(module, name, layer)
         for job in packing:
