@@ -30,7 +30,7 @@ from audio.io import SAMPLE_RATE, stream_audio
 from audio.transcription import Segment, Transcript, Word
 from audio.vad import speech_chunks, speech_regions
 
-__all__ = ["Diarization", "SpeakerTurn", "diarize", "speaker_turns"]
+__all__ = ["Diarization", "SpeakerTurn", "diarize", "rename_speakers", "speaker_turns"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ MIN_SPEAKER_S = 1.0  # an estimated speaker with less speech than this (one wind
 MIN_ISLAND_S = 1.0  # a shorter turn between two turns of one speaker is that speaker's
 MAX_SPEAKERS = 20
 LABEL = "SPEAKER_{:02d}"  # WhisperX's convention
+_NOT_IN_NAMES = str.maketrans("", "", "<>[]\t\r\n")  # would break a VTT voice tag or an SRT label
 _NO_SPACE_LANGUAGES = {"zh", "ja", "th", "lo", "my", "yue"}  # words are joined without spaces
 
 
@@ -99,6 +100,22 @@ def diarize(path: str | os.PathLike, transcript: Transcript, options: Diarizatio
     for seg in transcript.segments:
         segments += _label_segment(seg, turns, joiner)
     return replace(transcript, segments=tuple(segments))
+
+
+def rename_speakers(transcript: Transcript, names: dict[str, str]) -> Transcript:
+    """The transcript with speakers renamed (e.g. {"SPEAKER_00": "Alice"}); blank names are ignored,
+    and <, >, [, ] and line breaks are dropped from names."""
+    clean = {old: new.translate(_NOT_IN_NAMES).strip() for old, new in names.items()}
+    clean = {old: new for old, new in clean.items() if new}
+
+    def name(speaker: str | None) -> str | None:
+        return clean.get(speaker, speaker) if speaker else speaker
+
+    segments = tuple(
+        replace(s, speaker=name(s.speaker), words=tuple(replace(w, speaker=name(w.speaker)) for w in s.words))
+        for s in transcript.segments
+    )
+    return replace(transcript, segments=segments)
 
 
 def speaker_turns(path: str | os.PathLike, options: Diarization) -> list[SpeakerTurn]:
