@@ -38,7 +38,7 @@ WINDOW_S = 1.5  # seconds of speech per embedding
 HOP_S = 0.75  # seconds between window starts
 MIN_REGION_S = 0.4  # shorter speech regions get no window of their own (their words go to a neighbour)
 VAD_PAD_MS = 100  # tighter than the transcriber's 400 ms: a pause between two speakers stays a pause
-THRESHOLD = 0.35  # cosine distance at which the clustering stops merging (bench/diarize.py)
+THRESHOLD = 0.38  # cosine distance at which the clustering stops merging (bench/diarize.py)
 MIN_SPEAKER_S = 1.0  # an estimated speaker with less speech than this (one window) is merged into the nearest
 MIN_ISLAND_S = 1.0  # a shorter turn between two turns of one speaker is that speaker's
 MAX_SPEAKERS = 20
@@ -120,13 +120,9 @@ def rename_speakers(transcript: Transcript, names: dict[str, str]) -> Transcript
 
 def speaker_turns(path: str | os.PathLike, options: Diarization) -> list[SpeakerTurn]:
     """The speaker turns of the audio at `path`, in time order; [] when it holds no speech."""
-    regions, windows, pcm_windows = _windows(path)
+    regions, windows, embeddings = _embedded(path)
     if not windows:
         return []
-    from audio.voice_embedding import voice_encoder
-
-    with _torch_threads(1):  # 1 thread: ~4x faster than 2 on a busy 2-core machine, RTF ~0.01
-        embeddings = voice_encoder().embed(pcm_windows)
     labels = _cluster(embeddings, options.bounds)
     return _turns(regions, windows, labels)
 
@@ -134,14 +130,17 @@ def speaker_turns(path: str | os.PathLike, options: Diarization) -> list[Speaker
 # --- windows ------------------------------------------------------------------------------------
 
 
-def _windows(path) -> tuple[list[tuple[float, float]], list[_Window], list[np.ndarray]]:
-    """Speech regions (seconds), and the windows to embed with their audio."""
+def _embedded(path) -> tuple[list[tuple[float, float]], list[_Window], np.ndarray]:
+    """Speech regions (seconds), the windows on them, and each window's embedding. The audio is
+    read one chunk (<= 30 s of speech) at a time and only the embeddings are kept: ~1 KiB a window."""
+    from audio.voice_embedding import EMBEDDING_SIZE, voice_encoder
+
     width, hop = round(WINDOW_S * SAMPLE_RATE), round(HOP_S * SAMPLE_RATE)
     regions: list[tuple[float, float]] = []
     windows: list[_Window] = []
-    audio: list[np.ndarray] = []
+    embeddings: list[np.ndarray] = [np.zeros((0, EMBEDDING_SIZE), np.float32)]
     for chunk in speech_chunks(stream_audio(path, sample_rate=SAMPLE_RATE, window_s=60.0)):
-        pcm = chunk.pcm
+        pcm, audio = chunk.pcm, []
         for start, end in speech_regions(pcm, pad_ms=VAD_PAD_MS):
             if (end - start) < MIN_REGION_S * SAMPLE_RATE:
                 continue
@@ -151,7 +150,10 @@ def _windows(path) -> tuple[list[tuple[float, float]], list[_Window], list[np.nd
                 piece = pcm[offset : offset + width]
                 audio.append(np.pad(piece, (0, width - len(piece))))
                 windows.append(_Window(chunk.start_s + offset / SAMPLE_RATE, index))
-    return regions, windows, audio
+        if audio:
+            with _torch_threads(1):  # 1 thread: 3-14x faster than 2 on this busy 2-core machine
+                embeddings.append(voice_encoder().embed(audio))
+    return regions, windows, np.concatenate(embeddings)
 
 
 def _window_starts(start: int, end: int, width: int, hop: int, limit: int) -> list[int]:

@@ -49,7 +49,7 @@ def transcribe_tab(transcriber=None) -> None:
     with gr.Row(equal_height=True, visible=False) as naming:
         names = gr.Textbox(label="Speaker names (one per line: SPEAKER_00 = Alice)", lines=3,
                            elem_id="transcribe-names")
-        rename = gr.Button("Use these names", elem_id="transcribe-rename")
+        rename = gr.Button("Use these names", elem_id="transcribe-rename", scale=0, min_width=160)
     text = gr.Textbox(label="Transcript", lines=8, elem_id="transcript", buttons=["copy"])
     download = gr.File(label="Download", elem_id="transcript-file", file_count="multiple")
     result = gr.State()  # (transcript as diarized, audio path, format) for renaming
