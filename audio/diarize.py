@@ -42,6 +42,7 @@ THRESHOLD = 0.38  # cosine distance at which the clustering stops merging (bench
 MIN_SPEAKER_S = 1.0  # an estimated speaker with less speech than this (one window) is merged into the nearest
 MIN_ISLAND_S = 1.0  # a shorter turn between two turns of one speaker is that speaker's
 MAX_SPEAKERS = 20
+MAX_CLUSTERED = 4000  # windows in the clustering tree (its distances: 64 MB)
 LABEL = "SPEAKER_{:02d}"  # WhisperX's convention
 _NOT_IN_NAMES = str.maketrans("", "", "<>[]\t\r\n")  # would break a VTT voice tag or an SRT label
 _NO_SPACE_LANGUAGES = {"zh", "ja", "th", "lo", "my", "yue"}  # words are joined without spaces
@@ -190,15 +191,27 @@ def _cluster(embeddings: np.ndarray, bounds: tuple[int, int], threshold: float =
         return np.zeros(n, dtype=int)
     from scipy.cluster.hierarchy import fcluster, linkage
 
-    tree = linkage(embeddings, method="average", metric="cosine")
+    # The tree needs n^2/2 distances: past MAX_CLUSTERED windows (~50 min of speech) it is grown on
+    # an even sample, and every window then goes to its nearest centroid.
+    sample = np.linspace(0, n - 1, min(n, MAX_CLUSTERED)).astype(int)
+    tree = linkage(embeddings[sample], method="average", metric="cosine")
     labels = fcluster(tree, threshold, criterion="distance") - 1
     count = len(set(labels))
     if not lo <= count <= hi:
-        labels = fcluster(tree, min(max(count, lo), hi, n), criterion="maxclust") - 1
+        labels = fcluster(tree, min(max(count, lo), hi, len(sample)), criterion="maxclust") - 1
+    if len(sample) < n:
+        labels = _nearest(embeddings, embeddings[sample], labels)
     labels = _refine(embeddings, labels, merge_small=lo < hi, at_least=lo)
     _, first = np.unique(labels, return_index=True)
     order = {old: new for new, old in enumerate(labels[np.sort(first)])}
     return np.array([order[x] for x in labels])
+
+
+def _nearest(embeddings: np.ndarray, sample: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each embedding's label: that of the nearest centroid of the labelled sample."""
+    ids = np.unique(labels)
+    centroids = np.stack([sample[labels == i].mean(axis=0) for i in ids])
+    return ids[np.argmax(embeddings @ centroids.T, axis=1)]
 
 
 def _refine(embeddings: np.ndarray, labels: np.ndarray, merge_small: bool, at_least: int) -> np.ndarray:

@@ -8,7 +8,7 @@ best one-to-one mapping of speakers. Seeds are split into a dev half (to choose 
 and a held-out half. RTF: diarization time over audio time, beside the time to transcribe the same
 audio (the side-by-side baseline), measured in this one process.
 
-    python bench/diarize.py [--files 60] [--sweep] [--words 6]
+    python bench/diarize.py [--files 100] [--sweep] [--words 12] [--long 70]
 """
 
 from __future__ import annotations
@@ -253,7 +253,10 @@ def main() -> None:
     ap.add_argument("--sweep", action="store_true", help="print DER and count accuracy for several thresholds")
     ap.add_argument("--words", type=int, default=0, help="also transcribe N files with --diarize: word accuracy, RTF")
     ap.add_argument("--verbose", action="store_true", help="one line per file")
+    ap.add_argument("--long", type=float, default=0, help="also diarize one file this many minutes long")
     args = ap.parse_args()
+    if args.long:
+        long_run(args.long)
     files = dataset(args.files)
     with tempfile.TemporaryDirectory() as tmp:
         embedded = embed_all(files, Path(tmp))
@@ -278,6 +281,31 @@ def main() -> None:
             english = [(f, e) for f, e in zip(files, embedded, strict=True)
                        if {t[2] for t in f[2]} <= ENGLISH and len({t[2] for t in f[2]}) > 1][: args.words]
             words_bench([f for f, _ in english], [e for _, e in english])
+
+
+def long_run(minutes: float) -> None:
+    """Four turns of three people (the test clips) over and over: time, memory, speakers found."""
+    import resource
+
+    from audio.io import load_audio
+
+    clips = Path(__file__).resolve().parents[1] / "tests/data/diarize"
+    jfk, left, right = (load_audio(clips / f"{n}.flac") for n in ("jfk", "librispeech_left", "librispeech_right"))
+    gap = np.zeros(int(0.4 * SAMPLE_RATE), np.float32)
+    unit = np.concatenate([jfk[: 2 * SAMPLE_RATE + 12800], gap, left, gap, right[: 3 * SAMPLE_RATE], gap,
+                           jfk[5 * SAMPLE_RATE :], gap])
+    pcm = np.tile(unit, int(minutes * 60 * SAMPLE_RATE / len(unit)))
+    pcm = pcm + np.random.default_rng(0).normal(0, 1e-3, len(pcm)).astype(np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_wav(Path(tmp) / "long.wav", pcm, SAMPLE_RATE)
+        dz.speaker_turns(path, dz.Diarization())  # model loaded, file in the page cache
+        t0 = time.perf_counter()
+        turns = dz.speaker_turns(path, dz.Diarization())
+        took = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    secs = len(pcm) / SAMPLE_RATE
+    print(f"long file: {secs:.0f} s, diarized in {took:.1f} s (RTF {took / secs:.4f}), "
+          f"{len({t.speaker for t in turns})} speakers (3 expected), peak RSS {peak:.0f} MiB")
 
 
 def words_bench(files, embedded) -> None:
