@@ -28,7 +28,16 @@ def _label(seg: Segment) -> str:
 
 
 def to_txt(t: Transcript) -> str:
-    return "".join(f"{_label(s)}{s.text}\n" for s in t.segments)
+    """One line per segment; with speakers, one paragraph per turn, opened by the speaker's label."""
+    if not any(s.speaker for s in t.segments):
+        return "".join(f"{s.text}\n" for s in t.segments)
+    paragraphs: list[tuple[str | None, list[str]]] = []
+    for s in t.segments:
+        if paragraphs and paragraphs[-1][0] == s.speaker:
+            paragraphs[-1][1].append(s.text)
+        else:
+            paragraphs.append((s.speaker, [s.text]))
+    return "\n".join(f"{f'[{who}] ' if who else ''}{' '.join(texts)}\n" for who, texts in paragraphs)
 
 
 def to_srt(t: Transcript) -> str:

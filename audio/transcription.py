@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from assistant.errors import BadInput, ModelError, ModelNotFound
 from audio.io import SAMPLE_RATE, probe_audio, stream_audio
 from audio.models import resolve_whisper_model
 from audio.vad import SpeechChunk, speech_chunks
+
+if TYPE_CHECKING:
+    from audio.diarize import Diarization
 
 __all__ = ["Progress", "Segment", "Transcript", "Word", "transcribe"]
 
@@ -50,6 +53,7 @@ class Word:
     end: float  # seconds
     text: str
     probability: float
+    speaker: str | None = None  # with diarize: "SPEAKER_00", ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +64,7 @@ class Segment:
     words: tuple[Word, ...] = ()
     avg_logprob: float = 0.0
     no_speech_prob: float = 0.0
-    speaker: str | None = None  # with split_channels: "left", "right" or "channel N"
+    speaker: str | None = None  # split_channels: "left", "right" or "channel N"; diarize: "SPEAKER_00", ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,13 +105,18 @@ def transcribe(
     compute_type: str | None = None,
     batch_size: int = 8,
     progress: ProgressCallback | None = None,
+    diarize: Diarization | None = None,
 ) -> Transcript:
     """Transcribe (or translate to English) the speech in `source`: a path, bytes or a binary file (stdin).
 
     `model`: name ("tiny.en", "large-v3-turbo"), hub id or local CTranslate2 folder; default: the
     bundled tiny.en on CPU, large-v3-turbo on GPU (must be cached; nothing is downloaded).
+    `diarize`: label who speaks when (audio.diarize, after decoding; implies word timestamps).
     Raises BadInput for undecodable input or clearly non-English speech given an English-only model.
     """
+    if diarize is not None:
+        return _diarized(source, diarize, model=model, language=language, task=task, split_channels=split_channels,
+                         device=device, compute_type=compute_type, batch_size=batch_size, progress=progress)
     if task not in ("transcribe", "translate"):
         raise BadInput(f"unknown task {task!r}: use transcribe or translate")
     if batch_size < 1:
@@ -143,6 +152,15 @@ def transcribe(
         duration_s=duration_s,
         model=str(model or "bundled tiny.en"),
     )
+
+
+def _diarized(source: Source, options: Diarization, split_channels: bool, **kwargs) -> Transcript:
+    from audio.diarize import diarize
+
+    if split_channels:
+        raise BadInput("--diarize and --split-channels do not go together: pick one way to tell speakers apart")
+    with _as_path(source) as path:
+        return diarize(path, transcribe(path, word_timestamps=True, **kwargs), options)
 
 
 class _Counter:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SpeechChunk", "speech_chunks"]
+__all__ = ["SpeechChunk", "speech_chunks", "speech_regions"]
 
 SAMPLE_RATE = 16_000  # Hz
 MAX_CHUNK_S = 30.0  # Whisper's input window
@@ -72,14 +72,19 @@ def _is_silent(pcm: np.ndarray) -> bool:
     return peak < 10 ** (SILENCE_DBFS / 20)
 
 
-def _vad(pcm: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+def speech_regions(pcm: np.ndarray, threshold: float = 0.5, pad_ms: int = 400) -> list[tuple[int, int]]:
+    """(start, end) sample offsets of the speech in 16 kHz mono `pcm`, each padded by `pad_ms`."""
+    return _vad(pcm, threshold, pad_ms)
+
+
+def _vad(pcm: np.ndarray, threshold: float, pad_ms: int = 400) -> list[tuple[int, int]]:
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
     options = VadOptions(
         threshold=threshold,
         max_speech_duration_s=MAX_CHUNK_S,
         min_silence_duration_ms=160,  # what faster-whisper's batched pipeline uses
-        speech_pad_ms=400,
+        speech_pad_ms=pad_ms,
     )
     return [(r["start"], r["end"]) for r in get_speech_timestamps(pcm, options, sampling_rate=SAMPLE_RATE)]
 

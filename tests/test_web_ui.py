@@ -344,6 +344,44 @@ def pick(page, dropdown: str, option: str) -> None:
     page.locator(dropdown).get_by_role("option", name=option, exact=True).click()
 
 
+def test_transcribe_speakers_switch_colours_and_names(page, tmp_path):
+    """Two people in one mono recording: the speakers switch labels them, each in a colour of their
+    own, and the names given before downloading are in the files."""
+    import srt
+
+    from audio.io import load_audio, wav_bytes
+
+    clips = Path(__file__).parent / "data" / "diarize"
+    jfk, other = load_audio(clips / "jfk.flac"), load_audio(clips / "librispeech_left.flac")
+    gap = np.zeros(6400, np.float32)
+    meeting = tmp_path / "meeting.wav"
+    meeting.write_bytes(wav_bytes(np.concatenate([jfk[:44800], gap, other, gap, jfk[80000:]]), 16_000))
+    upload(page, meeting)
+    page.locator("#transcribe-channels input").uncheck()
+    page.locator("#transcribe-speakers input").check()
+    pick(page, "#transcribe-format", "srt")
+    page.locator("#transcribe-go").click()
+    wait_text(page, "#transcribe-status", "2 speakers")
+    text = page.locator("#transcript textarea").input_value()
+    assert "[SPEAKER_00]" in text and "[SPEAKER_01]" in text
+    lines = page.locator("#transcript-speakers .speaker-line")
+    colours = {lines.nth(i).evaluate("e => [e.dataset.speaker, getComputedStyle(e).color]") [1]
+               for i in range(lines.count())}
+    assert len(colours) == 2, colours
+    assert "SPEAKER_01 = SPEAKER_01" in page.locator("#transcribe-names textarea").input_value()
+    page.locator("#transcribe-names textarea").fill("SPEAKER_00 = President\nSPEAKER_01 = Reader")
+    page.locator("#transcribe-rename").click()
+    page.wait_for_function("document.querySelector('#transcript textarea').value.includes('[Reader]')")
+    shot(page, "transcribe-speakers")
+    link = page.locator("#transcript-file a").first
+    with page.expect_download() as dl:
+        link.click()
+    path = tmp_path / "named.srt"
+    dl.value.save_as(path)
+    heads = {s.content.split("]")[0] + "]" for s in srt.parse(path.read_text())}
+    assert heads == {"[President]", "[Reader]"}, heads
+
+
 def test_create_and_switch_persona(page):
     page.get_by_role("tab", name="Personas").click()
     page.locator("#persona-name input").fill("Coach")

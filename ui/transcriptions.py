@@ -41,12 +41,13 @@ async def transcribe_upload(request: Request, transcriber=None):
     if not all(isinstance(g, str) for g in grains) or set(grains) - {"word", "segment"}:
         raise ApiError(400, "timestamp_granularities may be word and/or segment", "bad_input")
     language = _text_field(form, "language")
+    diarize = _diarization(form)
     from audio import transcribe
     from audio.formats import render
 
     try:
         run = transcriber.transcribe if transcriber is not None else transcribe
-        t = await asyncio.to_thread(run, data, language=language, word_timestamps="word" in grains)
+        t = await asyncio.to_thread(run, data, language=language, word_timestamps="word" in grains, diarize=diarize)
     except AssistantError as err:
         raise ApiError(status_for(err.code), err.message, str(err.code)) from err
     if fmt == "text":
@@ -66,11 +67,43 @@ async def transcribe_upload(request: Request, transcriber=None):
                 "avg_logprob": s.avg_logprob,
                 "no_speech_prob": s.no_speech_prob,
             }
+            | ({"speaker": s.speaker} if diarize else {})
             for i, s in enumerate(t.segments)
         ]
     if "word" in grains:
-        out["words"] = [{"word": w.text, "start": w.start, "end": w.end} for s in t.segments for w in s.words]
+        out["words"] = [
+            {"word": w.text, "start": w.start, "end": w.end} | ({"speaker": w.speaker} if diarize else {})
+            for s in t.segments
+            for w in s.words
+        ]
     return out
+
+
+def _diarization(form):
+    """`diarize=true` (and optionally `speakers=N`, `min_speakers`, `max_speakers`): who spoke when."""
+    flag = (_text_field(form, "diarize") or "false").lower()
+    if flag not in ("true", "false", "1", "0"):
+        raise ApiError(400, "diarize must be true or false", "bad_input")
+    if flag in ("false", "0"):
+        return None
+    from audio.diarize import MAX_SPEAKERS, Diarization
+
+    counts = {}
+    for key in ("speakers", "min_speakers", "max_speakers"):
+        value = _text_field(form, key)
+        if value is not None:
+            try:
+                counts[key] = int(value)
+            except ValueError:
+                raise ApiError(400, f"{key} must be a whole number", "bad_input") from None
+    try:
+        return Diarization(
+            speakers=counts.get("speakers"),
+            min_speakers=counts.get("min_speakers", 1),
+            max_speakers=counts.get("max_speakers", MAX_SPEAKERS),
+        )
+    except AssistantError as err:
+        raise ApiError(400, err.message, str(err.code)) from err
 
 
 def _text_field(form, key: str) -> str | None:

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from assistant.errors import AssistantError
+from assistant.errors import AssistantError, BadInput
 
 __all__ = ["add_parser", "run"]
 
@@ -35,6 +35,10 @@ def add_parser(subparsers, parents) -> None:
     p.add_argument("--word-timestamps", action="store_true", help="time every word (json, and karaoke-free srt/vtt)")
     p.add_argument("--model", help="name, hub id or local path (default: bundled tiny.en; large-v3-turbo on GPU)")
     p.add_argument("--split-channels", action="store_true", help="one speaker per channel: label segments by channel")
+    p.add_argument("--diarize", action="store_true", help="label who speaks when (SPEAKER_00, ...); works on mono")
+    p.add_argument("--speakers", type=int, metavar="N", help="with --diarize: exactly N speakers (default: estimate)")
+    p.add_argument("--min-speakers", type=int, metavar="A", help="with --diarize: at least A speakers")
+    p.add_argument("--max-speakers", type=int, metavar="B", help="with --diarize: at most B speakers")
     p.add_argument("--batch-size", type=int, default=8, help="speech chunks decoded together (default: 8)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(run=run)
@@ -45,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from audio.formats import FORMATS, render, write_outputs
 
     formats = list(FORMATS) if args.format == "all" else [args.format]
+    diarize = _diarization(args)
     worst = 0
     for name in args.files:
         try:
@@ -61,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
                     device=getattr(args, "device", None),
                     batch_size=args.batch_size,
                     progress=bar.update,
+                    diarize=diarize,
                 )
             finally:
                 bar.close()
@@ -77,6 +83,24 @@ def run(args: argparse.Namespace) -> int:
             print(f"assistant: error: {name}: {err.message}", file=sys.stderr)
             worst = max(worst, err.exit_code)
     return worst
+
+
+def _diarization(args: argparse.Namespace):
+    """The --diarize options as audio.diarize.Diarization (None without them); BadInput if they clash."""
+    counts = {"speakers": args.speakers, "min_speakers": args.min_speakers, "max_speakers": args.max_speakers}
+    if not args.diarize and all(v is None for v in counts.values()):
+        return None
+    if not args.diarize:
+        raise BadInput("--speakers, --min-speakers and --max-speakers go with --diarize")
+    if args.speakers is not None and (args.min_speakers is not None or args.max_speakers is not None):
+        raise BadInput("give --speakers N, or --min-speakers/--max-speakers, not both")
+    from audio.diarize import MAX_SPEAKERS, Diarization
+
+    return Diarization(
+        speakers=args.speakers,
+        min_speakers=1 if args.min_speakers is None else args.min_speakers,
+        max_speakers=MAX_SPEAKERS if args.max_speakers is None else args.max_speakers,
+    )
 
 
 class _ProgressBar:
