@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from assistant.local_only import keep_local
+
+    keep_local()  # before any library that calls home is imported
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:

@@ -16,6 +16,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
@@ -31,6 +32,9 @@ __all__ = ["Engine", "EngineMetrics", "load_backend", "load_engine"]
 log = logging.getLogger(__name__)
 
 DEFAULT_OMNI_MODEL = "Qwen/Qwen2.5-Omni-7B"
+MAX_HELD = 32  # background turns (memory extraction) that may wait for the foreground ones; more are refused
+MAX_HELD_S = 120.0  # s: a background turn held longer than this is refused (its extraction is skipped)
+BACKGROUND_WORKERS = 2  # threads for sessions' background work (memory): never the loop's default executor
 
 
 @dataclass
@@ -81,6 +85,9 @@ class Engine:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
+        # Sessions' memory extraction runs here, not in the default executor that asyncio.to_thread
+        # (recall, uploads, encoding) uses: a burst of extractions could hold all of its threads.
+        self.background_pool = ThreadPoolExecutor(BACKGROUND_WORKERS, thread_name_prefix="background")
         if start:
             self._thread.start()
 
@@ -148,6 +155,7 @@ class Engine:
         self._stop.set()
         if self._thread.ident is not None:
             self._thread.join(timeout=30)
+        self.background_pool.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------ worker
     def _run(self) -> None:
@@ -192,6 +200,7 @@ class Engine:
         if free <= 0:
             return
         arrivals: list[_Turn] = []
+        self._expire_held()
         if self._held and not self._pausing(active):
             arrivals, self._held = self._held[:free], self._held[free:]
         else:
@@ -212,7 +221,7 @@ class Engine:
                 self._forget(turn)
                 continue
             if turn.request.background and self._pausing(active):
-                self._held.append(turn)  # its prefill would hold up the foreground turns
+                self._hold(turn)  # its prefill would hold up the foreground turns
                 continue
             turn.started = time.perf_counter()
             try:
@@ -233,6 +242,22 @@ class Engine:
             else:
                 active.append(turn)
 
+    def _hold(self, turn: _Turn) -> None:
+        if len(self._held) >= MAX_HELD:
+            self._fail(turn, Code.BUSY, f"{MAX_HELD} background turns are waiting already; this one is dropped")
+            return
+        self._held.append(turn)
+
+    def _expire_held(self) -> None:
+        """Background turns wait for the foreground ones, but not for ever (MAX_HELD_S)."""
+        now = time.perf_counter()
+        for turn in [t for t in self._held if t.cancelled or now - t.submitted > MAX_HELD_S]:
+            self._held.remove(turn)
+            if turn.cancelled:
+                self._forget(turn)
+            else:
+                self._fail(turn, Code.BUSY, f"the model was busy for {MAX_HELD_S:g} s; this background turn is dropped")
+
     def _step(self, active: list[_Turn]) -> None:
         active = self._runnable(active)  # background turns may sit this step out
         streams = [t.stream for t in active]
@@ -242,17 +267,37 @@ class Engine:
             self._oom(active)
             return
         except Exception as err:
-            code = err.code if isinstance(err, AssistantError) else Code.MODEL_ERROR
-            msg = err.message if isinstance(err, AssistantError) else f"the model failed: {type(err).__name__}"
-            log.exception("step failed; failing %d turn(s)", len(active))
-            for t in active:
-                self._fail(t, code, msg)
+            if len(active) == 1:
+                self._step_failed(active[0], err)
+            else:  # one turn's fault must not fail the others: take the step again, one turn at a time
+                log.warning("a step of %d turns failed (%s: %s); stepping each alone", len(active),
+                            type(err).__name__, err)
+                self._step_each(active)
             return
         self.metrics.steps += 1
         batched = getattr(self.backend, "last_batch_size", None)
         self.metrics.batch_sizes[batched if batched is not None else len(streams)] += 1
         for t in active:
             self._deliver_pending(t)
+
+    def _step_each(self, active: list[_Turn]) -> None:
+        for t in active:
+            try:
+                self.backend.step([t.stream])
+            except torch.cuda.OutOfMemoryError:
+                self._oom([t])
+            except Exception as err:
+                self._step_failed(t, err)
+            else:
+                self.metrics.steps += 1
+                self.metrics.batch_sizes[1] += 1
+                self._deliver_pending(t)
+
+    def _step_failed(self, turn: _Turn, err: Exception) -> None:
+        code = err.code if isinstance(err, AssistantError) else Code.MODEL_ERROR
+        msg = err.message if isinstance(err, AssistantError) else f"the model failed: {type(err).__name__}"
+        log.error("a step failed for turn %s", turn.request.turn_id, exc_info=err)
+        self._fail(turn, code, msg)
 
     def _deliver_pending(self, turn: _Turn) -> None:
         now = time.perf_counter()

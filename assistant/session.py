@@ -143,7 +143,8 @@ class Session:
 
         With `record=False` the caller stores it with `record()` (the voice loop does, once it
         knows how much of the reply was heard)."""
-        request = self.request_for(turn, speak=speak, voice=voice, seed=seed)
+        # recall (embedding, SQLite) off the event loop
+        request = await asyncio.to_thread(self.request_for, turn, speak=speak, voice=voice, seed=seed)
         heard = ""
         async for event in self.engine.stream(request):
             yield event
@@ -172,7 +173,8 @@ class Session:
         self.store.append_message(self._instance, "assistant", reply, timings=timings, turn_id=turn_id,
                                   interrupted=interrupted)
         # Fact extraction runs in a worker thread: the reply is never delayed by it.
-        task = asyncio.get_running_loop().run_in_executor(None, self._remember, turn, said, reply, user_msg)
+        pool = getattr(self.engine, "background_pool", None)  # not the default executor (to_thread's)
+        task = asyncio.get_running_loop().run_in_executor(pool, self._remember, turn, said, reply, user_msg)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 

@@ -29,6 +29,7 @@ one thread for the whole process). Silero decides per 32 ms window, so its onset
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -85,6 +86,9 @@ class EndpointConfig:
     max_utterance_s: float = 30.0  # a turn is cut here at the latest
 
     def __post_init__(self) -> None:
+        for name, value in self.__dict__.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number")
         if self.aggressiveness not in (0, 1, 2, 3):
             raise ValueError("VAD aggressiveness must be 0, 1, 2 or 3")
         if self.detector not in DETECTORS:

@@ -19,8 +19,11 @@ import numpy as np
 from assistant.errors import BadInput, MissingDependency
 
 __all__ = [
+    "MAX_FILE_AUDIO_S",
+    "MAX_TURN_AUDIO_S",
     "SAMPLE_RATE",
     "AudioInfo",
+    "AudioTooLong",
     "load_audio",
     "probe_audio",
     "resample",
@@ -33,6 +36,26 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16_000  # Hz: what speech models take
 MAX_INPUT_BYTES = 2 * 1024**3  # 2 GiB: larger inputs are refused before decoding
+# Decoded length caps: a few MB of compressed silence decode to gigabytes of PCM (10 h of FLAC is
+# 9 MB and 2.3 GB as float32), so decoding stops at the cap instead of after the whole file.
+MAX_TURN_AUDIO_S = 300.0  # s: audio in one conversational turn (chat, voice, realtime, ask --audio)
+MAX_FILE_AUDIO_S = 4 * 3600.0  # s: a file to transcribe (decoded in bounded windows, never whole)
+
+
+class AudioTooLong(BadInput):
+    """Decoded audio ran past the caller's duration cap."""
+
+    def __init__(self, what: str, cap_s: float) -> None:
+        super().__init__(f"{what} is longer than {_duration(cap_s)}, the most this server decodes")
+        self.cap_s = cap_s
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
 
 AudioSource = str | os.PathLike | bytes | BinaryIO
 
@@ -65,17 +88,35 @@ def _open_container(source: AudioSource):
 
 
 def _name(source) -> str:
-    return source if isinstance(source, str) else "the upload"
+    """How messages call `source`: its path, but never a server's temporary file (an upload)."""
+    if not isinstance(source, str):
+        return "the upload"
+    return "the upload" if _is_temporary(source) else source
 
 
-def load_audio(source: AudioSource, sample_rate: int = SAMPLE_RATE, channel: int | None = None) -> np.ndarray:
+def _is_temporary(path: str) -> bool:
+    import tempfile
+
+    return os.path.dirname(os.path.abspath(path)) == os.path.abspath(tempfile.gettempdir())
+
+
+def load_audio(
+    source: AudioSource,
+    sample_rate: int = SAMPLE_RATE,
+    channel: int | None = None,
+    max_duration_s: float = MAX_TURN_AUDIO_S,
+) -> np.ndarray:
     """Decode `source` (path, bytes or binary file) to float32 PCM at `sample_rate` Hz.
 
     Mono by default (channels averaged); `channel` picks one channel of a multi-channel file.
-    Returns shape (n_samples,). Raises BadInput for anything that is not decodable audio.
+    Returns shape (n_samples,). Raises BadInput for anything that is not decodable audio, and
+    AudioTooLong (a BadInput) as soon as decoding passes `max_duration_s` seconds.
     For long files prefer `stream_audio`, which holds one window at a time.
     """
-    parts = list(stream_audio(source, sample_rate=sample_rate, channel=channel))
+    window_s = min(60.0, max_duration_s)
+    parts = list(
+        stream_audio(source, sample_rate=sample_rate, channel=channel, window_s=window_s, max_duration_s=max_duration_s)
+    )
     if not parts:
         return np.zeros(0, dtype=np.float32)
     return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
@@ -94,27 +135,33 @@ def probe_audio(source: str | os.PathLike) -> AudioInfo:
     """Read the container header of a file: duration, channel count, rate. Raises BadInput."""
     with _open_container(source) as container:
         stream = _audio_stream(container, source)
-        duration_s = None
-        if stream.duration is not None and stream.time_base is not None:
-            duration_s = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration_s = container.duration / 1_000_000  # av.time_base: microseconds
+        duration_s = _header_duration(container, stream)
         channels = stream.codec_context.channels or 1
         return AudioInfo(duration_s=duration_s, channels=channels, sample_rate=stream.codec_context.sample_rate)
 
 
 def stream_audio(
-    source: AudioSource, sample_rate: int = SAMPLE_RATE, channel: int | None = None, window_s: float = 60.0
+    source: AudioSource,
+    sample_rate: int = SAMPLE_RATE,
+    channel: int | None = None,
+    window_s: float = 60.0,
+    max_duration_s: float = MAX_FILE_AUDIO_S,
 ) -> Iterator[np.ndarray]:
     """Decode `source` lazily into float32 PCM windows of about `window_s` seconds (the last may be
     shorter). Memory stays bounded by one window however long the file is. Same errors and channel
-    handling as `load_audio`; empty audio yields nothing.
+    handling as `load_audio`; empty audio yields nothing. Raises AudioTooLong (before decoding when
+    the header says so, else as soon as the decoded length passes `max_duration_s`).
     """
     import av
 
     window = max(1, int(window_s * sample_rate))  # samples
+    cap = int(max_duration_s * sample_rate)  # samples
     with _open_container(source) as container:
         stream = _audio_stream(container, source)
+        header_s = _header_duration(container, stream)
+        if header_s is not None and header_s > max_duration_s + 1.0:  # headers are off a little
+            raise AudioTooLong(f"{_what(source)} ({header_s / 60:.1f} min)", max_duration_s)
+        total = 0  # samples decoded so far
         stream.thread_type = "AUTO"
         layout = "mono" if channel is None else None
         resampler = av.AudioResampler(format="flt", layout=layout, rate=sample_rate)
@@ -128,7 +175,10 @@ def stream_audio(
                     arr = _frame_array(out, channel)
                     parts.append(arr)
                     buffered += len(arr)
+                    total += len(arr)
                     decoded_any = True
+                if total > cap:
+                    raise AudioTooLong(_what(source), max_duration_s)
                 if buffered >= window:
                     joined = np.concatenate(parts)
                     yield from _split_windows(joined, window, keep_tail=True, parts=parts)
@@ -145,6 +195,20 @@ def stream_audio(
             raise BadInput(f"cannot decode audio from {_name(source)}: the file is corrupt or holds no samples")
         if parts:
             yield from _split_windows(np.concatenate(parts), window, keep_tail=False, parts=parts)
+
+
+def _what(source) -> str:
+    if isinstance(source, str | os.PathLike) and not _is_temporary(os.fspath(source)):
+        return f"the audio file {Path(source).name}"
+    return "the audio"
+
+
+def _header_duration(container, stream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000  # av.time_base: microseconds
+    return None
 
 
 def _split_windows(joined: np.ndarray, window: int, keep_tail: bool, parts: list[np.ndarray]) -> Iterator[np.ndarray]:

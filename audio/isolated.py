@@ -199,7 +199,9 @@ def _serve() -> int:
             result = transcribe(source, progress=lambda p: _send(out, ("progress", p)), **options)
             _send(out, ("done", result))
         except AssistantError as err:
-            _send(out, ("error", (type(err).__name__, err.message)))
+            # the nearest class the parent knows (assistant.errors): AudioTooLong travels as BadInput
+            known = next(c for c in type(err).__mro__ if getattr(errors, c.__name__, None) is c)
+            _send(out, ("error", (known.__name__, err.message)))
         except Exception as err:  # one file fails, the process goes on
             log.exception("transcription failed")
             _send(out, ("error", ("ModelError", f"transcription failed: {type(err).__name__}: {err}")))

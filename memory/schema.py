@@ -105,7 +105,10 @@ def connect(path: str, timeout_s: float = 30.0) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
     _use_wal(conn, timeout_s)
-    conn.execute("PRAGMA synchronous = NORMAL")  # with WAL: durable at checkpoints, never corrupt
+    # FULL, not NORMAL: with WAL, NORMAL never corrupts the file but a power cut can lose the last
+    # commits (they are synced only at checkpoints), more than "at most the turn in flight". FULL syncs
+    # the WAL at each commit: 1.2-1.4 ms a commit against 0.02 ms here, a few commits a turn, after it.
+    conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA secure_delete = ON")  # deleted rows are zeroed on disk, not left in free pages
     conn.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")

@@ -232,6 +232,30 @@ class Store:
             self.bump(db, user)
         return ids
 
+    def import_memories(self, user: User, items: Sequence[NewMemory]) -> int:
+        """Insert, in one transaction, those of `items` whose `source_id` the user does not have yet
+        (items without one are always inserted); returns how many were. An import cut off between
+        two such calls is finished, without duplicates, by running it again."""
+        for item in items:
+            _check_memory_text(item.text)
+        now = time.time()
+        added = 0
+        wanted = sorted({i.source_id for i in items if i.source_id is not None})
+        with self.transaction() as db:
+            marks = ",".join("?" * len(wanted))  # a chunk of lines: well under SQLite's 32766 parameters
+            sql = f"SELECT source_id FROM memories WHERE user_id = ? AND source_id IN ({marks})"
+            known = {r[0] for r in db.execute(sql, (user.id, *wanted))} if wanted else set()
+            for item in items:
+                if item.source_id is not None:
+                    if item.source_id in known:
+                        continue
+                    known.add(item.source_id)
+                self.insert_memory(db, user, item, now, None)
+                added += 1
+            if added:
+                self.bump(db, user)
+        return added
+
     def add_memory(self, user: User, text: str, **fields: object) -> int:
         """Insert one memory; fields as in `NewMemory`."""
         return self.add_memories(user, [NewMemory(text, **fields)])[0]  # type: ignore[arg-type]

@@ -30,6 +30,8 @@ from assistant.turns import Message
 from assistant.turns import Request as TurnRequest
 from audio.encode import FORMATS as SPEECH_FORMATS
 from audio.encode import MEDIA_TYPES, encode_audio, pcm16_bytes
+from audio.io import MAX_TURN_AUDIO_S
+from ui.bodies import read_body
 from ui.errors import ApiError, assistant_error_response, error_body, status_for
 from ui.transcriptions import MAX_UPLOAD_BYTES, transcribe_upload
 
@@ -42,6 +44,9 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024 * 1024  # a chat body with a few images and a clip
 MAX_TOKENS = 4096
+MAX_IMAGES = 16  # images in one chat request (each is decoded, capped at vision.images.MAX_INPUT_PIXELS)
+INPUT_AUDIO_FORMATS = ("wav", "mp3", "flac", "ogg", "opus", "webm", "m4a", "mp4", "aac")  # input_audio.format
+JSON_TYPES = ("application/json",)  # and any application/*+json
 CHAT_AUDIO_FORMATS = ("wav", "pcm16", "mp3", "flac", "opus", "aac")  # streamed audio is always pcm16
 ENDPOINTS = {"models": "GET", "chat/completions": "POST", "audio/speech": "POST", "audio/transcriptions": "POST"}
 
@@ -70,7 +75,7 @@ def make_api_router(state: ApiState, authenticate) -> APIRouter:
     @router.post("/chat/completions")
     async def chat(request: Request, user: str = Depends(authenticate)):
         body = await _json_body(request)
-        req, fmt = _chat_request(body, state)
+        req, fmt = await asyncio.to_thread(_chat_request, body, state)  # decodes images and audio
         if body.get("persona") is not None:
             req = await asyncio.to_thread(_as_persona, state, user, body["persona"], req)
         if body.get("stream"):
@@ -142,21 +147,23 @@ async def _until_disconnect(request: Request, work):
 
 
 # ---------------------------------------------------------------------- chat input
+def _is_json(content_type: str) -> bool:
+    kind = content_type.split(";", 1)[0].strip().lower()
+    return kind in JSON_TYPES or (kind.startswith("application/") and kind.endswith("+json"))
+
+
 async def _json_body(request: Request) -> dict:
-    size = int(request.headers.get("content-length") or 0)
-    if size > MAX_BODY_BYTES:
-        raise ApiError(413, f"the request body is larger than {MAX_BODY_BYTES // 2**20} MiB", "too_large")
-    chunks, total = [], 0
-    async for chunk in request.stream():  # no Content-Length (chunked): count as it arrives
-        total += len(chunk)
-        if total > MAX_BODY_BYTES:
-            raise ApiError(413, f"the request body is larger than {MAX_BODY_BYTES // 2**20} MiB", "too_large")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+    # A JSON content type is required: a form or text/plain post is what another site's page can send
+    # without a CORS preflight, so accepting them would let any page drive this API.
+    if not _is_json(request.headers.get("content-type", "")):
+        raise ApiError(415, "the body must be JSON, sent with Content-Type: application/json", "unsupported_media_type")
+    raw = await read_body(request, MAX_BODY_BYTES, f"the request body is larger than {MAX_BODY_BYTES // 2**20} MiB")
     try:
         body = json.loads(raw or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ApiError(400, f"the body is not valid JSON: {err}", "invalid_json") from err
+    except RecursionError as err:
+        raise ApiError(400, "the body is nested too deeply", "invalid_json") from err
     if not isinstance(body, dict):
         raise ApiError(400, "the body must be a JSON object", "invalid_json")
     return body
@@ -221,10 +228,11 @@ def _chat_request(body: dict, state: ApiState) -> tuple[TurnRequest, str]:
     if n != 1 or isinstance(n, bool):
         raise ApiError(400, "n must be 1: this server returns one choice", "bad_input")
     system_parts, converted = [], []
+    budget = _Budget()
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or m.get("role") not in ("system", "developer", "user", "assistant"):
             raise ApiError(400, f"messages[{i}] needs a role of system, user or assistant", "bad_input")
-        text, images, audio = _content(m.get("content"), i)
+        text, images, audio = _content(m.get("content"), i, budget)
         if m["role"] in ("system", "developer"):
             system_parts.append(text)
         else:
@@ -237,8 +245,8 @@ def _chat_request(body: dict, state: ApiState) -> tuple[TurnRequest, str]:
     temperature = _number(body, "temperature", 0.0, 0, 2)
     top_p = _number(body, "top_p", 1.0, 0, 1, low_open=True)
     seed = body.get("seed")
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-        raise ApiError(400, "seed must be an integer", "bad_input")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not -(2**63) <= seed < 2**63):
+        raise ApiError(400, "seed must be an integer from -2^63 to 2^63-1", "bad_input")
     req = TurnRequest(
         tuple(converted),
         system="\n".join(system_parts) or None,
@@ -275,7 +283,20 @@ def _as_persona(state: ApiState, user: str, name, req: TurnRequest) -> TurnReque
     return replace(req, system=system, voice=voice)
 
 
-def _content(content, i: int) -> tuple[str, tuple, np.ndarray | None]:
+@dataclass
+class _Budget:
+    """What one request may still decode: images, and seconds of audio over all its messages."""
+
+    images: int = MAX_IMAGES
+    audio_s: float = MAX_TURN_AUDIO_S
+
+    def image(self, where: str) -> None:
+        self.images -= 1
+        if self.images < 0:
+            raise ApiError(400, f"{where}: a request may hold at most {MAX_IMAGES} images", "too_many_images")
+
+
+def _content(content, i: int, budget: _Budget) -> tuple[str, tuple, np.ndarray | None]:
     if isinstance(content, str):
         return content, (), None
     if content is None:
@@ -294,12 +315,18 @@ def _content(content, i: int) -> tuple[str, tuple, np.ndarray | None]:
                 url = _string(image, "url", f"{where}.image_url")
             else:  # some clients send the URL itself
                 url = _string(part, "image_url", where)
+            budget.image(where)
             images.append(_image(url, where))
         elif kind == "input_audio":
             audio = part.get("input_audio")
             if not isinstance(audio, dict):
                 raise ApiError(400, f"{where}.input_audio must be an object with data and format", "bad_input")
-            audios.append(_audio(_string(audio, "data", f"{where}.input_audio"), where))
+            fmt = audio.get("format")
+            if fmt is not None and (not isinstance(fmt, str) or fmt.lower() not in INPUT_AUDIO_FORMATS):
+                raise ApiError(
+                    400, f"{where}.input_audio.format must be one of {', '.join(INPUT_AUDIO_FORMATS)}", "bad_input"
+                )
+            audios.append(_audio(_string(audio, "data", f"{where}.input_audio"), where, budget))
         else:
             raise ApiError(400, f"{where}: unsupported part type {kind!r} (text, image_url, input_audio)", "bad_input")
     if len(audios) > 1:
@@ -335,18 +362,25 @@ def _image(url: str, where: str):
         raise ApiError(400, f"{where}: {err.message}", "bad_input") from err
 
 
-def _audio(data: str, where: str) -> np.ndarray:
-    from audio.io import load_audio
+def _audio(data: str, where: str, budget: _Budget) -> np.ndarray:
+    from audio.io import SAMPLE_RATE, AudioTooLong, load_audio
 
     raw = _b64(data, where)
     if len(raw) > MAX_UPLOAD_BYTES:
         raise ApiError(413, f"{where}: the audio is larger than 25 MiB", "too_large")
     try:
-        pcm = load_audio(raw)
+        pcm = load_audio(raw, max_duration_s=budget.audio_s)  # decoding stops at the cap
+    except AudioTooLong as err:
+        raise ApiError(
+            400,
+            f"{where}: the audio is too long: one request may hold at most {MAX_TURN_AUDIO_S:g} s of audio in all",
+            "audio_too_long",
+        ) from err
     except BadInput as err:
         raise ApiError(400, f"{where}: {err.message}", "bad_input") from err
     if len(pcm) < 1600:
         raise ApiError(400, f"{where}: the audio is shorter than 0.1 s", "bad_input")
+    budget.audio_s -= len(pcm) / SAMPLE_RATE
     return pcm
 
 

@@ -20,6 +20,7 @@ from assistant.engine import Engine, load_engine
 from assistant.errors import AssistantError
 from audio.isolated import TranscriberProcess
 from ui.api import ApiError, ApiState, assistant_error_response, error_body, make_api_router
+from ui.origins import OriginPolicy, guard_origins
 from ui.realtime import make_realtime_router
 
 __all__ = ["ServeConfig", "create_app"]
@@ -36,6 +37,7 @@ class ServeConfig:
     model_name: str = "assistant"
     data_dir: str | None = None  # None: the platform's user data folder
     web_ui: bool = True
+    allowed_origins: tuple[str, ...] = ()  # web pages besides the server's own that may use /v1 ("*": any)
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -72,6 +74,8 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
         store.close()
 
     app = FastAPI(title="assistant", lifespan=lifespan)
+    origins = OriginPolicy(config.allowed_origins)
+    guard_origins(app, origins)
     state = ApiState(engine=engine, model_name=config.model_name, store=store,  # engine set at start-up
                      transcriber=transcriber)
 
@@ -94,11 +98,15 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
         key = auth[7:].strip() if auth.lower().startswith("bearer ") else ws.query_params.get("api_key")
         if key:
             return config.api_keys.get(key)
-        if config.allow_anonymous_loopback and _is_loopback(ws.client.host if ws.client else None):
+        # Like the web UI's Chat and Voice tabs: with no keys at all, this machine's own pages (the
+        # Origin check ran first) and programs use it as the anonymous user; with keys, only if allowed.
+        open_ui = not config.api_keys or config.allow_anonymous_loopback
+        if open_ui and _is_loopback(ws.client.host if ws.client else None):
             return config.anonymous_user
         return None
 
-    app.include_router(make_realtime_router(lambda: holder["engine"], store, identify, config.engine.max_new_tokens))
+    app.include_router(make_realtime_router(lambda: holder["engine"], store, identify, config.engine.max_new_tokens,
+                                            origins=origins))
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, err: ApiError) -> JSONResponse:

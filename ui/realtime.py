@@ -24,6 +24,7 @@ from assistant.voice import VoiceConversation
 from audio.encode import pcm16_bytes
 from audio.endpoint import EndpointConfig
 from audio.io import resample
+from ui.origins import OriginPolicy
 
 __all__ = ["make_realtime_router"]
 
@@ -42,8 +43,10 @@ class _Refused(Exception):
 
 
 def make_realtime_router(get_engine: Callable, store, identify: Callable[[WebSocket], str | None],
-                         max_new_tokens: int = 256) -> APIRouter:
-    """`identify(ws)` returns the caller's user name, or None to refuse the connection."""
+                         max_new_tokens: int = 256, origins: OriginPolicy | None = None) -> APIRouter:
+    """`identify(ws)` returns the caller's user name, or None to refuse the connection. `origins`:
+    which web pages may open the socket (default: the server's own)."""
+    origins = origins or OriginPolicy()
     router = APIRouter()
 
     @router.get("/call", include_in_schema=False)
@@ -60,10 +63,15 @@ def make_realtime_router(get_engine: Callable, store, identify: Callable[[WebSoc
         await ws.accept()
         q = ws.query_params
         try:
+            origin = ws.headers.get("origin")
+            if not origins.allows(origin, ws.headers.get("host")):
+                raise _Refused("origin_not_allowed",
+                               f"pages of {origin} may not open this socket (serve --allow-origin)")
             user = identify(ws)
             if user is None:
                 raise _Refused("invalid_api_key", "missing or invalid API key: send Authorization: Bearer <key>")
             engine = get_engine()
+            voice = _known_voice(q.get("voice") or None, engine.voices)
             session = Session(engine, store, user=user, persona_name=q.get("persona") or None,
                               instance_name=q.get("instance") or None, max_new_tokens=max_new_tokens)
         except (_Refused, AssistantError) as err:
@@ -71,9 +79,19 @@ def make_realtime_router(get_engine: Callable, store, identify: Callable[[WebSoc
             await ws.send_text(json.dumps({"type": "error", "code": code, "message": str(err)}))
             await ws.close(code=1008)
             return
-        await _converse(ws, session, engine.sample_rate, q.get("voice") or None)
+        await _converse(ws, session, engine.sample_rate, voice)
 
     return router
+
+
+def _known_voice(voice: str | None, voices) -> str | None:
+    """The voice as the model names it; an unknown one is refused at connect, not at every turn."""
+    if voice is None or not voices:  # none asked, or a remote engine (its server checks)
+        return voice
+    match = {v.lower(): v for v in voices}.get(voice.lower())
+    if match is None:
+        raise _Refused("unknown_voice", f"unknown voice {voice!r}; this model has: {', '.join(voices)}")
+    return match
 
 
 async def _converse(ws: WebSocket, session: Session, rate: int, voice: str | None) -> None:

@@ -9,11 +9,13 @@ from fastapi.responses import PlainTextResponse
 from starlette.datastructures import UploadFile
 
 from assistant.errors import AssistantError
+from ui.bodies import read_body, replayed
 from ui.errors import ApiError, status_for
 
 __all__ = ["MAX_UPLOAD_BYTES", "RESPONSE_FORMATS", "transcribe_upload"]
 
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024  # as OpenAI's audio endpoints
+FORM_OVERHEAD_BYTES = 1024 * 1024  # the multipart form's other fields and boundaries
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 
@@ -21,11 +23,9 @@ RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 async def transcribe_upload(request: Request, transcriber=None):
     """Transcribe the form's `file`; answer in its `response_format`. `transcriber`: an
     audio.isolated.TranscriberProcess (None: in this process)."""
-    size = int(request.headers.get("content-length") or 0)
-    if size > MAX_UPLOAD_BYTES + 1024 * 1024:
-        raise ApiError(413, "the upload is larger than 25 MiB", "too_large")
+    body = await read_body(request, MAX_UPLOAD_BYTES + FORM_OVERHEAD_BYTES, "the upload is larger than 25 MiB")
     try:
-        form = await request.form(max_part_size=MAX_UPLOAD_BYTES + 1)
+        form = await replayed(request, body).form(max_part_size=MAX_UPLOAD_BYTES + 1)
     except Exception as err:  # starlette raises several types for malformed multipart bodies
         raise ApiError(400, f"expected a multipart/form-data body with a `file`: {err}", "bad_input") from err
     upload = form.get("file")

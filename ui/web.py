@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import gradio as gr
-import numpy as np
 from fastapi import FastAPI, Request
 from gradio.routes import App as GradioApp
 
@@ -26,6 +25,7 @@ from ui.web_transcribe import transcribe_tab
 __all__ = ["build_ui", "mount_web_ui"]
 
 STATIC = Path(__file__).parent / "static"
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # an upload to the page (images are up to 50 MiB, vision.images)
 LOGIN_MESSAGE = "Log in with your user name and your API key (the operator gives them out: serve --api-key KEY=USER)."
 SECOND = "2"  # the second pane's id
 
@@ -54,6 +54,7 @@ def mount_web_ui(
         head=head,
         css=(STATIC / "web.css").read_text(encoding="utf-8"),
         footer_links=["api"],
+        max_file_size=MAX_UPLOAD_BYTES,  # Gradio's uploads: the API's limit; a bigger one is refused while it arrives
     )
 
 
@@ -78,7 +79,7 @@ def _page_user(app: FastAPI, anonymous_user: str, *, logins_on: bool):
 
 def build_ui(ctx: WebContext) -> gr.Blocks:
     """The Blocks app. With a login (the server's API keys), each person sees only their own data."""
-    with gr.Blocks(title="assistant", delete_cache=(1800, 7200)) as ui:
+    with gr.Blocks(title="assistant", delete_cache=(1800, 7200), analytics_enabled=False) as ui:
         gr.Markdown(
             "# assistant\nTalk, show pictures, transcribe recordings. Everything stays on this server.", elem_id="title"
         )
@@ -97,7 +98,9 @@ def build_ui(ctx: WebContext) -> gr.Blocks:
             )
             vpersona = gr.Dropdown(choices=["Grok"], value="Grok", label="Persona", elem_id="voice-persona")
             vbot = gr.Chatbot(elem_id="voice-chat", height=300, show_label=False)
-            mic = gr.Audio(sources=["microphone"], type="numpy", label="Press record, speak, press stop", elem_id="mic")
+            # a file path, decoded here with the turn's duration cap (Gradio's numpy decodes all of it)
+            mic = gr.Audio(sources=["microphone"], type="filepath", label="Press record, speak, press stop",
+                           elem_id="mic")
             vreply = gr.Audio(label="Reply", autoplay=True, elem_id="voice-audio")
         with gr.Tab("Transcribe"):
             transcribe_tab(ctx.transcriber)
@@ -107,17 +110,17 @@ def build_ui(ctx: WebContext) -> gr.Blocks:
             memories, load_memories = memory_tab(ctx)
 
         async def voice(recording, history: list, persona: str, request: gr.Request):
-            from audio.io import SAMPLE_RATE, resample
+            import asyncio
+
+            from assistant.errors import BadInput
+            from audio.io import SAMPLE_RATE, load_audio
 
             if recording is None:
                 raise fail("nothing was recorded")
-            rate, pcm = recording
-            pcm = pcm.astype(np.float32)
-            if pcm.ndim > 1:
-                pcm = pcm.mean(axis=1)
-            if np.abs(pcm).max() > 1.5:  # int16 samples
-                pcm = pcm / 32768.0
-            pcm = resample(pcm, rate, SAMPLE_RATE)
+            try:  # stops at MAX_TURN_AUDIO_S, whatever the upload's length
+                pcm = await asyncio.to_thread(load_audio, recording)
+            except BadInput as err:
+                raise fail(err.message.replace(str(recording), "the recording")) from err
             if len(pcm) < SAMPLE_RATE // 10:
                 raise fail("the recording is shorter than 0.1 s")
             shown = [*history, {"role": "user", "content": "(spoken)"}]

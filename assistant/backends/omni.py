@@ -319,7 +319,10 @@ class OmniBackend:
                     raise ModelError("out of GPU memory while speaking", Code.OUT_OF_MEMORY) from err
 
     def _sync_batch(self, wanted: list[OmniStream]) -> None:
-        self._batch.sync(wanted)
+        # rows still decoding that sit this step out (the engine steps a subset: a paused background
+        # turn, or each turn alone after a failed step) keep their cache rows
+        keep = [r for r in self._batch.rows if r.phase == "text" and not r.done]
+        self._batch.sync(wanted, keep=keep)
         for s in wanted:
             s.batch_size = max(s.batch_size, len(wanted))
 

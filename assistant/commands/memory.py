@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from dataclasses import replace
@@ -122,14 +123,19 @@ def _forget(store, user, args) -> int:
 
 
 def _import(store, user, args) -> int:
+    """Each chunk of lines is one transaction, and a line whose source id the user already has is
+    skipped, so an import that was cut off (a crash, Ctrl+C) completes when run again, without
+    duplicates. A line without `source_id` gets one from its position and content."""
     from memory.types import embedding_text
 
     items = [_import_line(args.file, n, line) for n, line in _jsonl(args.file)]
+    added = 0
     for start in range(0, len(items), IMPORT_CHUNK):
         chunk = items[start : start + IMPORT_CHUNK]
         vectors = store.embedder.embed([embedding_text(i.text, i.kind, i.speaker) for i in chunk])
-        store.add_memories(user, [replace(i, embedding=v) for i, v in zip(chunk, vectors, strict=True)])
-    print(f"imported {len(items)} lines for user {user.name!r}")
+        added += store.import_memories(user, [replace(i, embedding=v) for i, v in zip(chunk, vectors, strict=True)])
+    skipped = f" ({len(items) - added} were there already)" if added < len(items) else ""
+    print(f"imported {added} lines for user {user.name!r}{skipped}")
     return 0
 
 
@@ -153,6 +159,9 @@ def _import_line(path: Path, n: int, line: object):
             raise BadInput(f"{path}:{n}: time {line['time']!r} is not ISO 8601") from err
         said_at = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
     source_id = line.get("source_id")
+    if source_id is None:  # the same line of the same file gets the same id: a rerun skips it
+        digest = hashlib.sha256(f"{n}\t{json.dumps(line, sort_keys=True)}".encode()).hexdigest()[:20]
+        source_id = f"line:{digest}"
     return NewMemory(
         text=text,
         kind="utterance",

@@ -52,6 +52,14 @@ def add_parser(sub, parents) -> None:
         action="store_true",
         help="let API clients on this machine (loopback) in without a key",
     )
+    p.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let web pages of ORIGIN (scheme://host:port; * for any) use the API and the realtime socket "
+        "(repeatable; default: only the server's own pages)",
+    )
     p.add_argument("--no-anonymous-loopback", action="store_true", help=argparse.SUPPRESS)  # the default now
     p.set_defaults(run=run)
 
@@ -85,6 +93,15 @@ def _keys(items: list[str]) -> dict[str, str]:
     return keys
 
 
+def _origins(items: list[str]) -> tuple[str, ...]:
+    from ui.origins import normalize_origin
+
+    try:
+        return tuple(normalize_origin(o) for o in items)
+    except ValueError as err:
+        raise BadInput(f"--allow-origin: {err}") from err
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -92,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
     from ui.app import ServeConfig, create_app
 
     keys = _keys(args.api_key)
+    origins = _origins(args.allow_origin)
     _cap_malloc_arenas()
     if args.threads is not None:
         if args.threads < 1:
@@ -128,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
                 allow_anonymous_loopback=args.allow_anonymous_loopback,
                 model_name=name,
                 data_dir=args.data_dir,
+                allowed_origins=origins,
             ),
             engine=loaded,
         )
@@ -138,7 +157,13 @@ def run(args: argparse.Namespace) -> int:
                 "the API answers 401 to every request: add --api-key KEY[=USER] or --allow-anonymous-loopback",
                 flush=True,
             )
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if not args.verbose else "info")
+        level = "warning" if not args.verbose else "info"
+        server = uvicorn.Config(app, host=args.host, port=args.port, log_level=level)
+        from assistant.local_only import RedactKeys
+
+        for name in ("uvicorn.access", "uvicorn.error"):  # request lines carry ?api_key= (browsers' sockets)
+            logging.getLogger(name).addFilter(RedactKeys())
+        uvicorn.Server(server).run()
     finally:
         loaded.close()
     return 0

@@ -1,0 +1,83 @@
+"""Faults stay with the turn they belong to: a decode step that fails because of one turn fails
+only that turn, the others in its batch finish; background turns wait for the foreground ones in a
+bounded queue. On the real tiny omni backend, behind a wrapper that makes one turn's steps fail
+(the way a bad input or a backend bug would) and that pauses background turns (as the offline
+backend does)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from assistant.config import EngineConfig, Profile
+from assistant.engine import MAX_HELD, Engine, load_backend
+from assistant.events import Done, Error, TextDelta
+from assistant.turns import Message, Request
+
+POISON = "this turn breaks the model"
+
+
+class FaultyBackend:
+    """The real backend, except that a step with the POISON turn in it raises once that turn has
+    made two tokens; it pauses background turns."""
+
+    pauses_background = True
+
+    def __init__(self, real) -> None:
+        self.real = real
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def start(self, request):
+        return self.real.start(request)
+
+    def step(self, streams) -> None:
+        if any(s.request.messages[-1].text == POISON and s.completion_tokens >= 2 for s in streams):
+            raise RuntimeError("a fault in this turn's step")
+        self.real.step(streams)
+
+
+@pytest.fixture(scope="module")
+def engine():
+    config = EngineConfig(profile=Profile.TINY, architecture="qwen2_5_omni", max_context_tokens=2048)
+    eng = Engine(FaultyBackend(load_backend(config)), config)
+    yield eng
+    eng.close()
+
+
+def _request(text: str, tokens: int = 12, background: bool = False) -> Request:
+    return Request((Message("user", text),), speak=False, max_new_tokens=tokens, seed=0, background=background)
+
+
+async def _events(engine, request) -> list:
+    return [ev async for ev in engine.stream(request)]
+
+
+def test_one_turns_fault_fails_only_that_turn(engine):
+    async def go():
+        return await asyncio.gather(*(_events(engine, _request(t)) for t in ("hello", POISON, "how are you?")))
+
+    first, poisoned, third = asyncio.run(go())
+    assert isinstance(poisoned[-1], Error) and poisoned[-1].code == "model_error"
+    for events in (first, third):
+        assert isinstance(events[-1], Done) and events[-1].completion_tokens == 12
+        assert any(isinstance(e, TextDelta) for e in events)
+    assert engine.metrics.max_batch >= 2  # they did share steps before the fault
+    assert isinstance(asyncio.run(_events(engine, _request("still there?", 3)))[-1], Done)
+
+
+def test_background_turns_wait_in_a_bounded_queue(engine):
+    async def go():
+        engine.defer_background(3.0)  # a user is speaking: background turns are held
+        runs = [asyncio.ensure_future(_events(engine, _request(f"fact {i}", 2, background=True)))
+                for i in range(MAX_HELD + 6)]
+        await asyncio.sleep(1.0)
+        refused = [r.result() for r in runs if r.done()]
+        return refused, await asyncio.gather(*runs)
+
+    refused, everything = asyncio.run(go())
+    assert len(refused) == 6  # the ones past MAX_HELD, at once, while the others wait
+    assert all(isinstance(ev[-1], Error) and ev[-1].code == "busy" for ev in refused)
+    assert sum(isinstance(ev[-1], Done) for ev in everything) == MAX_HELD  # then run once it is quiet
