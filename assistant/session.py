@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import getpass
 import logging
-from collections.abc import AsyncIterator
+import re
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from assistant.engine import Engine
@@ -24,8 +27,10 @@ from memory import (
     Store,
     count_tokens,
     get_persona,
+    outdated_messages,
     recall,
     remember,
+    rule_facts,
 )
 
 __all__ = ["Session", "default_user", "fit_history"]
@@ -33,6 +38,19 @@ __all__ = ["Session", "default_user", "fit_history"]
 log = logging.getLogger(__name__)
 
 HISTORY_ROWS = 200  # stored messages read before fitting the budget
+MEMORY_WAIT_S = 300.0  # the longest an exchange's memory waits for the previous exchange's
+# Who the user is, for every backend, after the persona: the 0.5B offline model answered "What is my
+# name?" in the assistant's voice ("My name is Igor.") or about "the user", and gave the user the
+# persona's traits ("Egor is a curious, direct and witty person").
+ABOUT_THE_USER = (
+    "The user is the person you are talking to; what you know about them is about them, not you. "
+    "Speak to them as 'you': asked 'What is my name?', answer 'Your name is ...'; asked 'Who am I?', "
+    "'You are ...'. Never call them 'the user'. Use what you know about them: an allergy means a food "
+    "with it is not safe for them. Do not repeat their words back."
+)
+# A message says something about the user only if it speaks of them (I, my, me...): others (a
+# question about the sea) are not given to the model's fact extraction at all.
+_FIRST_PERSON = re.compile(r"\b(?:i|i'm|i've|i'd|i'll|my|me|mine|myself|we|our|us)\b", re.I)
 
 
 def default_user() -> str:
@@ -60,6 +78,7 @@ class Session:
     persona: Persona = field(init=False)
     history: list[Message] = field(default_factory=list, init=False)  # used without a store
     _pending: set = field(default_factory=set, init=False, repr=False)
+    _order: _InOrder = field(default_factory=lambda: _InOrder(), init=False, repr=False)
     _window_start: object = field(default=None, init=False, repr=False)  # first message of the history window
 
     def __post_init__(self) -> None:
@@ -80,6 +99,7 @@ class Session:
             items = [(id(m), m) for m in self.history]
         else:
             stored = self.store.history(self._instance, limit=HISTORY_ROWS)
+            stored = _current(stored, outdated_messages(self.store, self._user), self._profile())
             items = [(m.id, Message(m.role, m.text)) for m in stored if m.role in ("user", "assistant") and m.text]
         keys = [key for key, _ in items]
         if self._window_start in keys:
@@ -95,6 +115,9 @@ class Session:
             self.history = window  # what no longer fits is dropped
         return list(window)
 
+    def _profile(self) -> str:
+        return str(getattr(self.engine.config, "profile", ""))
+
     def _remembered(self, query: str) -> str:
         """What is remembered about the user that bears on `query`, as a block of text ("" if nothing)."""
         if self.store is None or not query.strip():
@@ -106,14 +129,18 @@ class Session:
         facts = "\n".join(f"- {m.text}" for m in known)
         # Said as current and newer than the history: the offline 0.5B otherwise answered "What is
         # my name?" with the name the history corrected (0/5 phrasings right before, 5/5 after).
-        return ("What you know about the user now (true, and newer than the conversation above; use it when "
-                f"relevant, and speak to the user as 'you'):\n{facts}")
+        return ("What you know about the user you are talking to now (true, and newer than the conversation "
+                f"above; use it when relevant, and tell it to them as 'you'):\n{facts}")
+
+    def instructions(self) -> str:
+        """Who the assistant is (the persona) and who it talks to."""
+        return f"{self.persona.instructions()}\n{ABOUT_THE_USER}"
 
     def system_prompt(self, query: str) -> str:
         """The persona's instructions plus what is remembered about the user that bears on `query`
         (the API uses it for a client's own conversation)."""
         remembered = self._remembered(query)
-        return f"{self.persona.instructions()}\n{remembered}" if remembered else self.persona.instructions()
+        return f"{self.instructions()}\n{remembered}" if remembered else self.instructions()
 
     def request_for(self, turn: Turn, speak: bool = True, voice: str | None = None,
                     seed: int | None = None, temperature: float = 0.0) -> Request:
@@ -126,7 +153,7 @@ class Session:
         history = self._history()
         # Spoken turns have no text yet: recall by what was said recently, plus who the user is.
         query = text or " ".join(m.text for m in history[-4:] if m.role == "user") or "about me, my name"
-        return Request(messages=(*history, current), system=self.persona.instructions(),
+        return Request(messages=(*history, current), system=self.instructions(),
                        context=self._remembered(query) or None, **options)
 
     async def prepare_spoken_turn(self) -> None:
@@ -159,7 +186,11 @@ class Session:
     def record(self, turn: Turn, reply: str, heard: str = "", done: Done | None = None,
                interrupted: bool = False, extra_timings: dict | None = None) -> None:
         """Store one exchange: what the user said and the reply (as far as it was heard when
-        `interrupted`); then extract facts from it off the latency path. Needs a running loop."""
+        `interrupted`); then extract facts from it off the latency path. Needs a running loop.
+
+        A spoken turn is stored with what was heard: the cascade's own transcript, else (omni,
+        tiny, remote: the model heard the audio itself) a transcript made in the background by the
+        bundled speech recognizer, written into the stored message, so later turns have it."""
         said = turn.text or heard
         if self.store is None:
             self.history += [Message("user", said or "(spoken message)"), Message("assistant", reply)]
@@ -168,28 +199,35 @@ class Session:
         if done is not None:
             timings |= {"first_text_s": done.timings.first_text_s, "first_audio_s": done.timings.first_audio_s,
                         "total_s": done.timings.total_s}
+        timings["profile"] = self._profile()  # see _current
         turn_id = done.turn_id if done is not None else None
         user_msg = self.store.append_message(self._instance, "user", said, turn_id=turn_id)
         self.store.append_message(self._instance, "assistant", reply, timings=timings, turn_id=turn_id,
                                   interrupted=interrupted)
-        # Fact extraction runs in a worker thread: the reply is never delayed by it.
+        # Fact extraction runs in a worker thread: the reply is never delayed by it. Exchanges are
+        # remembered in the order they were said (a correction never runs before what it corrects).
+        ticket = self._order.ticket()
         pool = getattr(self.engine, "background_pool", None)  # not the default executor (to_thread's)
-        task = asyncio.get_running_loop().run_in_executor(pool, self._remember, turn, said, reply, user_msg)
+        task = asyncio.get_running_loop().run_in_executor(pool, self._remember, turn, said, reply, user_msg, ticket)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    def _remember(self, turn: Turn, said: str, reply: str, message_id: int) -> None:
+    def _remember(self, turn: Turn, said: str, reply: str, message_id: int, ticket: int) -> None:
         text = said
         try:
-            if not text.strip() and turn.audio is not None:
-                text = _transcribe(turn.audio)
-                if text:
-                    self.store.append_message(self._instance, "system", f"(the user said: {text})")
-            if not text.strip():
-                return
+            with self._order.turn("heard", ticket):
+                if not text.strip() and turn.audio is not None:
+                    text = _transcribe(turn.audio)
+                    if text:
+                        self.store.set_message_text(self._instance, message_id, text)
             exchange = Exchange(text, reply, speaker=self._user.name, message_id=message_id)
-            extract = self._extract if self.extract_with_model else None
-            remember(self.store, self._user, exchange, instance=self._instance, extract=extract)
+            with self._order.turn("rules", ticket):  # the explicit statements first: no model, fast
+                if text.strip():
+                    remember(self.store, self._user, exchange, instance=self._instance)
+            with self._order.turn("model", ticket):
+                if self.extract_with_model and _worth_asking(text):
+                    remember(self.store, self._user, exchange, instance=self._instance, extract=self._extract,
+                             rules=False, after_rules=True)  # fmt: skip
         except Exception:  # a failed extraction never breaks the conversation
             log.exception("remembering the exchange failed")
 
@@ -211,6 +249,57 @@ class Session:
         """Wait until the background fact extraction of earlier turns has finished."""
         if self._pending:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+
+class _InOrder:
+    """Tickets handed out in the order exchanges are recorded; each phase of remembering (hearing,
+    the rules, the model) runs for one ticket after another, on any thread."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._issued = 0
+        self._serving: dict[str, int] = {}
+
+    def ticket(self) -> int:
+        with self._cond:
+            self._issued += 1
+            return self._issued - 1
+
+    @contextmanager
+    def turn(self, phase: str, ticket: int) -> Iterator[None]:
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._serving.get(phase, 0) >= ticket, MEMORY_WAIT_S):
+                log.warning("remembering went on without waiting for an earlier exchange (%s)", phase)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._serving[phase] = max(self._serving.get(phase, 0), ticket + 1)
+                self._cond.notify_all()
+
+
+def _worth_asking(text: str) -> bool:
+    """Whether the model should look for facts in `text`: the user speaks of themselves in a statement
+    the rules did not read (questions and "tell me about the sea" state nothing about them)."""
+    statements = [s for s in re.findall(r"[^.!?]+[.!?]*", text) if s.strip() and not s.strip().endswith("?")]
+    unread = [s for s in statements if _FIRST_PERSON.search(s) and not rule_facts(s)]
+    return bool(unread)
+
+
+def _current(stored: list, outdated: set[int], profile: str) -> list:
+    """The stored conversation without the exchanges whose facts were since corrected or deleted,
+    and, on a real model, without the noise replies of the tiny random one (and their questions)."""
+    skip = set()
+    for i, m in enumerate(stored):
+        if m.role == "assistant" and profile != "tiny" and m.timings.get("profile") == "tiny":
+            skip.add(i)
+            if i and stored[i - 1].role == "user":
+                skip.add(i - 1)
+        if m.role == "user" and m.id in outdated:
+            skip.add(i)
+            if i + 1 < len(stored) and stored[i + 1].role == "assistant":
+                skip.add(i + 1)
+    return [m for i, m in enumerate(stored) if i not in skip]
 
 
 def fit_history(messages: list[Message], token_budget: int) -> list[Message]:

@@ -25,7 +25,7 @@ from memory.personas import (
     list_personas,
 )
 from memory.recall import recall
-from memory.remember import Extractor, remember
+from memory.remember import Extractor, outdated_messages, remember
 from memory.store import NewMemory, Store, count_tokens, open_store
 from memory.types import Exchange, Fact, Instance, Memory, RememberResult, StoredMessage, User
 
@@ -51,6 +51,7 @@ __all__ = [
     "get_persona",
     "list_personas",
     "open_store",
+    "outdated_messages",
     "parse_facts",
     "recall",
     "remember",

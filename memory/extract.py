@@ -8,9 +8,10 @@ import json
 import re
 from collections.abc import Sequence
 
+from memory.rules import rule_facts
 from memory.types import MAX_FACT_CHARS, Exchange, Fact, Memory
 
-__all__ = ["build_extraction_prompt", "parse_facts", "rule_facts"]
+__all__ = ["build_extraction_prompt", "grounded", "parse_facts", "rule_facts"]
 
 MAX_FACTS = 20  # per exchange; the rest are dropped with a reason
 KINDS = frozenset({"fact", "preference", "event", "note"})
@@ -18,18 +19,19 @@ _KEY = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 PROMPT = """You maintain the long-term memory of an assistant. From the exchange below, list the durable facts \
-about the user worth remembering in later conversations (name, family, work, places, tastes, plans, \
-corrections). Skip small talk and anything already known unless it changed.
+the USER stated about themselves in their own message (name, family, work, places, tastes, plans, \
+corrections). Only what the user's message itself says: never the assistant's words, never the known \
+facts again, never an example. Skip small talk, questions and anything already known unless it changed.
 
 Answer with JSON only, exactly this shape:
-{{"facts": [{{"text": "The user's name is Igor.", "key": "user.name", "kind": "fact", "scope": "user", \
+{{"facts": [{{"text": "<one sentence>", "key": "<slot or null>", "kind": "fact", "scope": "user", \
 "action": "add", "replaces": null}}]}}
-- text: one short sentence in the third person ("The user ...").
+- text: one short sentence in the third person ("The user ..."), using the user's own words.
 - key: a slot such as user.name, user.city, user.job when the fact has one value at a time, else null.
 - kind: fact, preference, event or note. scope: user (shared) or instance (only this conversation).
 - action: add, or delete when the user asks to forget something (text: what to forget).
 - replaces: the text of a known fact this one corrects, else null.
-If there is nothing to remember, answer {{"facts": []}}.
+If the user's message states nothing about them, answer {{"facts": []}}.
 
 Known facts:
 {known}
@@ -38,6 +40,8 @@ Exchange:
 {speaker}: {user_text}
 Assistant: {assistant_text}
 """
+# No concrete fact in the example above: the 0.5B copied "The user's name is Igor." from it for users
+# who never said a name.
 
 
 def build_extraction_prompt(exchange: Exchange, known: Sequence[Memory] = ()) -> str:
@@ -125,111 +129,38 @@ def _preview(item: object) -> str:
     return text[:80]
 
 
-# Rule-based extraction of explicit statements -------------------------------------------------
 
-_NAME = r"([^\W\d_][\w'\-]*(?:\s+[^\W\d_][\w'\-]*)?)"
-_END = r"\s*(?:[.!?,;]|$)"
-_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(rf"\b(?:my name is|my name's|call me|i am called|i'm called)\s+{_NAME}{_END}", re.I), "name"),
-    (re.compile(r"\bi (?:live|am living|now live) in\s+([^.!?;,]{2,60})", re.I), "city"),
-    (re.compile(r"\bi work as (?:an? )?([^.!?;,]{2,60})", re.I), "job"),
+
+# Grounding: a fact from the model must be in the user's own words --------------------------------
+
+# Words a fact adds around what the user said: its frame ("The user's ... is ..."), linking verbs,
+# pronouns. Every other word of the fact must occur in the user's message.
+_FRAME_TEXT = (
+    "user user's users the a an is are was were be been being has have had does do did of in on at to for "
+    "from with and or but as by that this these those who which whom whose their they them theirs he she his "
+    "her hers its it name named called lives live living works work working likes like loves love prefers "
+    "prefer enjoys enjoy hates hate dislikes dislike wants want s also currently now still very really "
+    "not no person someone new"
 )
-_FORGET = re.compile(
-    r"(?:^|[.!?,]\s*|\bplease |\b(?:can|could|would) you )(?:please )?forget (?:that |about )?([^.!?]{2,})", re.I
-)
-_REMEMBER = re.compile(r"\b(?:remember|(?:do not|don't|never) forget)[,:]?\s+(?:that )?([^.!?]{2,})", re.I)
+_FRAME = frozenset(_FRAME_TEXT.split())
+_FORGETTING = re.compile(r"\b(?:forget|delete|remove|erase|drop|stop remembering)\b", re.I)
 
 
-def rule_facts(user_text: str) -> list[Fact]:
-    """Facts from explicit statements: "my name is X" (a correction supersedes), "I live in X",
-    "I work as X", "remember that X" and "forget that X"."""
-    text = " ".join(_CONTROL.sub(" ", user_text or "").split())
-    if not text:
-        return []
-    facts = []
-    for m in _REMEMBER.finditer(text):
-        facts.append(Fact(text=_third_person(m.group(1).strip())[:MAX_FACT_CHARS], kind="note"))
-    if (
-        not facts
-        and (m := _FORGET.search(text))
-        and not re.search(r"\b(don't|do not|never)\s+$", text[: m.start()], re.I)
-    ):
-        return [Fact(text=_third_person(m.group(1).strip())[:MAX_FACT_CHARS], kind="note", action="delete")]
-    for pattern, slot in _RULES:
-        for m in pattern.finditer(text):
-            value = m.group(1).strip()
-            if slot == "name" and value.split()[0].casefold() in ("not", "a", "the", "that", "this"):
-                continue
-            facts.append(Fact(text=_slot_text(slot, value), key=f"user.{slot}"))
-    return facts
+def _stem(word: str) -> str:
+    return word[:5]
 
 
-def _slot_text(slot: str, value: str) -> str:
-    return {
-        "name": f"The user's name is {value}.",
-        "city": f"The user lives in {value}.",
-        "job": f"The user works as {value}.",
-    }[slot]
-
-
-# First person -> third person. A verb right after "I" (adverbs such as "really" in between) takes
-# the third person: "I am" -> "the user is", "I love my dog" -> "the user loves the user's dog".
-_PRONOUNS = {"my": "the user's", "me": "the user", "mine": "the user's", "myself": "the user"}
-_CONTRACTIONS = {  # "I'm" and the like: subject and verb in one word
-    "i'm": "the user is", "i've": "the user has", "i'd": "the user would", "i'll": "the user will",
-}  # fmt: skip
-_IRREGULAR = {
-    "am": "is", "have": "has", "do": "does", "don't": "doesn't", "haven't": "hasn't", "go": "goes",
-    "are": "is", "aren't": "isn't", "'m": "is", "were": "was", "weren't": "wasn't",
-}  # fmt: skip
-# Present-tense verbs that are safe to conjugate (an unknown word, maybe a past tense like
-# "bought", is left alone rather than turned into "boughts").
-_VERB_TEXT = (
-    "like love hate prefer enjoy want need live work own play speak eat drink drive use take study teach "
-    "know think believe wear watch run walk cook sing dance swim ride write paint collect visit miss "
-    "feel hope plan wish dislike avoid keep spend support follow practise practice train volunteer "
-    "attend care suffer struggle sleep wake get make try buy rent share listen"
-)
-_VERBS = frozenset(_VERB_TEXT.split())
-_ADVERB_TEXT = "really also always never still just usually often sometimes actually now truly"
-_ADVERBS = frozenset(_ADVERB_TEXT.split())
-
-
-def _third_person(text: str) -> str:
-    """'I am allergic to nuts' -> 'The user is allergic to nuts.'; 'my dog is Rex' -> "The user's dog is Rex."."""
-    words = text.replace("\u2019", "'").split()
-    out: list[str] = []
-    verb_next = False  # the last subject word was "I": the next verb takes the third person
-    for word in words:
-        core = word.rstrip(",;:")
-        tail = word[len(core) :]
-        low = core.casefold()
-        if low == "i":
-            out.append("the user" + tail)
-            verb_next = not tail
-            continue
-        if low in _CONTRACTIONS:
-            out.append(_CONTRACTIONS[low] + tail)
-            verb_next = False
-            continue
-        if verb_next and low in _ADVERBS:
-            out.append(word)
-            continue
-        if verb_next and (low in _IRREGULAR or low in _VERBS):
-            out.append(_IRREGULAR.get(low) or _third_person_verb(low))
-            out[-1] += tail
-        else:
-            out.append(_PRONOUNS.get(low, core) + tail)
-        verb_next = False
-    result = " ".join(out).rstrip(" ,;:")
-    if result and result[-1] not in ".!?":
-        result += "."
-    return result[:1].upper() + result[1:]
-
-
-def _third_person_verb(verb: str) -> str:
-    if verb.endswith(("s", "sh", "ch", "x", "z", "o")):
-        return verb + "es"
-    if verb.endswith("y") and verb[-2:-1] not in ("a", "e", "i", "o", "u"):
-        return verb[:-1] + "ies"
-    return verb + "s"
+def grounded(fact: Fact, user_text: str) -> str | None:
+    """Why `fact` is not in the user's own words (None: it is). Every content word of the fact
+    (names, places, numbers, things) must occur in `user_text` (matched by its first five letters,
+    so "allergy" grounds "allergic"); a deletion needs the user to have asked to forget."""
+    said = [w for w in re.findall(r"\w+", user_text.casefold().replace("'s", " "))]
+    if fact.action == "delete":
+        return None if _FORGETTING.search(user_text) else "a deletion the user did not ask for"
+    stems = {_stem(w) for w in said}
+    words = re.findall(r"\w+", fact.text.casefold().replace("'s", " "))
+    content = [w for w in words if w not in _FRAME and (len(w) > 2 or w.isdigit())]
+    if not content:
+        return "a fact with nothing the user said"
+    missing = [w for w in content if (w not in said if w.isdigit() else _stem(w) not in stems)]
+    return f"not in the user's words: {', '.join(missing[:4])}" if missing else None

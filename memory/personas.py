@@ -51,9 +51,9 @@ class Persona:
 
     def instructions(self) -> str:
         """The persona as an instruction text; the session places it where the model allows."""
-        parts = [f"You are {self.name}."]
-        if self.style:
-            parts.append(self.style.strip())
+        parts = [f"You are {self.name}.", "You are the assistant."]
+        if self.style:  # said as the assistant's manner: the 0.5B gave the user the traits of a bare style
+            parts.append(f"Your manner, in every reply: {self.style.strip()}")
         parts.append(f"Answer in the language with code {self.language!r} unless asked otherwise.")
         return " ".join(parts)
 

@@ -16,12 +16,12 @@ from collections.abc import Callable
 import numpy as np
 
 from assistant.errors import AssistantError, BadInput
-from memory.extract import build_extraction_prompt, parse_facts, rule_facts
+from memory.extract import build_extraction_prompt, grounded, parse_facts, rule_facts
 from memory.recall import recall
 from memory.store import NewMemory, Store, VectorIndex
 from memory.types import Exchange, Fact, Instance, RememberResult, User
 
-__all__ = ["Extractor", "remember"]
+__all__ = ["Extractor", "outdated_messages", "remember"]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ DUPLICATE_SIM = 0.9  # cosine at or above which a new fact repeats a stored one
 CORRECTS_SIM = 0.75  # a stated `replaces` text must match a stored fact at least this well
 FORGET_SIM = 0.6  # "forget that X" removes stored facts at least this close to X
 KNOWN_FOR_PROMPT = 8  # related memories shown to the extractor
+RULE_KEYS = frozenset({"user.name"})  # slots only the explicit-statement rules write
 
 
 def remember(
@@ -40,17 +41,23 @@ def remember(
     instance: Instance | None = None,
     extract: Extractor | None = None,
     rules: bool = True,
+    after_rules: bool = False,
 ) -> RememberResult:
-    """Extract facts from `exchange` and store them for `user` (private ones in `instance`)."""
+    """Extract facts from `exchange` and store them for `user` (private ones in `instance`).
+
+    `after_rules`: the rules were applied to this exchange by an earlier call (the session stores
+    them before asking the model): the model's facts for what they read are left out."""
     if instance is not None and instance.user_id != user.id:
         raise BadInput("that instance belongs to another user")
-    facts = rule_facts(exchange.user_text) if rules else []
+    stated = rule_facts(exchange.user_text)
+    facts = list(stated) if rules else []
     rejected: list[tuple[str, str]] = []
-    if extract is not None:
+    if extract is not None and not any(f.action == "delete" for f in stated):
         model_facts, why = _ask_model(store, user, exchange, instance, extract)
         rejected += why
-        seen = {f.key for f in facts if f.key} | {_norm(f.text) for f in facts}
-        facts += [f for f in model_facts if f.key not in seen and _norm(f.text) not in seen]
+        kept, why = _checked(store, user, exchange, stated if (rules or after_rules) else [], model_facts)
+        rejected += why
+        facts += kept
     if not facts:
         return RememberResult(rejected=tuple(rejected))
     vectors = store.embedder.embed([f.text for f in facts])  # facts embed as plain text (see embedding_text)
@@ -86,6 +93,43 @@ def _ask_model(
     return facts, rejected
 
 
+def outdated_messages(store: Store, user: User) -> set[int]:
+    """Ids of the user's messages whose facts were since corrected or deleted."""
+    rows = store.read(
+        "SELECT DISTINCT h.message_id FROM memory_history h JOIN memories m ON m.id = h.memory_id"
+        " WHERE h.user_id = ? AND h.action = 'add' AND m.status != 'active' AND h.message_id IS NOT NULL",
+        (user.id,),
+    )
+    return {int(r[0]) for r in rows}
+
+
+def _checked(
+    store: Store, user: User, exchange: Exchange, stated: list[Fact], model_facts: list[Fact]
+) -> tuple[list[Fact], list[tuple[str, str]]]:
+    """The model's facts that may be stored: in the user's own words (memory.extract.grounded), not
+    one the rules found already, no name the rules did not see (the 0.5B stored "a secret" and
+    its prompt's example as names), and no fact the user deleted or corrected unless the rules read
+    it again."""
+    seen = {f.key for f in stated if f.key} | {_norm(f.text) for f in stated}
+    deleted = {_norm(r["text"]) for r in store.read(
+        "SELECT text FROM memories WHERE user_id = ? AND status != 'active'", (user.id,))}  # fmt: skip
+    kept, rejected = [], []
+    for fact in model_facts:
+        why = grounded(fact, exchange.user_text)
+        if why is None and (fact.key in seen or _norm(fact.text) in seen):
+            continue
+        if why is None and fact.key in RULE_KEYS:
+            why = f"{fact.key} is read from the user's words by the rules only"
+        if why is None and fact.action == "add" and _norm(fact.text) in deleted:
+            why = "the user deleted or corrected this fact"
+        if why is None:
+            kept.append(fact)
+        else:
+            log.info("extracted fact rejected (%s): %s", why, fact.text)
+            rejected.append((fact.text[:80], why))
+    return kept, rejected
+
+
 def _apply(
     store: Store,
     user: User,
@@ -108,6 +152,9 @@ def _apply(
                         deleted.append(int(ids[i]))
                 continue
             same_slot = store.active_by_key(db, user, fact.key, instance_id) if fact.key else []
+            if _said_later(db, same_slot, exchange.message_id):
+                rejected.append((fact.text[:80], "a later message already set this"))
+                continue
             if any(_norm(r["text"]) == _norm(fact.text) for r in same_slot):
                 duplicates.append(int(same_slot[0]["id"]))
                 continue
@@ -132,6 +179,19 @@ def _apply(
                     superseded.append(old)
         store.bump(db, user)
     return RememberResult(tuple(added), tuple(superseded), tuple(deleted), tuple(duplicates), tuple(rejected))
+
+
+def _said_later(db, rows: list, message_id: int | None) -> bool:
+    """Whether any of these memories was stored from a message newer than `message_id`: then an
+    older statement (its extraction finished late) must not supersede what was said after it."""
+    if message_id is None or not rows:
+        return False
+    marks = ",".join("?" * len(rows))
+    found = db.execute(
+        f"SELECT 1 FROM memory_history WHERE action = 'add' AND message_id > ? AND memory_id IN ({marks}) LIMIT 1",
+        (message_id, *[int(r["id"]) for r in rows]),
+    ).fetchone()
+    return found is not None
 
 
 def _closest(index: VectorIndex, vec: np.ndarray, scope: int) -> list[int]:

@@ -204,6 +204,13 @@ class Store:
             )
         return int(cur.lastrowid)
 
+    def set_message_text(self, instance: Instance, message_id: int, text: str) -> None:
+        """Fill in the text of a stored message of this instance (a spoken turn's transcript, made
+        after it was stored)."""
+        with self.transaction() as db:
+            db.execute("UPDATE messages SET text = ? WHERE id = ? AND instance_id = ? AND user_id = ?",
+                       (text, message_id, instance.id, instance.user_id))  # fmt: skip
+
     def history(self, instance: Instance, token_budget: int | None = None, limit: int = 200) -> list[StoredMessage]:
         """The instance's latest messages, oldest first, as many as fit in `token_budget`."""
         rows = self.read(
