@@ -1,12 +1,15 @@
 """int8 inputs in 8 bits against 7 bits (offline.w8a8): time and error of the 0.5B's output layer
 product, side by side in one process, on whichever fbgemm kernel this CPU gets.
 
-    python bench/w8a8.py [--rows 1,8] [--repeats 50]
+    python bench/w8a8.py [--rows 1,8] [--repeats 50] [--threads N]
     FBGEMM_ENABLE_INSTRUCTIONS=AVX2 python bench/w8a8.py   # fbgemm's AVX2 kernel (int16 pair sums),
         # what a CPU without AVX-512 VNNI runs, on any x86 CPU
 
 Weights are the int8 rows of a random normal matrix (151936 x 896, the 0.5B's vocabulary x width);
 inputs are random normal rows. The error is relative to the same int8 weights in float.
+Measured (--threads 1 --repeats 200, a busy 2-core EPYC with VNNI): 7 bits take 0.94-0.99x the time
+of 8 (the same kernel; only the rounding differs), and on the AVX2 kernel 1.04-1.05x; the error on
+these inputs is 0.014 in 7 bits against 0.007 in 8 (VNNI) and 0.017 in 8 on the AVX2 kernel.
 """
 
 from __future__ import annotations
@@ -31,7 +34,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=50)
     ap.add_argument("--vocab", type=int, default=151_936)
     ap.add_argument("--width", type=int, default=896)
+    ap.add_argument("--threads", type=int, help="torch threads (1 is steadier on a busy machine)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     weight, scale = int8_rows(torch.randn(args.vocab, args.width))
     packed = w8a8.pack(weight, scale)

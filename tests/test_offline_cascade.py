@@ -528,15 +528,23 @@ def test_a_prompt_prefilled_in_chunks_gives_the_same_reply(backend):
         llm.prefill_chunk(chunked, 7)
         chunks += 1
     assert chunks >= 2
-    # the same prompt state, to rounding: a chunk's attention sums in another order, and each layer
-    # rounds its inputs to int8 (measured: mean 0.033, max 0.069; chunks placed one position off:
-    # mean 0.075, max 0.144) ...
+    # the same prompt state. The first layer's keys and values exactly: each position's inputs are
+    # rounded alone and no attention comes before them, so only a position out of place (its
+    # rotary angle) could change them (keys one position off: 0.14) ...
     errors = []
     for a, b in zip(whole.cache.layers, chunked.cache.layers, strict=True):
         assert a.keys.shape == b.keys.shape
         for x, y in ((a.keys.float(), b.keys.float()), (a.values.float(), b.values.float())):
             errors.append(float((x - y).norm() / x.norm()))
-    assert sum(errors) / len(errors) < 0.05 and max(errors) < 0.1, errors
+    assert max(errors[:2]) < 1e-3, errors[:2]
+    # ... the later layers to rounding: a chunk's attention sums in another order, and each layer
+    # rounds its inputs to int8: in 8 bits (measured: mean 0.033, max 0.069; chunks placed one
+    # position off: mean 0.075, max 0.144), or in 7 where the CPU lacks AVX-512 VNNI (offline.w8a8;
+    # measured: mean 0.065, max 0.138, twice the rounding step's noise) ...
+    from assistant.offline import w8a8
+
+    mean_limit, max_limit = (0.1, 0.2) if w8a8.input_bits() == 7 else (0.05, 0.1)
+    assert sum(errors) / len(errors) < mean_limit and max(errors) < max_limit, errors
     # ... and the same start of the reply. Not always all of it: the output layer rounds its input
     # to int8 (W8A8Linear), so that rounding can tip a close choice between two words later on
     for gen in (whole, chunked):
