@@ -138,3 +138,12 @@ def test_replies_cut_while_heard_are_all_saved_when_the_socket_closes(server, da
             break
         time.sleep(0.2)
     assert cut >= 2
+
+
+def test_web_ui_uploads_past_the_limit_are_refused(server):
+    big = b"\0" * (51 * 2**20)  # the web UI's limit is 50 MiB
+    r = httpx.post(server + "/gradio_api/upload", files={"files": ("big.wav", big)}, timeout=120)
+    assert r.status_code == 413, r.text[:200]
+    small = httpx.post(server + "/gradio_api/upload", files={"files": ("a.wav", b"RIFF")}, timeout=60)
+    assert small.status_code == 200
+    assert httpx.get(server + "/health").json()["status"] == "ok"
