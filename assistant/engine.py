@@ -27,13 +27,16 @@ from assistant.errors import AssistantError, BadInput, Code, ModelError
 from assistant.events import AudioChunk, Done, Error, Event, TextDelta, Timings
 from assistant.turns import Request
 
-__all__ = ["Engine", "EngineMetrics", "load_backend", "load_engine"]
+__all__ = ["MAX_TEXT_CHARS", "Engine", "EngineMetrics", "load_backend", "load_engine", "text_chars"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OMNI_MODEL = "Qwen/Qwen2.5-Omni-7B"
 MAX_HELD = 32  # background turns (memory extraction) that may wait for the foreground ones; more are refused
 MAX_HELD_S = 120.0  # s: a background turn held longer than this is refused (its extraction is skipped)
+# characters of text in one request (messages, system, context): tokenizing 60 MB of text took a
+# tiny server past 12 GB; no model's context holds more than this (32k tokens at 8 characters each)
+MAX_TEXT_CHARS = 256 * 1024
 BACKGROUND_WORKERS = 2  # threads for sessions' background work (memory): never the loop's default executor
 
 
@@ -110,6 +113,11 @@ class Engine:
         early (a closed tab, a barge-in) cancels the turn."""
         if self._stop.is_set():
             raise ModelError("the engine is shut down")
+        chars = text_chars(request)
+        if chars > MAX_TEXT_CHARS:  # refused before any tokenizer sees it
+            yield Error(request.turn_id, str(Code.CONTEXT_TOO_LONG),
+                        f"the request holds {chars} characters of text; this server takes at most {MAX_TEXT_CHARS}")
+            return
         turn = _Turn(request, asyncio.get_running_loop(), asyncio.Queue())
         with self._lock:
             self._turns[request.turn_id] = turn
@@ -364,6 +372,11 @@ class Engine:
     def _forget(self, turn: _Turn) -> None:
         with self._lock:
             self._turns.pop(turn.request.turn_id, None)
+
+
+def text_chars(request: Request) -> int:
+    """Characters of text in a request: its messages, system prompt and context."""
+    return sum(len(m.text or "") for m in request.messages) + len(request.system or "") + len(request.context or "")
 
 
 def load_backend(config: EngineConfig) -> Backend:

@@ -161,7 +161,9 @@ class Session:
         with (persona, history, memories) meanwhile, so that the turn, once heard, computes only
         its own words (see Request.prefix_only; a no-op for backends that keep no prompt caches)."""
         placeholder = Message("user", "")  # what they are saying
-        await self.engine.warm(self._request(placeholder, "", speak=False, max_new_tokens=1, prefix_only=True))
+        request = await asyncio.to_thread(  # recall and history (SQLite) off the event loop
+            self._request, placeholder, "", speak=False, max_new_tokens=1, prefix_only=True)
+        await self.engine.warm(request)
 
     # ------------------------------------------------------------------ a turn
     async def converse(self, turn: Turn, speak: bool = True, voice: str | None = None,

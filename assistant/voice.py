@@ -94,7 +94,7 @@ class VoiceConversation:
         self._manual: list[np.ndarray] = []  # push-to-talk: the int16 audio since the key went down
         self._manual_samples = 0  # ... and how many samples it holds
         self._saving: set[asyncio.Task] = set()
-        self._pending_cut: _Reply | None = None  # cut while audible: waits for the player's played_s
+        self._pending_cuts: dict[str, _Reply] = {}  # cut while audible: each waits for the player's played_s
         self._hearing = False
         self._warming: asyncio.Task | None = None  # the coming turn's prompt start (see _warm)
         self.turns = 0
@@ -182,9 +182,8 @@ class VoiceConversation:
         r = self._reply
         if r is not None and r.id == reply_id and not r.cancelled:
             self._finish(r, played_s, interrupted=interrupted)
-        elif self._pending_cut is not None and self._pending_cut.id == reply_id:
-            cut, self._pending_cut = self._pending_cut, None
-            self._save(cut, played_s, interrupted=True)
+        elif reply_id in self._pending_cuts:
+            self._save(self._pending_cuts.pop(reply_id), played_s, interrupted=True)
         self._update_state()
 
     async def close(self) -> None:
@@ -199,6 +198,9 @@ class VoiceConversation:
                 r.task.cancel()
             if r.audible or r.done is not None:
                 self._save(r, self._heard_estimate(r) if r.audible else 0.0, interrupted=True)
+        for cut in self._pending_cuts.values():  # cut, and the player never said how much was heard
+            self._save(cut, self._heard_estimate(cut), interrupted=True)
+        self._pending_cuts.clear()
         if self._saving:
             await asyncio.gather(*self._saving, return_exceptions=True)
         await self.session.wait_for_memory()
@@ -298,7 +300,7 @@ class VoiceConversation:
         if r.audible:
             # it was being heard: the player says how much once it has stopped
             if self.player_reports:
-                self._pending_cut = r  # before the event: an in-process player answers at once
+                self._pending_cuts[r.id] = r  # before the event: an in-process player answers at once
             self._send({"type": "response.cancelled", "id": r.id})
             if not self.player_reports:
                 self._save(r, self._heard_estimate(r), interrupted=True)

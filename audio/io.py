@@ -46,7 +46,13 @@ class AudioTooLong(BadInput):
     """Decoded audio ran past the caller's duration cap."""
 
     def __init__(self, what: str, cap_s: float) -> None:
-        super().__init__(f"{what} is longer than {_duration(cap_s)}, the most this server decodes")
+        if cap_s == MAX_TURN_AUDIO_S:
+            limit = "the most one turn takes (longer recordings: transcribe them)"
+        elif cap_s == MAX_FILE_AUDIO_S:
+            limit = "the most one transcription takes"
+        else:
+            limit = "the limit here"
+        super().__init__(f"{what} is longer than {_duration(cap_s)}, {limit}")
         self.cap_s = cap_s
 
 
@@ -158,7 +164,7 @@ def stream_audio(
     cap = int(max_duration_s * sample_rate)  # samples
     with _open_container(source) as container:
         stream = _audio_stream(container, source)
-        header_s = _header_duration(container, stream)
+        header_s = _plausible(_header_duration(container, stream), _size_bytes(source))
         if header_s is not None and header_s > max_duration_s + 1.0:  # headers are off a little
             raise AudioTooLong(f"{_what(source)} ({header_s / 60:.1f} min)", max_duration_s)
         total = 0  # samples decoded so far
@@ -201,6 +207,25 @@ def _what(source) -> str:
     if isinstance(source, str | os.PathLike) and not _is_temporary(os.fspath(source)):
         return f"the audio file {Path(source).name}"
     return "the audio"
+
+
+MIN_BITRATE_BPS = 500  # no codec we decode holds sound in fewer bits a second (FLAC of silence: ~1500)
+
+
+def _size_bytes(source) -> int | None:
+    if isinstance(source, bytes | bytearray):
+        return len(source)
+    if isinstance(source, str | os.PathLike):
+        return Path(source).stat().st_size
+    return None
+
+
+def _plausible(header_s: float | None, size_bytes: int | None) -> float | None:
+    """The header's duration, unless the file is too small to hold that much (a damaged header):
+    then None, and the length is only known by decoding (which stops at the cap all the same)."""
+    if header_s is None or size_bytes is None or header_s > size_bytes * 8 / MIN_BITRATE_BPS:
+        return None
+    return header_s
 
 
 def _header_duration(container, stream) -> float | None:

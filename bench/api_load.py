@@ -4,6 +4,7 @@
     python bench/api_load.py --seconds 10          (a short try)
     python bench/api_load.py --mix chat=0.7,transcribe=0.3 --rounds 2   (no speech; RSS after each round)
     python bench/api_load.py --mix transcribe=1 --rounds 6 --seconds 30 --malloc-trim   (leak or malloc?)
+    python bench/api_load.py --worst   (the largest requests the caps allow, and a few past them: peak RSS)
 
 Serves `assistant serve --profile tiny` in a subprocess (fresh data folder, one API key) and runs
 --clients asyncio clients with the real `openai` client (AsyncOpenAI), each sending one request
@@ -230,6 +231,98 @@ def report(tally: Tally, elapsed: float, rss: dict, health: dict, args) -> dict:
     return out
 
 
+def _ffmpeg(*args: str) -> bytes:
+    return subprocess.run(["ffmpeg", "-loglevel", "error", *args], check=True, capture_output=True).stdout
+
+
+def worst_requests() -> list[tuple[str, str, dict]]:
+    """(name, path, httpx request kwargs): the largest requests each cap allows, and some past them."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from assistant.engine import MAX_TEXT_CHARS
+    from audio.io import MAX_TURN_AUDIO_S, wav_bytes
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    def chat(*parts) -> dict:
+        return {"json": {"messages": [{"role": "user", "content": list(parts)}], "max_tokens": 4}}
+
+    def audio(data: bytes, fmt: str) -> dict:
+        return {"type": "input_audio", "input_audio": {"data": b64(data), "format": fmt}}
+
+    rng = np.random.default_rng(0)
+    speechlike = wav_bytes((rng.standard_normal(int((MAX_TURN_AUDIO_S - 1) * 16_000)) * 0.05).astype(np.float32),
+                           16_000)
+    silence_10h = _ffmpeg("-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", "36000", "-c:a", "flac", "-f",
+                          "flac", "pipe:1")  # 7 MB, no duration in its header
+    buf = io.BytesIO()
+    Image.new("RGB", (8000, 8000), (120, 30, 200)).save(buf, format="PNG")  # 64 MP: the pixel cap
+    big_image = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + b64(buf.getvalue())}}
+    silence_4h = _ffmpeg("-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", str(4 * 3600 - 60), "-c:a",
+                         "libopus", "-b:a", "6k", "-f", "ogg", "pipe:1")
+
+    def chunked(n_mib: int):
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+        for _ in range(n_mib):
+            yield b"\0" * 2**20
+        yield b"\r\n--b--\r\n"
+
+    return [
+        ("chat: 299 s of audio (the cap is 300 s)", "/v1/chat/completions", chat(audio(speechlike, "wav"))),
+        ("chat: 10 h of silent FLAC, 7 MB (refused at the cap)", "/v1/chat/completions",
+         chat(audio(silence_10h, "flac"))),
+        ("chat: 16 images of 64 MP (the image caps)", "/v1/chat/completions", chat(*[big_image] * 16)),
+        ("chat: 256 K characters of text (the text cap)", "/v1/chat/completions",
+         {"json": {"messages": [{"role": "user", "content": "word " * (MAX_TEXT_CHARS // 5)}], "max_tokens": 4}}),
+        ("chat: a 60 MiB JSON body of text (refused at the text cap)", "/v1/chat/completions",
+         {"json": {"messages": [{"role": "user", "content": "x" * (60 * 2**20)}], "max_tokens": 4}}),
+        ("transcribe: 4 h of silence, 11 MB Opus (the file cap is 4 h)", "/v1/audio/transcriptions",
+         {"files": {"file": ("long.ogg", silence_4h)}}),
+        ("transcribe: a 200 MiB chunked upload (refused at 26 MiB)", "/v1/audio/transcriptions",
+         {"content": chunked(200), "headers": {"Content-Type": "multipart/form-data; boundary=b"}}),
+    ]
+
+
+def worst(url: str, pid: int) -> list[dict]:
+    """Send each of `worst_requests()` alone; the server's RSS (with its children) sampled every 50 ms."""
+    import threading
+
+    rows = []
+    for name, path, kwargs in worst_requests():
+        kwargs = dict(kwargs)
+        headers = {"Authorization": f"Bearer {KEY}", **kwargs.pop("headers", {})}
+        before = rss_mib(pid)
+        peak = [before]
+        stop = threading.Event()
+
+        def sample(stop: threading.Event, peak: list[float]) -> None:
+            while not stop.wait(0.05):
+                peak[0] = max(peak[0], rss_mib(pid))
+
+        sampler = threading.Thread(target=sample, args=(stop, peak), daemon=True)
+        sampler.start()
+        t0 = time.perf_counter()
+        try:
+            status = httpx.post(url + path, headers=headers, timeout=1800, **kwargs).status_code
+        except httpx.HTTPError as err:  # a refused upload may close the connection before it is all sent
+            status = f"closed ({type(err).__name__})"
+        elapsed = time.perf_counter() - t0
+        stop.set()
+        sampler.join()
+        alive = httpx.get(f"{url}/health", timeout=30).json()["status"] == "ok"
+        row = {"request": name, "status": status, "seconds": round(elapsed, 2), "rss_before_mib": round(before),
+               "rss_peak_mib": round(peak[0]), "rss_after_mib": round(rss_mib(pid)), "server_up": alive}
+        rows.append(row)
+        print(f"{name:62} {status!s:>5} {elapsed:7.2f} s  RSS {row['rss_before_mib']:5} -> peak "
+              f"{row['rss_peak_mib']:5} -> {row['rss_after_mib']:5} MiB  up={alive}", flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=120.0, help="how long the clients send requests")
@@ -246,6 +339,8 @@ def main() -> None:
         "malloc_trim(0)) and print RSS after: what stays is memory in use, the rest was only kept "
         "by malloc (a leak grows round after round even so)",
     )
+    ap.add_argument("--worst", action="store_true",
+                    help="instead of the load: the largest requests the caps allow, one at a time, with peak RSS")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
     args.mix = parse_mix(args.mix)
@@ -263,6 +358,11 @@ def main() -> None:
 
             asyncio.run(warm_up())
             rss["before"] = rss_mib(proc.pid)
+            if args.worst:
+                rows = worst(url, proc.pid)
+                if args.json:
+                    Path(args.json).write_text(json.dumps(rows, indent=1))
+                return
             rounds = []
             for r in range(args.rounds):  # a second round on the same server: does memory keep growing?
                 tally, elapsed, peak, timeline = asyncio.run(

@@ -40,8 +40,16 @@ def open_store(data_dir: str | Path, embedder: Embedder | None = None) -> Store:
     `embedder` is shared with whoever else holds it (one per process is enough); without one the
     store loads its own on first use."""
     data_dir = Path(data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    return Store(data_dir, embedder)
+    if data_dir.exists() and not data_dir.is_dir():
+        raise BadInput(f"the data dir {data_dir} is a file, not a folder")
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise BadInput(f"cannot create the data dir {data_dir}: {err.strerror or err}") from err
+    try:
+        return Store(data_dir, embedder)
+    except sqlite3.Error as err:
+        raise BadInput(f"cannot open the database in {data_dir}: {err}") from err
 
 
 def check_name(name: str, what: str = "name") -> str:

@@ -134,6 +134,8 @@ CASES = [
      "unknown_voice"),
     ("context-too-long", "POST", CHAT, lambda: _chat(messages=[{"role": "user", "content": "word " * 9000}]), 400,
      None),
+    ("text-over-256k-chars", "POST", CHAT, lambda: _chat(messages=[{"role": "user", "content": "x" * 300_000}]), 400,
+     "context_too_long"),
     ("persona-unknown", "POST", CHAT, lambda: _chat(persona="Nobody"), 404, "persona_not_found"),
     ("persona-empty", "POST", CHAT, lambda: _chat(persona=" "), 400, "bad_input"),
     ("persona-number", "POST", CHAT, lambda: _chat(persona=3), 400, "bad_input"),

@@ -81,3 +81,28 @@ def test_background_turns_wait_in_a_bounded_queue(engine):
     assert len(refused) == 6  # the ones past MAX_HELD, at once, while the others wait
     assert all(isinstance(ev[-1], Error) and ev[-1].code == "busy" for ev in refused)
     assert sum(isinstance(ev[-1], Done) for ev in everything) == MAX_HELD  # then run once it is quiet
+
+
+def test_held_memory_extraction_leaves_the_default_executor_free(engine, tmp_path):
+    """Eight exchanges recorded while a user is speaking: their fact extractions wait for the model
+    in the engine's own threads, and `asyncio.to_thread` (recall, uploads, encoding) still runs at
+    once (before, they took the loop's default executor, 6 threads on 2 cores)."""
+    from assistant.session import Session
+    from assistant.turns import Turn
+    from memory import open_store
+
+    with open_store(tmp_path) as store:
+        session = Session(engine, store, user="ann")
+
+        async def go() -> float:
+            engine.defer_background(6.0)
+            for i in range(8):
+                session.record(Turn(text=f"My sister number {i} lives in Oslo."), "Nice.")
+            await asyncio.sleep(3.0)  # the extractions have reached the model and wait there
+            t0 = asyncio.get_running_loop().time()
+            await asyncio.wait_for(asyncio.to_thread(lambda: None), timeout=10)
+            waited = asyncio.get_running_loop().time() - t0
+            await session.wait_for_memory()  # they run once the 6 s are over
+            return waited
+
+        assert asyncio.run(go()) < 1.0

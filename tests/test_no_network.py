@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -53,7 +54,12 @@ def test_serve_and_its_web_page_call_nobody(audited):
     proc, url = start_server(*OFFLINE, "--threads", "1", "--allow-anonymous-loopback", timeout_s=300)
     try:
         for path in ("/", "/config", "/call", "/theme.css"):
-            assert httpx.get(url + path, timeout=60).status_code == 200, path
+            page = httpx.get(url + path, timeout=60)
+            assert page.status_code == 200, path
+            # nothing the browser would fetch from elsewhere: scripts, stylesheets, fonts
+            outside = r"https?://(?!127\.0\.0\.1|localhost)"
+            assert not re.search(rf"<(script|link|img)[^>]*(src|href)=[\"']{outside}", page.text), path
+            assert not re.search(rf"(@import|url\()\s*[\"']?{outside}", page.text), path
         r = httpx.post(f"{url}/v1/chat/completions", timeout=300,
                        json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
         assert r.status_code == 200, r.text

@@ -6,6 +6,8 @@ on the realtime socket as on /v1. Bad realtime settings are refused at once, wit
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
 from pathlib import Path
 
 import httpx
@@ -19,9 +21,14 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def data_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("origins")
+
+
+@pytest.fixture(scope="module")
+def server(data_dir):
     proc, url = start_server("--profile", "tiny", "--architecture", "qwen3_omni", "--max-new-tokens", "2",
-                             "--allow-origin", ALLOWED, "--data-dir", str(tmp_path_factory.mktemp("origins")))
+                             "--allow-origin", ALLOWED, "--data-dir", str(data_dir))
     yield url
     stop_server(proc)
 
@@ -101,3 +108,42 @@ def test_the_call_page_starts_without_a_key(server):
         assert "session.created" in kinds and "error" not in kinds and "closed" not in kinds
         assert page.inner_text("#error") == ""
         b.close()
+
+
+def _until(ws, kind: str) -> dict:
+    while (ev := _next(ws))["type"] != kind:
+        pass
+    return ev
+
+
+def test_replies_cut_while_heard_are_all_saved_when_the_socket_closes(server, data_dir):
+    """Two replies cut by new turns while playing, the player never reporting how much was heard,
+    then the socket closes: both are kept in the history as interrupted (the second no longer
+    overwrites the first, and closing no longer drops them)."""
+    _, ws = _open(server, "?instance=cuts")
+    with ws:
+        ws.send(json.dumps({"type": "session.update", "playback_reports": True}))
+        ws.send(json.dumps({"type": "text", "text": "tell me a story"}))
+        for text in ("no, another one", "stop"):
+            rid = _until(ws, "response.started")["id"]
+            ws.send(json.dumps({"type": "playback.started", "id": rid}))
+            ws.send(json.dumps({"type": "text", "text": text}))  # talks over it
+            assert _until(ws, "response.cancelled")["id"] == rid
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        with sqlite3.connect(data_dir / "assistant.sqlite3") as db:
+            cut = db.execute("SELECT count(*) FROM messages m JOIN instances i ON m.instance_id = i.id "
+                             "WHERE i.name = 'cuts' AND m.role = 'assistant' AND m.interrupted = 1").fetchone()[0]
+        if cut >= 2:
+            break
+        time.sleep(0.2)
+    assert cut >= 2
+
+
+def test_web_ui_uploads_past_the_limit_are_refused(server):
+    big = b"\0" * (51 * 2**20)  # the web UI's limit is 50 MiB
+    r = httpx.post(server + "/gradio_api/upload", files={"files": ("big.wav", big)}, timeout=120)
+    assert r.status_code == 413, r.text[:200]
+    small = httpx.post(server + "/gradio_api/upload", files={"files": ("a.wav", b"RIFF")}, timeout=60)
+    assert small.status_code == 200
+    assert httpx.get(server + "/health").json()["status"] == "ok"

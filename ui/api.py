@@ -23,7 +23,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
 
-from assistant.engine import Engine
+from assistant.engine import MAX_TEXT_CHARS, Engine
 from assistant.errors import BadInput, NotFound
 from assistant.events import AudioChunk, Done, Error, TextDelta
 from assistant.turns import Message
@@ -247,6 +247,8 @@ def _chat_request(body: dict, state: ApiState) -> tuple[TurnRequest, str]:
     seed = body.get("seed")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not -(2**63) <= seed < 2**63):
         raise ApiError(400, "seed must be an integer from -2^63 to 2^63-1", "bad_input")
+    if sum(len(m.text) for m in converted) + sum(map(len, system_parts)) > MAX_TEXT_CHARS:
+        raise ApiError(400, f"the messages hold more than {MAX_TEXT_CHARS} characters of text", "context_too_long")
     req = TurnRequest(
         tuple(converted),
         system="\n".join(system_parts) or None,

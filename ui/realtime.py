@@ -72,8 +72,9 @@ def make_realtime_router(get_engine: Callable, store, identify: Callable[[WebSoc
                 raise _Refused("invalid_api_key", "missing or invalid API key: send Authorization: Bearer <key>")
             engine = get_engine()
             voice = _known_voice(q.get("voice") or None, engine.voices)
-            session = Session(engine, store, user=user, persona_name=q.get("persona") or None,
-                              instance_name=q.get("instance") or None, max_new_tokens=max_new_tokens)
+            session = await asyncio.to_thread(  # its SQLite reads and writes, off the event loop
+                Session, engine, store, user=user, persona_name=q.get("persona") or None,
+                instance_name=q.get("instance") or None, max_new_tokens=max_new_tokens)
         except (_Refused, AssistantError) as err:
             code = err.code if isinstance(err, _Refused) else str(err.code)
             await ws.send_text(json.dumps({"type": "error", "code": code, "message": str(err)}))

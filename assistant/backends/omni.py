@@ -21,6 +21,7 @@ import torch
 from assistant.backends.base import Stream
 from assistant.backends.batching import KVBatch, sample_tokens
 from assistant.errors import BadInput, Code, ModelError, ModelNotFound
+from assistant.special_tokens import neutralize
 from assistant.turns import Message, Request
 
 __all__ = ["OmniBackend", "load_omni_backend"]
@@ -179,7 +180,7 @@ class OmniBackend:
         audios: list[np.ndarray] = []
         system, messages = self._system_and_messages(request)
         if system:
-            parts.append(f"<|im_start|>system\n{system}<|im_end|>\n")
+            parts.append(f"<|im_start|>system\n{neutralize(system)}<|im_end|>\n")
         for m in messages:
             body = ""
             if m.audio is not None and len(m.audio):
@@ -188,7 +189,7 @@ class OmniBackend:
             for img in m.images:
                 body += p.vision_bos_token + p.image_token + p.vision_eos_token
                 images.append(img)
-            body += m.text
+            body += neutralize(m.text)  # typed special tokens stay text
             parts.append(f"<|im_start|>{m.role}\n{body}<|im_end|>\n")
         parts.append("<|im_start|>assistant\n")
         return "".join(parts), images, audios

@@ -6,6 +6,7 @@ import argparse
 import ctypes
 import logging
 import os
+from pathlib import Path
 
 from assistant.errors import BadInput
 
@@ -13,6 +14,7 @@ __all__ = ["add_parser", "run"]
 
 log = logging.getLogger(__name__)
 
+KEYS_ENV = "ASSISTANT_API_KEYS"  # KEY[=USER] separated by commas or spaces: keys kept out of `ps`
 MALLOC_ARENAS = 2  # glibc heaps for the server's threads (glibc's default: up to 8 per core)
 
 
@@ -37,7 +39,14 @@ def add_parser(sub, parents) -> None:
         action="append",
         default=[],
         metavar="KEY[=USER]",
-        help="accept this bearer key (repeatable); KEY=USER maps it to a user",
+        help="accept this bearer key (repeatable); KEY=USER maps it to a user. Visible to other users in "
+        "`ps`: prefer --api-keys-file or $ASSISTANT_API_KEYS",
+    )
+    p.add_argument(
+        "--api-keys-file",
+        metavar="PATH",
+        help="read keys from this file, one KEY[=USER] a line (# comments); also $ASSISTANT_API_KEYS "
+        "(KEY[=USER] separated by commas or spaces)",
     )
     p.add_argument("--max-new-tokens", type=int, default=256, help="longest reply in the web UI, in tokens")
     p.add_argument(
@@ -83,6 +92,20 @@ def _cap_malloc_arenas(arenas: int = MALLOC_ARENAS) -> None:
         log.warning("could not limit glibc to %d malloc arenas", arenas)
 
 
+def _key_file(path: str | None) -> list[str]:
+    """The KEY[=USER] lines of a keys file (blank lines and # comments skipped)."""
+    if path is None:
+        return []
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise BadInput(f"cannot read the API keys file {path}: {getattr(err, 'strerror', None) or err}") from err
+    items = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    if not any(items):
+        raise BadInput(f"the API keys file {path} holds no keys")
+    return [item for item in items if item]
+
+
 def _keys(items: list[str]) -> dict[str, str]:
     keys = {}
     for item in items:
@@ -108,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
     from assistant.config import EngineConfig, resolve_profile
     from ui.app import ServeConfig, create_app
 
-    keys = _keys(args.api_key)
+    from_env = os.environ.get(KEYS_ENV, "").replace(",", " ").split()
+    keys = _keys([*args.api_key, *_key_file(args.api_keys_file), *from_env])
     origins = _origins(args.allow_origin)
     _cap_malloc_arenas()
     if args.threads is not None:

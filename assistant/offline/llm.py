@@ -27,6 +27,7 @@ from assistant.offline.w8a8 import input_bits as w8a8_input_bits
 from assistant.offline.w8a8 import multiply as w8a8_multiply
 from assistant.offline.w8a8 import pack as w8a8_pack
 from assistant.offline.w8a8 import packing_threads
+from assistant.special_tokens import neutralize
 
 __all__ = ["Generation", "Int4Linear", "Int8Linear", "OfflineLLM", "W8A8Linear", "int4_groups", "int8_rows", "load_llm",
            "quantize", "w8a8_available"]
@@ -113,9 +114,10 @@ class OfflineLLM:
 
     def tokens(self, text: str) -> list[int]:
         """Token ids of plain text (no special tokens)."""
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return list(self.tokenizer(neutralize(text), add_special_tokens=False)["input_ids"])
 
     def _template(self, messages: list[dict[str, str]], add_generation_prompt: bool) -> list[int]:
+        messages = [{**m, "content": neutralize(m["content"])} for m in messages]  # typed specials stay text
         out = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True)
         if isinstance(out, dict) or hasattr(out, "input_ids"):
             out = out["input_ids"]
