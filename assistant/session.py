@@ -116,7 +116,7 @@ class Session:
         return list(window)
 
     def _profile(self) -> str:
-        return str(getattr(self.engine.config, "profile", ""))
+        return str(getattr(getattr(self.engine, "config", None), "profile", ""))
 
     def _remembered(self, query: str) -> str:
         """What is remembered about the user that bears on `query`, as a block of text ("" if nothing)."""
