@@ -228,6 +228,8 @@ class Session:
                              rules=False, after_rules=True)  # fmt: skip
         except Exception:  # a failed extraction never breaks the conversation
             log.exception("remembering the exchange failed")
+        finally:
+            self._order.done(ticket)  # the phases it did not reach: the next exchange need not wait
 
     def _extract(self, prompt: str) -> str:
         """Ask the core model (text only) for the facts; runs in a worker thread."""
@@ -262,6 +264,13 @@ class _InOrder:
         with self._cond:
             self._issued += 1
             return self._issued - 1
+
+    def done(self, ticket: int) -> None:
+        """Every phase is over for `ticket` (some may have been skipped by an error)."""
+        with self._cond:
+            for phase in ("heard", "rules", "model"):
+                self._serving[phase] = max(self._serving.get(phase, 0), ticket + 1)
+            self._cond.notify_all()
 
     @contextmanager
     def turn(self, phase: str, ticket: int) -> Iterator[None]:
