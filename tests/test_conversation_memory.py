@@ -129,6 +129,7 @@ def say(session, text: str) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the real model on two shared cores
 def test_unrelated_turns_store_nothing_and_a_deletion_holds(offline, tmp_path):
     from assistant.session import Session
 
@@ -144,6 +145,7 @@ def test_unrelated_turns_store_nothing_and_a_deletion_holds(offline, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the real model on two shared cores
 def test_jokes_and_wishes_corrupt_no_memory(offline, tmp_path):
     from assistant.session import Session
 
@@ -158,6 +160,7 @@ def test_jokes_and_wishes_corrupt_no_memory(offline, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the real model on two shared cores
 def test_igor_demo_in_the_cli(tmp_path):
     """The README's demo as a user types it: each command a new process on one data dir."""
     env = {**os.environ, "ASSISTANT_DATA_DIR": str(tmp_path)}
