@@ -116,7 +116,7 @@ class Session:
         return list(window)
 
     def _profile(self) -> str:
-        return str(getattr(self.engine.config, "profile", ""))
+        return str(getattr(getattr(self.engine, "config", None), "profile", ""))
 
     def _remembered(self, query: str) -> str:
         """What is remembered about the user that bears on `query`, as a block of text ("" if nothing)."""
@@ -232,6 +232,8 @@ class Session:
                              rules=False, after_rules=True)  # fmt: skip
         except Exception:  # a failed extraction never breaks the conversation
             log.exception("remembering the exchange failed")
+        finally:
+            self._order.done(ticket)  # the phases it did not reach: the next exchange need not wait
 
     def _extract(self, prompt: str) -> str:
         """Ask the core model (text only) for the facts; runs in a worker thread."""
@@ -266,6 +268,13 @@ class _InOrder:
         with self._cond:
             self._issued += 1
             return self._issued - 1
+
+    def done(self, ticket: int) -> None:
+        """Every phase is over for `ticket` (some may have been skipped by an error)."""
+        with self._cond:
+            for phase in ("heard", "rules", "model"):
+                self._serving[phase] = max(self._serving.get(phase, 0), ticket + 1)
+            self._cond.notify_all()
 
     @contextmanager
     def turn(self, phase: str, ticket: int) -> Iterator[None]:

@@ -312,6 +312,9 @@ def main() -> None:
         for script in scripts:
             print(f"{script.name}", flush=True)
             run_script(engine, script, tally, args.max_new_tokens)
+            fa = statistics.median(tally.first_audio_s) if tally.first_audio_s else 0.0
+            print(f"  so far: {tally.right}/{tally.total} checks right, first audio p50 {fa:.3f} s "
+                  f"over {len(tally.first_audio_s)} turns", flush=True)
     finally:
         engine.close()
     wall = time.perf_counter() - t0

@@ -15,7 +15,7 @@ import gradio as gr
 import numpy as np
 
 from assistant.errors import AssistantError
-from assistant.events import AudioChunk, Done, Error, TextDelta
+from assistant.events import AudioChunk, Done, Error, TextDelta, Transcript
 from assistant.session import Session
 from assistant.turns import Turn
 from ui.web_context import WebContext
@@ -56,6 +56,9 @@ async def reply(s: Session, turn: Turn, speak: bool, history: list, relay=None, 
             if isinstance(ev, TextDelta):
                 text += ev.text
                 history[-1] = {"role": "assistant", "content": text}
+                yield history, gr.skip()
+            elif isinstance(ev, Transcript) and ev.text.strip() and len(history) >= 2:  # what was heard
+                history[-2] = {"role": "user", "content": ev.text.strip()}
                 yield history, gr.skip()
             elif isinstance(ev, AudioChunk):
                 chunks.append(ev.pcm)
