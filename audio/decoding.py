@@ -342,12 +342,17 @@ def _unrepeated(s: Segment) -> Segment:
 
 
 def _deduplicated(segments: list[Segment]) -> list[Segment]:
-    """Without a segment that repeats the one before it in much less time: the greedy decoder's echo
-    of its last line at the end of a chunk ("Thank you" 18.69-19.95, then "Thank you" 19.95-19.95)."""
+    """Without a segment that repeats its neighbour in much less time: the greedy decoder's echo of a
+    line ("Thank you" 18.69-19.95, then "Thank you" 19.95-19.95); the longer of the two is kept."""
     out: list[Segment] = []
     for s in segments:
-        if out and _words(s.text) == _words(out[-1].text) and s.end - s.start < 0.5 * (out[-1].end - out[-1].start):
-            continue
+        if out and _words(s.text) == _words(out[-1].text):
+            mine, theirs = s.end - s.start, out[-1].end - out[-1].start
+            if mine < 0.5 * theirs:
+                continue
+            if theirs < 0.5 * mine:
+                out[-1] = s
+                continue
         out.append(s)
     return out
 

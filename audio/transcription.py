@@ -35,11 +35,16 @@ __all__ = ["Progress", "Segment", "Transcript", "Word", "transcribe"]
 
 log = logging.getLogger(__name__)
 
-# An English-only model hearing another language writes improbable English. Its mean log-prob is
-# evidence only over enough speech: on a short clip a clear English voice can score as low (Piper's
-# "The capital of France is Paris.", 1.9 s: -0.79). Measured with tiny.en: see _check_language.
-NOT_ENGLISH_LOGPROB = -0.75  # mean log-prob under which the speech is taken for another language
-NOT_ENGLISH_MIN_SPEECH_S = 4.0  # ... but only with at least this much speech heard
+# An English-only model hearing another language writes improbable English, or a few stock phrases
+# ("Thank you very much") for seconds of speech. Both are evidence only over enough speech: on a
+# short clip a clear English voice scores as low (Piper's "The capital of France is Paris.", 1.8 s
+# of speech: -0.80). tiny.en on the shared clips, speech s / mean log-prob / words a second:
+# English 5.8-15.8 s, -0.27 to -0.33, 2.1-2.8; es, de, ja, pt 4.0-8.7 s, -0.97 to -1.19;
+# fr, it 5.2-5.6 s, -0.70 to -0.73, 1.3-1.4 (stock phrases).
+NOT_ENGLISH_MIN_SPEECH_S = 4.0  # less speech than this is never refused
+NOT_ENGLISH_LOGPROB = -0.9  # mean log-prob under which the speech is taken for another language
+DOUBTFUL_LOGPROB = -0.6  # ... or under this, with fewer words a second of speech than:
+FEW_WORDS_PER_S = 1.6  # (English speech runs at 2-3)
 GPU_DEFAULT_MODEL = "large-v3-turbo"
 
 
@@ -137,20 +142,21 @@ def transcribe(
 def _check_language(decoder: ChunkDecoder, segments: list[Segment]) -> None:
     """Refuse clearly non-English speech given to an English-only model; anything else passes.
 
-    Evidence is strong only over NOT_ENGLISH_MIN_SPEECH_S of speech or more. tiny.en's mean
-    log-prob on the shared clips: English -0.15 to -0.45; German, French, Spanish (5.3-8.7 s)
-    below -0.8. A short clip is always transcribed, with its language marked "assumed"."""
+    Not a language identifier (none ships with the bundled model): the English model's own
+    confidence and word rate, taken as evidence only over NOT_ENGLISH_MIN_SPEECH_S of speech. A
+    shorter clip is always transcribed, and the transcript says its language was assumed."""
     if decoder.multilingual or decoder.language_source == "given" or not segments:
         return
     if decoder.speech_s < NOT_ENGLISH_MIN_SPEECH_S:
         return
     weights = np.array([max(s.end - s.start, 0.1) for s in segments])
     mean = float(np.average([s.avg_logprob for s in segments], weights=weights))
-    if mean < NOT_ENGLISH_LOGPROB:
+    rate = sum(len(s.text.split()) for s in segments) / decoder.speech_s
+    if mean < NOT_ENGLISH_LOGPROB or (mean < DOUBTFUL_LOGPROB and rate < FEW_WORDS_PER_S):
         raise BadInput(
-            f"this does not sound like English (mean log-probability {mean:.2f} over {decoder.speech_s:.0f} s of "
-            f"speech), and the model {Path(decoder.whisper.name).name} is English-only: pass a multilingual "
-            f"model, e.g. --model small, or --language en to transcribe it anyway"
+            f"this does not sound like English (mean log-probability {mean:.2f}, {rate:.1f} words a second "
+            f"over {decoder.speech_s:.0f} s of speech) and the model {Path(decoder.whisper.name).name} is "
+            f"English-only: pass a multilingual model (e.g. --model small), or --language en to transcribe it anyway"
         )
 
 

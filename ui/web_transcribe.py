@@ -22,7 +22,7 @@ __all__ = ["transcribe_tab"]
 FORMATS = ("srt", "vtt", "txt", "json", "tsv", "all")
 LANGUAGES = ("detect", "en", "de", "fr", "es", "it", "pt", "nl", "pl", "ru", "uk", "zh", "ja", "ko", "ar", "hi")
 KEEP_S = 3600  # downloads are deleted after this many seconds
-BATCH = 4  # speech chunks decoded together: progress every ~2 min of audio (8 was no faster on 2 CPU cores)
+BATCH = 4  # speech chunks decoded together on a GPU (the CPU decodes one at a time): progress after each
 OUT_ROOT = "assistant-transcripts"
 
 
@@ -54,7 +54,7 @@ def transcribe_tab(transcriber=None) -> None:
             raise fail("upload an audio or video file first")
         progress(0, desc="Reading the recording")
 
-        def report(p) -> None:
+        def report(p) -> None:  # after each decoded chunk: the seconds of audio done of the total
             total = p.total_s or max(p.done_s, 1.0)
             progress((round(p.done_s, 1), round(total, 1)), desc=f"{p.segments} segments", unit="s of audio")
 
