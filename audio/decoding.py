@@ -39,6 +39,7 @@ NO_SPEECH_MIN = 0.6  # with an improbable output: the segment is silence (Whispe
 TOKENS_PER_S = 8  # a decode stops after 24 + this many tokens per second of audio: a loop guard
 NO_SPEECH_SURE = 0.8  # a stretch decoded alone is silence whatever its words: tiny.en says "Thank you."
 # to the applause at the end of JFK's clip with 0.87-0.89 (speech scores under 0.35)
+STUCK_S = 0.1  # a segment shorter than this has no audio of its own
 CORE_PAD_S = 0.3  # a VAD region is padded by 0.4 s a side: what lies further in must be in a segment
 UNCOVERED_MIN_S = 1.0  # inside a region, a stretch this long outside every segment was skipped
 # (timestamps are off by up to ~0.6 s; a skipped word or two is shorter and left to the first pass)
@@ -127,15 +128,16 @@ class ChunkDecoder:
 
     def _settle(self, chunk: SpeechChunk, feat: np.ndarray, result: list[dict]) -> list[Segment]:
         """The chunk's segments, decoded again where the first pass fell short (see the module doc)."""
-        if _needs_fallback(result):
+        end_s = chunk.start_s + chunk.duration_s
+        if _needs_fallback(result, end_s):
             self.redecoded_s += chunk.duration_s
             result = self._forward([chunk], [feat], FULL_FRAMES, self._options_for([chunk], beam=True))[0]
         regions = chunk.regions or ((0.0, chunk.duration_s),)
-        if _is_loop(result) and len(regions) > 1:
+        if _is_loop(result, end_s) and len(regions) > 1:
             log.debug("chunk at %.1f s repeats itself: decoding its %d regions alone", chunk.start_s, len(regions))
             return self._alone(chunk, regions, [])
         segments = _segments(result, chunk)
-        if _is_loop(result):
+        if _is_loop(result, end_s):
             segments = _unlooped(segments)
         missing = _uncovered(chunk, regions, segments)
         if missing:
@@ -144,17 +146,20 @@ class ChunkDecoder:
         return segments
 
     def _alone(self, chunk: SpeechChunk, regions, neighbours: list[Segment]) -> list[Segment]:
-        """Decode each region of `chunk` alone (one batch, beam search); segments not already heard."""
+        """Decode each region of `chunk` alone (beam search); the segments not already heard."""
         parts = [_part(chunk, a, b) for a, b in regions]
         self.redecoded_s += sum(p.duration_s for p in parts)
-        feats = [self._features(p) for p in parts]
-        results = self._forward(parts, feats, _context(feats), self._options_for(parts, beam=True))
+        results = []
+        for i in range(0, len(parts), self.batch_size):  # one at a time on the CPU (see transcribe)
+            group = parts[i : i + self.batch_size]
+            feats = [self._features(p) for p in group]
+            results += self._forward(group, feats, _context(feats), self._options_for(group, beam=True))
         out: list[Segment] = []
         for part, result in zip(parts, results, strict=True):
             log.debug("alone %.2f-%.2f: %s", part.start_s, part.start_s + part.duration_s,
                       [(s["text"], round(s["avg_logprob"], 2), round(s["no_speech_prob"], 2)) for s in result])
             segments = [s for s in _segments(result, part) if s.no_speech_prob <= NO_SPEECH_SURE]
-            if _is_loop(result):
+            if _is_loop(result, part.start_s + part.duration_s):
                 segments = _unlooped(segments)
             segments = [s for s in segments if not _already_there(s, neighbours)]
             if not segments and not _already_there_span(part, neighbours):
@@ -284,16 +289,20 @@ def _already_there_span(part: SpeechChunk, neighbours: list[Segment]) -> bool:
     return any(n.start < part.start_s + part.duration_s and n.end > part.start_s for n in neighbours)
 
 
-def _needs_fallback(result: list[dict]) -> bool:
+def _needs_fallback(result: list[dict], end_s: float) -> bool:
     if not result:
         return False
-    return _is_loop(result) or (result[0]["avg_logprob"] < LOGPROB_MIN and result[0]["no_speech_prob"] <= NO_SPEECH_MIN)
+    improbable = result[0]["avg_logprob"] < LOGPROB_MIN and result[0]["no_speech_prob"] <= NO_SPEECH_MIN
+    return improbable or _is_loop(result, end_s)
 
 
-def _is_loop(result: list[dict]) -> bool:
-    """Repetitive output: the whole text compresses like a loop, or one segment does on its own."""
+def _is_loop(result: list[dict], end_s: float) -> bool:
+    """Repetitive output: the whole text compresses like a loop, or one segment does on its own, or
+    the decoder ran on past the audio (two or more segments of no length: "and", "so it begins",
+    "and so it begins" all at 346.37 s)."""
     texts = [s["text"].strip() for s in result]
-    return _compression_ratio(" ".join(texts)) > COMPRESSION_RATIO_MAX or any(
+    stuck = sum(float(s["end"]) - float(s["start"]) < STUCK_S or float(s["start"]) > end_s - STUCK_S for s in result)
+    return stuck >= 2 or _compression_ratio(" ".join(texts)) > COMPRESSION_RATIO_MAX or any(
         _compression_ratio(t) > COMPRESSION_RATIO_MAX for t in texts
     )
 
