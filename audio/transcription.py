@@ -1,7 +1,7 @@
 """`transcribe(source) -> Transcript`: files of any length and format to timed text.
 
 Pipeline: stream_audio (PyAV, one 60 s window in memory) -> speech_chunks (Silero VAD, chunks of
-at most 30 s, each with the speech regions it holds) -> audio.decoding.ChunkDecoder (batched
+at most 15 s, each with the speech regions it holds) -> audio.decoding.ChunkDecoder (batched
 greedy faster-whisper decoding with short encoder context; what falls short of the speech the VAD
 saw is decoded again, never dropped). Speed and word error rate against plain faster-whisper:
 bench/transcribe.py (--long for recordings of 1-10 minutes).
