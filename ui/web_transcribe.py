@@ -22,7 +22,7 @@ __all__ = ["transcribe_tab"]
 FORMATS = ("srt", "vtt", "txt", "json", "tsv", "all")
 LANGUAGES = ("detect", "en", "de", "fr", "es", "it", "pt", "nl", "pl", "ru", "uk", "zh", "ja", "ko", "ar", "hi")
 KEEP_S = 3600  # downloads are deleted after this many seconds
-BATCH = 4  # speech chunks decoded together on a GPU (the CPU decodes one at a time): progress after each
+BATCH = 4  # speech chunks decoded together (batches grow 1, 2, 4): progress after each batch
 OUT_ROOT = "assistant-transcripts"
 
 
