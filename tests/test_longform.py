@@ -64,7 +64,7 @@ def long_reading(request, tmp_path_factory) -> tuple[Path, list[str]]:
 
 
 def test_every_line_of_a_long_reading_is_transcribed_in_order(long_reading) -> None:
-    """Before the fix, 2 of these 3 readings lost 2 and 6 of their 12 lines."""
+    """Before the fix, the second of these readings lost 2 of its 12 lines (the first and the third kept them)."""
     path, lines = long_reading
     t = transcribe(path)
     assert t.duration_s > 60
