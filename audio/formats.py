@@ -73,6 +73,7 @@ def to_json(t: Transcript) -> str:
         "text": t.text,
         "language": t.language,
         "language_probability": t.language_probability,
+        "language_source": t.language_source,
         "duration_s": t.duration_s,
         "model": t.model,
         "segments": [asdict(s) for s in t.segments],

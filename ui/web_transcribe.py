@@ -24,7 +24,7 @@ __all__ = ["transcribe_tab"]
 FORMATS = ("srt", "vtt", "txt", "json", "tsv", "all")
 LANGUAGES = ("detect", "en", "de", "fr", "es", "it", "pt", "nl", "pl", "ru", "uk", "zh", "ja", "ko", "ar", "hi")
 KEEP_S = 3600  # downloads are deleted after this many seconds
-BATCH = 4  # speech chunks decoded together: progress every ~2 min of audio (8 was no faster on 2 CPU cores)
+BATCH = 4  # speech chunks decoded together (batches grow 1, 2, 4): progress after each batch
 OUT_ROOT = "assistant-transcripts"
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 MARKS = ("🔵", "🔴", "🟢", "🟣", "🟠", "🟤", "⚪", "⚫")  # the same colours, for the player's plain-text subtitles
@@ -63,7 +63,7 @@ def transcribe_tab(transcriber=None) -> None:
             raise fail("upload an audio or video file first")
         progress(0, desc="Reading the recording")
 
-        def report(p) -> None:
+        def report(p) -> None:  # after each decoded chunk: the seconds of audio done of the total
             total = p.total_s or max(p.done_s, 1.0)
             progress((round(p.done_s, 1), round(total, 1)), desc=f"{p.segments} segments", unit="s of audio")
 
