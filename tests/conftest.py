@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import os
 import shutil
@@ -65,3 +66,36 @@ def start_server(*args: str, timeout_s: float = 120) -> tuple[subprocess.Popen, 
 def stop_server(proc: subprocess.Popen, timeout_s: float = 30) -> None:
     proc.terminate()
     proc.wait(timeout=timeout_s)
+
+
+def offline_engine(model: str | None = None):
+    """The real offline cascade in an Engine (a generator for module fixtures); skips where the
+    bundled weights are not installed."""
+    from assistant.backends.cascade import load_cascade_backend
+    from assistant.config import EngineConfig, Profile
+    from assistant.engine import Engine
+    from assistant.errors import MissingDependency
+
+    config = EngineConfig(profile=Profile.OFFLINE, model=model)
+    try:
+        backend = load_cascade_backend(config)
+    except MissingDependency as err:
+        pytest.skip(str(err))
+    eng = Engine(backend, config)
+    yield eng
+    eng.close()
+
+
+def say(session, text: str) -> str:
+    """One typed turn through a session, its memory work waited for; returns the reply's text."""
+    from assistant.events import Done
+    from assistant.turns import Turn
+
+    async def go():
+        events = [ev async for ev in session.converse(Turn(text=text), speak=False)]
+        await session.wait_for_memory()
+        return events[-1]
+
+    done = asyncio.run(go())
+    assert isinstance(done, Done), done
+    return done.text

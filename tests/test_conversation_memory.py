@@ -7,17 +7,15 @@ The rule and grounding tests need no model; the conversation tests run the real 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
 import sys
 
 import pytest
+from conftest import offline_engine
+from conftest import say as say_turn
 
-from assistant.config import EngineConfig, Profile
-from assistant.events import Done
-from assistant.turns import Turn
 from memory import Embedder, Exchange, Fact, open_store, remember, rule_facts
 from memory.extract import grounded
 
@@ -102,30 +100,13 @@ def test_an_older_statement_never_supersedes_a_newer_one(tmp_path, embedder):
 # ------------------------------------------------------------------ the real offline model
 @pytest.fixture(scope="module")
 def offline():
-    from assistant.backends.cascade import load_cascade_backend
-    from assistant.engine import Engine
-    from assistant.errors import MissingDependency
-
-    config = EngineConfig(profile=Profile.OFFLINE)
-    try:
-        backend = load_cascade_backend(config)
-    except MissingDependency as err:
-        pytest.skip(str(err))
-    eng = Engine(backend, config)
-    yield eng
-    eng.close()
+    yield from offline_engine()
 
 
 def say(session, text: str) -> str:
-    async def go():
-        events = [ev async for ev in session.converse(Turn(text=text), speak=False)]
-        await session.wait_for_memory()
-        return events[-1]
-
-    done = asyncio.run(go())
-    assert isinstance(done, Done), done
-    assert done.text.strip()
-    return done.text
+    reply = say_turn(session, text)
+    assert reply.strip()
+    return reply
 
 
 @pytest.mark.slow

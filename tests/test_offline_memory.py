@@ -8,42 +8,15 @@ Facts are extracted by the model itself and by the memory package's rules.
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
-
-from assistant.config import EngineConfig, Profile
-from assistant.events import Done
-from assistant.turns import Turn
+from conftest import offline_engine, say
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module", params=["0.5b", "1.5b"])
 def engine(request):
-    from assistant.backends.cascade import load_cascade_backend
-    from assistant.engine import Engine
-    from assistant.errors import MissingDependency
-
-    config = EngineConfig(profile=Profile.OFFLINE, model=request.param)
-    try:
-        backend = load_cascade_backend(config)
-    except MissingDependency as err:
-        pytest.skip(str(err))
-    eng = Engine(backend, config)
-    yield eng
-    eng.close()
-
-
-def say(session, text: str) -> str:
-    async def go():
-        events = [ev async for ev in session.converse(Turn(text=text), speak=False)]
-        await session.wait_for_memory()
-        return events[-1]
-
-    done = asyncio.run(go())
-    assert isinstance(done, Done), done
-    return done.text
+    yield from offline_engine(request.param)
 
 
 def test_igor_correction_across_a_restart(engine, tmp_path):
