@@ -10,12 +10,24 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["AudioChunk", "Done", "Error", "Event", "TextDelta", "Timings", "Transcript"]
+__all__ = ["AudioChunk", "Done", "Error", "Event", "TextDelta", "ThinkingDelta", "Timings", "Transcript"]
 
 
 @dataclass(frozen=True, slots=True)
 class TextDelta:
     """A piece of the reply's text, in order."""
+
+    turn_id: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ThinkingDelta:
+    """A piece of the visible reasoning (thinking, Big Brain attempts, Deep Search steps), in order.
+
+    Shown apart from the answer (the API's `reasoning_content`, the web UI's thinking box); never
+    spoken, never stored in the history and never read for memories.
+    """
 
     turn_id: str
     text: str
@@ -64,6 +76,7 @@ class Done:
     completion_tokens: int = 0
     cancelled: bool = False
     batch_size: int = 1  # the largest batch this turn's decoding shared
+    reasoning_tokens: int = 0  # of completion_tokens, those spent thinking (not in `text`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,4 +88,4 @@ class Error:
     message: str
 
 
-Event = TextDelta | AudioChunk | Transcript | Done | Error
+Event = TextDelta | ThinkingDelta | AudioChunk | Transcript | Done | Error
