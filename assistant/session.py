@@ -78,6 +78,7 @@ class Session:
     persona: Persona = field(init=False)
     history: list[Message] = field(default_factory=list, init=False)  # used without a store
     _pending: set = field(default_factory=set, init=False, repr=False)
+    _writes: asyncio.Future | None = field(default=None, init=False, repr=False)  # the last exchange's writes
     _order: _InOrder = field(default_factory=lambda: _InOrder(), init=False, repr=False)
     _window_start: object = field(default=None, init=False, repr=False)  # first message of the history window
 
@@ -161,6 +162,7 @@ class Session:
         with (persona, history, memories) meanwhile, so that the turn, once heard, computes only
         its own words (see Request.prefix_only; a no-op for backends that keep no prompt caches)."""
         placeholder = Message("user", "")  # what they are saying
+        await self.stored()  # the exchanges before it are in the history
         request = await asyncio.to_thread(  # recall and history (SQLite) off the event loop
             self._request, placeholder, "", speak=False, max_new_tokens=1, prefix_only=True)
         await self.engine.warm(request)
@@ -172,6 +174,7 @@ class Session:
 
         With `record=False` the caller stores it with `record()` (the voice loop does, once it
         knows how much of the reply was heard)."""
+        await self.stored()  # the previous exchange is in the history before this turn reads it
         # recall (embedding, SQLite) off the event loop
         request = await asyncio.to_thread(self.request_for, turn, speak=speak, voice=voice, seed=seed)
         heard = ""
@@ -180,39 +183,73 @@ class Session:
             if isinstance(event, Transcript):
                 heard = event.text  # the backend's own ASR (cascade): no second transcription
             elif isinstance(event, Done):
-                if record:
-                    self.record(turn, event.text, heard=heard, done=event)
+                if record:  # written off the event loop, before this turn's events end
+                    await self.record(turn, event.text, heard=heard, done=event)
             elif isinstance(event, Error):
                 return
 
     def record(self, turn: Turn, reply: str, heard: str = "", done: Done | None = None,
-               interrupted: bool = False, extra_timings: dict | None = None) -> None:
+               interrupted: bool = False, extra_timings: dict | None = None) -> asyncio.Future:
         """Store one exchange: what the user said and the reply (as far as it was heard when
         `interrupted`); then extract facts from it off the latency path. Needs a running loop.
+
+        The writes run in a worker thread, never on the event loop (a commit is synced to disk, and
+        a write may wait for another process's lock), one exchange after another; the next turn
+        waits for them (`stored()`). Returns the future of the writes: it raises what they raised
+        (a full disk), and the conversation goes on either way.
 
         A spoken turn is stored with what was heard: the cascade's own transcript, else (omni,
         tiny, remote: the model heard the audio itself) a transcript made in the background by the
         bundled speech recognizer, written into the stored message, so later turns have it."""
         said = turn.text or heard
+        loop = asyncio.get_running_loop()
         if self.store is None:
             self.history += [Message("user", said or "(spoken message)"), Message("assistant", reply)]
-            return
+            done_now = loop.create_future()
+            done_now.set_result(None)
+            return done_now
         timings = dict(extra_timings or {})
         if done is not None:
             timings |= {"first_text_s": done.timings.first_text_s, "first_audio_s": done.timings.first_audio_s,
                         "total_s": done.timings.total_s}
         timings["profile"] = self._profile()  # see _current
         turn_id = done.turn_id if done is not None else None
-        user_msg = self.store.append_message(self._instance, "user", said, turn_id=turn_id)
-        self.store.append_message(self._instance, "assistant", reply, timings=timings, turn_id=turn_id,
-                                  interrupted=interrupted)
-        # Fact extraction runs in a worker thread: the reply is never delayed by it. Exchanges are
-        # remembered in the order they were said (a correction never runs before what it corrects).
+        # Exchanges are written, and remembered, in the order they were said (a correction never
+        # runs before what it corrects).
         ticket = self._order.ticket()
-        pool = getattr(self.engine, "background_pool", None)  # not the default executor (to_thread's)
-        task = asyncio.get_running_loop().run_in_executor(pool, self._remember, turn, said, reply, user_msg, ticket)
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        previous = self._writes
+
+        def write() -> int:
+            user_msg = self.store.append_message(self._instance, "user", said, turn_id=turn_id)
+            self.store.append_message(self._instance, "assistant", reply, timings=timings, turn_id=turn_id,
+                                      interrupted=interrupted)
+            return user_msg
+
+        async def store_then_remember() -> None:
+            if previous is not None and not previous.done():
+                await asyncio.gather(previous, return_exceptions=True)
+            try:
+                user_msg = await asyncio.to_thread(write)
+            except BaseException:
+                self._order.done(ticket)  # nothing to remember: the next exchange need not wait
+                raise
+            # Fact extraction runs in a worker thread of its own pool: the reply is never delayed by it.
+            pool = getattr(self.engine, "background_pool", None)  # not the default executor (to_thread's)
+            task = loop.run_in_executor(pool, self._remember, turn, said, reply, user_msg, ticket)
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+        writes = loop.create_task(store_then_remember())
+        self._writes = writes
+        self._pending.add(writes)
+        writes.add_done_callback(self._pending.discard)
+        writes.add_done_callback(_log_failed_write)
+        return writes
+
+    async def stored(self) -> None:
+        """Wait until the exchanges recorded so far are written (not their memories)."""
+        if self._writes is not None and not self._writes.done():  # (a done one may be of an ended loop)
+            await asyncio.gather(self._writes, return_exceptions=True)
 
     def _remember(self, turn: Turn, said: str, reply: str, message_id: int, ticket: int) -> None:
         text = said
@@ -251,8 +288,14 @@ class Session:
 
     async def wait_for_memory(self) -> None:
         """Wait until the background fact extraction of earlier turns has finished."""
-        if self._pending:
-            await asyncio.gather(*list(self._pending), return_exceptions=True)
+        # the writes add their extraction task when they finish: wait again until nothing is left
+        while pending := [t for t in self._pending if not t.done()]:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _log_failed_write(task: asyncio.Future) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the exchange could not be stored: %s", task.exception())
 
 
 class _InOrder:

@@ -408,15 +408,21 @@ class VoiceConversation:
         text = "".join(r.text).strip()
         if interrupted:
             text = _heard_part(text, played_s, r.audio_s, complete=r.done is not None)
-        try:
-            self.session.record(r.turn, text, heard=r.heard, done=r.done, interrupted=interrupted,
-                                extra_timings={"played_s": round(played_s, 3)})
-        except Exception:  # a full disk must not end the conversation
+        def saved(writes: asyncio.Future) -> None:
+            if writes.cancelled() or writes.exception() is not None:  # a full disk must not end the conversation
+                self._send({"type": "error", "id": r.id, "code": "internal", "message": "the turn could not be saved"})
+                return
+            self._send({"type": "turn.saved", "id": r.id, "interrupted": interrupted, "text": text,
+                        "played_s": round(played_s, 3)})
+
+        try:  # the writes run off the event loop; the event follows them
+            writes = self.session.record(r.turn, text, heard=r.heard, done=r.done, interrupted=interrupted,
+                                         extra_timings={"played_s": round(played_s, 3)})
+        except Exception:
             log.exception("saving the turn failed")
             self._send({"type": "error", "id": r.id, "code": "internal", "message": "the turn could not be saved"})
             return
-        self._send({"type": "turn.saved", "id": r.id, "interrupted": interrupted, "text": text,
-                    "played_s": round(played_s, 3)})
+        writes.add_done_callback(saved)
 
     # ------------------------------------------------------------------ state
     def _update_state(self) -> None:

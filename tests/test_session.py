@@ -167,3 +167,49 @@ def test_the_history_window_keeps_its_start_until_it_outgrows_the_budget(engine,
     assert 2 <= len(cuts) <= 10  # a sliding window would move on every one of the ~22 full turns
     assert all(sizes[i] <= 200 * s.history_keep for i in cuts)
     store.close()
+
+
+def test_storing_an_exchange_never_blocks_the_event_loop(engine, tmp_path):
+    """Another process holds the database's write lock for a while: the exchange is stored once it
+    is released, and meanwhile the server's event loop (every other conversation) runs on."""
+    import sqlite3
+    import threading
+    import time
+
+    store = open_store(tmp_path)
+    s = Session(engine, store, user="locked", max_new_tokens=4)
+    say(s, "Hello there.")  # warm: the first turn loads what it needs
+    hold_s = 1.5
+    other = sqlite3.connect(str(store.path), check_same_thread=False)
+
+    async def go():
+        gaps, last = [], time.monotonic()
+        stop = asyncio.Event()
+
+        async def ticker():
+            nonlocal last
+            while not stop.is_set():
+                await asyncio.sleep(0.01)
+                now = time.monotonic()
+                gaps.append(now - last)
+                last = now
+
+        tick = asyncio.create_task(ticker())
+        other.execute("BEGIN IMMEDIATE")  # the lock another writer (a second serve, an import) holds
+        threading.Timer(hold_s, other.rollback).start()
+        started = time.monotonic()
+        events = [ev async for ev in s.converse(Turn(text="Remember that my car is red."), speak=False)]
+        stored_after = time.monotonic() - started
+        stop.set()
+        await tick
+        await s.wait_for_memory()
+        return events, max(gaps), stored_after
+
+    events, worst_gap, stored_after = asyncio.run(go())
+    other.close()
+    assert isinstance(events[-1], Done)
+    assert stored_after >= hold_s * 0.9  # the turn ended only once its exchange was written...
+    assert worst_gap < hold_s / 3, worst_gap  # ...and the loop never stood still for the lock
+    texts = [m.text for m in store.history(s._instance, limit=10)]
+    assert "Remember that my car is red." in texts
+    store.close()
