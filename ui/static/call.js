@@ -22,9 +22,11 @@
     return out.buffer;
   }
 
-  function played() { // seconds of the current reply that have left the speaker
+  function played(upTo) { // seconds of the current reply's audio that have left the speaker
+    // the sum over its scheduled pieces, so a wait for a late piece (a busy server) is not counted
     if (!reply || reply.start === null) return 0;
-    return Math.max(0, Math.min(outCtx.currentTime, reply.end) - reply.start);
+    const now = upTo ?? outCtx.currentTime;
+    return reply.pieces.reduce((sum, [at, d]) => sum + Math.max(0, Math.min(now - at, d)), 0);
   }
 
   function send(obj) { if (call.ws && call.ws.readyState === 1) call.ws.send(JSON.stringify(obj)); }
@@ -45,13 +47,15 @@
                  Math.max(0, (at - outCtx.currentTime) * 1000));
     }
     src.start(at); reply.end = at + ab.duration; reply.sources.push(src);
+    reply.pieces.push([at, ab.duration]);
     src.onended = () => finishIfDone();
   }
 
   function finishIfDone() {
     if (reply && reply.done && outCtx.currentTime >= reply.end - 0.005) {
-      send({ type: "playback.done", id: reply.id, played_s: reply.end - reply.start, interrupted: false });
-      note("playback.done", { id: reply.id, played_s: reply.end - reply.start });
+      const p = played(reply.end);
+      send({ type: "playback.done", id: reply.id, played_s: p, interrupted: false });
+      note("playback.done", { id: reply.id, played_s: p });
       reply = null;
     }
   }
@@ -73,7 +77,7 @@
       case "state": setState(ev.state); break;
       case "speech.started": outCtx.suspend(); break; // a barge-in is heard at once
       case "speech.ignored": outCtx.resume(); break;
-      case "response.started": outCtx.resume(); reply = { id: ev.id, sources: [], start: null, end: null, done: false }; break;
+      case "response.started": outCtx.resume(); reply = { id: ev.id, sources: [], pieces: [], start: null, end: null, done: false }; break;
       case "response.cancelled": flush(ev.id); break;
       case "response.done":
         if (reply && reply.id === ev.id) {
