@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -43,11 +44,22 @@ log = logging.getLogger(__name__)
 # short clip a clear English voice scores as low (Piper's "The capital of France is Paris.", 1.8 s
 # of speech: -0.80). tiny.en on the shared clips, speech s / mean log-prob / words a second:
 # English 5.8-15.8 s, -0.27 to -0.33, 2.1-2.8; es, de, ja, pt 4.0-8.7 s, -0.97 to -1.19;
-# fr, it 5.2-5.6 s, -0.70 to -0.73, 1.3-1.4 (stock phrases).
+# fr, it 5.2-5.6 s, -0.70 to -0.73, 1.3-1.4 (stock phrases). The int8 kernels differ between CPUs
+# (CTranslate2 picks AVX-512, AVX2 or generic code at start-up), and so do these figures: the es clip
+# scores -1.19 with AVX2 or AVX-512 but -0.76 with the generic kernels, as "Thank you so much for
+# watching and I will see you in the next video, see you" at 1.8 words a second. A transcript made
+# mostly of the stock phrases Whisper writes for speech it cannot follow is the third signal.
 NOT_ENGLISH_MIN_SPEECH_S = 4.0  # less speech than this is never refused
 NOT_ENGLISH_LOGPROB = -0.9  # mean log-prob under which the speech is taken for another language
 DOUBTFUL_LOGPROB = -0.6  # ... or under this, with fewer words a second of speech than:
 FEW_WORDS_PER_S = 1.6  # (English speech runs at 2-3)
+STOCK_SHARE = 0.5  # ... or with at least this share of its words in stock phrases:
+STOCK_PHRASES = re.compile(
+    r"\b(?:thank you(?: (?:very|so) much)?(?: for watching)?|thanks(?: for watching)?|for watching"
+    r"|(?:and )?(?:i|we)(?: will|'ll)? see you(?: all)?(?: again)?(?: in the next (?:one|video|episode))?"
+    r"(?: next time)?|see you(?: next time| in the next (?:one|video|episode)| soon| later)?"
+    r"|please (?:like and )?subscribe(?: to (?:my|the|our) channel)?|bye(?: bye)?)\b"
+)
 GPU_DEFAULT_MODEL = "large-v3-turbo"
 CPU_BATCH = 4  # at most this many chunks decoded together on the CPU
 
@@ -170,12 +182,22 @@ def _check_language(decoder: ChunkDecoder, segments: list[Segment]) -> None:
     weights = np.array([max(s.end - s.start, 0.1) for s in segments])
     mean = float(np.average([s.avg_logprob for s in segments], weights=weights))
     rate = sum(len(s.text.split()) for s in segments) / decoder.speech_s
-    if mean < NOT_ENGLISH_LOGPROB or (mean < DOUBTFUL_LOGPROB and rate < FEW_WORDS_PER_S):
+    if mean < NOT_ENGLISH_LOGPROB or (
+        mean < DOUBTFUL_LOGPROB and (rate < FEW_WORDS_PER_S or _stock_share(segments) >= STOCK_SHARE)
+    ):
         raise BadInput(
             f"this does not sound like English (mean log-probability {mean:.2f}, {rate:.1f} words a second "
             f"over {decoder.speech_s:.0f} s of speech) and the model {Path(decoder.whisper.name).name} is "
             f"English-only: pass a multilingual model (e.g. --model small), or --language en to transcribe it anyway"
         )
+
+
+def _stock_share(segments: list[Segment]) -> float:
+    """The share of a transcript's words that are stock phrases ("Thank you for watching")."""
+    text = " ".join(re.sub(r"[^\w' ]+", " ", s.text.lower()) for s in segments)
+    words = len(text.split())
+    stock = sum(len(m.group(0).split()) for m in STOCK_PHRASES.finditer(text))
+    return stock / words if words else 0.0
 
 
 class _Counter:
