@@ -1,6 +1,12 @@
 """Memory benchmark: search latency at 1k/10k/100k memories, import rate, recall@k with known evidence.
 
     python bench/memory.py [--sizes 1000,10000,100000] [--queries 100]
+    python bench/memory.py --set dev|heldout [--against DIR]
+
+--set: recall@10 on a set of long multi-session conversations (bench/memory_sets.py), end to end:
+each conversation goes through `assistant memory import` and its questions through
+`assistant memory search --queries` (in this process), overall and per kind of question.
+--against DIR runs the same in a checkout of another revision (in a child process), side by side.
 
 Latency: one user holds N memories. Their texts are varied conversation lines; their vectors are
 real all-MiniLM-L6-v2 embeddings of a pool of distinct lines, reused with small noise above the
@@ -25,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # memory_sets
 
 from memory import Embedder, open_store, recall
 from memory.store import NewMemory
@@ -238,13 +245,94 @@ def _rank(store, user, question: str, mode: str) -> list[str]:
         r.BM25_WEIGHT = saved
 
 
+KINDS = ("single-hop", "temporal", "multi-hop", "open-domain")
+
+
+def recall_on_set(name: str, against: Path | None) -> None:
+    """recall@10 (the share of a question's evidence turns in its top 10) on the set, per kind."""
+    import json
+
+    from memory_sets import build
+
+    convs, questions = build(name)
+    print(f"set {name}: {len(convs)} conversations, {sum(len(c.turns) for c in convs)} turns, "
+          f"{len(questions)} questions, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")  # fmt: skip
+    revisions = {"this": None} if against is None else {"this": None, str(against): against}
+    scores: dict[str, dict[str, list[float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for conv in convs:
+            path = Path(tmp) / f"{conv.id}.jsonl"
+            path.write_text("".join(json.dumps(t) + "\n" for t in conv.turns), encoding="utf-8")
+            qs = [q for q in questions if q.conversation == conv.id]
+            (Path(tmp) / f"{conv.id}.q.jsonl").write_text(
+                "".join(json.dumps({"id": q.id, "query": q.text}) + "\n" for q in qs), encoding="utf-8"
+            )
+        for label, checkout in revisions.items():
+            per_kind = scores.setdefault(label, {k: [] for k in KINDS})
+            import_s = search_s = 0.0
+            for conv in convs:
+                data = Path(tmp) / label.replace("/", "_") / conv.id
+                base = ["--data-dir", str(data), "--user", conv.id, "memory"]
+                t = time.perf_counter()
+                _cli(checkout, [*base, "import", str(Path(tmp) / f"{conv.id}.jsonl")], progress=False)
+                t2 = time.perf_counter()
+                out = _cli(checkout, [*base, "search", "--queries", str(Path(tmp) / f"{conv.id}.q.jsonl"), "--json"])
+                search_s += time.perf_counter() - t2
+                import_s += t2 - t
+                found = {r["id"]: [m["source_id"] for m in r["results"][:10]]
+                         for r in map(json.loads, out.splitlines())}  # fmt: skip
+                for q in questions:
+                    if q.conversation == conv.id:
+                        per_kind[q.kind].append(len(set(q.evidence) & set(found[q.id])) / len(q.evidence))
+            print(f"  {label}: import {import_s:.1f} s ({sum(len(c.turns) for c in convs)} turns), "
+                  f"search {search_s:.1f} s ({len(questions)} queries)", flush=True)  # fmt: skip
+    print(f"recall@10 on {name} (higher is better)")
+    print(f"{'kind':>12} {'n':>4} " + " ".join(f"{label[-24:]:>24}" for label in scores))
+    for kind in (*KINDS, "overall"):
+        row = []
+        for per_kind in scores.values():
+            vals = [v for vs in per_kind.values() for v in vs] if kind == "overall" else per_kind[kind]
+            row.append(f"{sum(vals) / len(vals):>24.3f}")
+        n = len(questions) if kind == "overall" else sum(q.kind == kind for q in questions)
+        print(f"{kind:>12} {n:>4} " + " ".join(row))
+
+
+def _cli(checkout: Path | None, argv: list[str], progress: bool = True) -> str:
+    """Run `assistant ARGV` here (in this process) or in a checkout (a child process); its stdout."""
+    import contextlib
+    import io
+    import subprocess
+
+    if checkout is None:
+        from assistant.cli import main as cli
+
+        argv = argv if progress or argv[-2] != "import" else [*argv, "--no-progress"]
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            rc = cli(argv)
+        if rc:
+            raise SystemExit(f"assistant {' '.join(argv)} failed ({rc})")
+        return buf.getvalue()
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
+    done = subprocess.run([sys.executable, "-m", "assistant", *argv], cwd=checkout, env=env, capture_output=True,
+                          text=True)  # fmt: skip
+    if done.returncode:
+        raise SystemExit(f"{checkout}: assistant {' '.join(argv)} failed: {done.stderr.strip()[-500:]}")
+    return done.stdout
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1000,10000,100000", help="memory counts, comma-separated")
     parser.add_argument("--queries", type=int, default=100, help="distinct queries per size")
     parser.add_argument("--pool", type=int, default=2000, help="distinct embedded lines behind the latency sets")
     parser.add_argument("--lines", type=int, default=2000, help="conversation lines for import and recall@k")
+    parser.add_argument("--set", choices=["dev", "heldout"], help="recall@10 on long conversations, then stop")
+    parser.add_argument("--against", type=Path, metavar="DIR", help="with --set: also a checkout of another revision")
     args = parser.parse_args()
+    if args.set:
+        recall_on_set(args.set, args.against.resolve() if args.against else None)
+        return
     rng = random.Random(7)
     import torch
 

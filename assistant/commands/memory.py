@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import sys
@@ -16,6 +17,7 @@ from assistant.errors import BadInput, NotFound
 __all__ = ["add_parser", "run"]
 
 IMPORT_CHUNK = 512  # lines embedded and committed together
+IMPORT_BATCH = 128  # lines embedded between two progress updates
 
 
 def add_parser(subparsers: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
@@ -39,7 +41,8 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: list[argparse.Ar
     imp = sub.add_parser(
         "import", parents=parents, help='load past conversation: {"text","speaker","time","source_id"}'
     )
-    imp.add_argument("file", type=Path, metavar="FILE.jsonl")
+    imp.add_argument("file", type=Path, metavar="FILE.jsonl", help="the lines to import; - reads stdin")
+    imp.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     exp = sub.add_parser("export", parents=parents, help="everything stored about the user, as JSON")
     exp.add_argument("--output", type=Path, help="write here instead of stdout")
     p.set_defaults(run=run)
@@ -129,14 +132,50 @@ def _import(store, user, args) -> int:
     from memory.types import embedding_text
 
     items = [_import_line(args.file, n, line) for n, line in _jsonl(args.file)]
+    progress = _Progress(len(items), enabled=not args.no_progress)
     added = 0
     for start in range(0, len(items), IMPORT_CHUNK):
         chunk = items[start : start + IMPORT_CHUNK]
-        vectors = store.embedder.embed([embedding_text(i.text, i.kind, i.speaker) for i in chunk])
+        vectors = []
+        for lo in range(0, len(chunk), IMPORT_BATCH):
+            batch = chunk[lo : lo + IMPORT_BATCH]
+            vectors.extend(store.embedder.embed([embedding_text(i.text, i.kind, i.speaker) for i in batch]))
+            progress.update(start + lo + len(batch))
         added += store.import_memories(user, [replace(i, embedding=v) for i, v in zip(chunk, vectors, strict=True)])
+    progress.close()
     skipped = f" ({len(items) - added} were there already)" if added < len(items) else ""
     print(f"imported {added} lines for user {user.name!r}{skipped}")
     return 0
+
+
+class _Progress:
+    """A progress bar on stderr: redrawn in place on a terminal, a line every 10% otherwise."""
+
+    WIDTH = 30  # characters of bar
+
+    def __init__(self, total: int, enabled: bool = True) -> None:
+        import time
+
+        self.total, self.enabled, self._clock = total, enabled and total > 0, time.monotonic
+        self._start, self._tty, self._shown = self._clock(), sys.stderr.isatty(), -1
+
+    def update(self, done: int) -> None:
+        if not self.enabled:
+            return
+        tenth = done * 10 // self.total
+        if not self._tty and tenth == self._shown:
+            return
+        self._shown = tenth
+        filled = done * self.WIDTH // self.total
+        bar = "#" * filled + "." * (self.WIDTH - filled)
+        line = f"importing [{bar}] {done}/{self.total} lines, {self._clock() - self._start:.1f} s"
+        sys.stderr.write(f"\r{line}" if self._tty else line + "\n")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled and self._tty:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
 
 
 def _import_line(path: Path, n: int, line: object):
@@ -181,18 +220,27 @@ def _export(store, user, args) -> int:
 
 
 def _jsonl(path: Path):
-    """(line number, parsed JSON) for each non-blank line; BadInput names the bad line."""
+    """(line number, parsed JSON) for each non-blank line; BadInput names the bad line. `-` is stdin."""
     try:
-        handle = path.open(encoding="utf-8")
+        opened = _open(path)
     except OSError as err:
         raise BadInput(f"cannot read {path}: {err.strerror}") from err
-    with handle:
+    with opened as handle:
         for n, raw in enumerate(_lines(handle, path), 1):
             if raw.strip():
                 try:
                     yield n, json.loads(raw)
                 except ValueError as err:  # also UnicodeDecodeError
                     raise BadInput(f"{path}:{n}: not JSON ({getattr(err, 'msg', err)})") from err
+
+
+def _open(path: Path):
+    """The file as UTF-8 text, or stdin for `-` (left open when done)."""
+    if str(path) != "-":
+        return path.open(encoding="utf-8")
+    if hasattr(sys.stdin, "reconfigure"):
+        sys.stdin.reconfigure(encoding="utf-8")
+    return contextlib.nullcontext(sys.stdin)
 
 
 def _lines(handle, path: Path):
