@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import random
 import sys
@@ -31,7 +32,6 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # memory_sets
 
 from memory import Embedder, open_store, recall
 from memory.store import NewMemory
@@ -252,8 +252,11 @@ def recall_on_set(name: str, against: Path | None) -> None:
     """recall@10 (the share of a question's evidence turns in its top 10) on the set, per kind."""
     import json
 
-    from memory_sets import build
-
+    spec = importlib.util.spec_from_file_location("memory_sets", Path(__file__).with_name("memory_sets.py"))
+    sets = importlib.util.module_from_spec(spec)
+    sys.modules["memory_sets"] = sets  # its dataclasses look their module up
+    spec.loader.exec_module(sets)
+    build = sets.build
     convs, questions = build(name)
     print(f"set {name}: {len(convs)} conversations, {sum(len(c.turns) for c in convs)} turns, "
           f"{len(questions)} questions, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")  # fmt: skip

@@ -6,7 +6,8 @@ Two sets, each 5 conversations of two named speakers over 12 dated sessions (~19
 - `heldout` (seed 2, the HELDOUT bank: other names, topics, filler and fact templates): 100
   questions; never tune on it, only report it.
 
-A question's evidence is the 1-3 turns that answer it. Kinds, as in the long-conversation memory
+A question's evidence is the 1-3 turns that answer it; often the other speaker says a like line
+(their own job, their own first race), so who said it matters. Kinds, as in the long-conversation memory
 benchmarks: single-hop (one stated fact), temporal (needs a session's date: "when did ..." or a
 question naming a month that tells two like events apart), multi-hop (two turns in different
 sessions combined) and open-domain (an inference from a stated fact, few words in common).
@@ -23,6 +24,7 @@ __all__ = ["Conversation", "Question", "build"]
 
 SESSIONS = 12
 TURNS_PER_SESSION = (26, 38)  # a session's length, drawn between these
+DECOY_RATE = {"single-hop": 0.5, "temporal": 0.5, "open-domain": 0.3}  # the other speaker says a like line
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,6 +375,12 @@ def _conversation(bank: dict, rng: random.Random, cid: str) -> tuple[Conversatio
                 s = rng.choice(others)
                 planted[s].append((slot(s), subject, _fill(templates[0], decoy), None))
                 v["month"] = f"{dates[sessions[0]]:%B %Y}"
+            if skind in ("single-hop", "temporal", "open-domain") and rng.random() < DECOY_RATE[skind]:
+                # the other speaker says the like of it (another value where there are values)
+                decoy = {**v, **_pick(rng, {k: [o for o in opts if o != v.get(k)] for k, opts in values.items()})}
+                decoy["S"], decoy["O"] = other, subject
+                s = rng.randrange(SESSIONS)
+                planted[s].append((slot(s), other, _fill(templates[0], decoy), None))
             plan.append((_fill(question, v), kind, where))
     turns, ids = [], {}
     for s in range(SESSIONS):
