@@ -15,12 +15,13 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import UTC, datetime
 
 from assistant.errors import BadInput
 from memory.store import Store, count_tokens
 from memory.types import Instance, Memory, User, embedding_text
 
-__all__ = ["fts_query", "recall"]
+__all__ = ["as_said_by", "fts_query", "recall"]
 
 CANDIDATES = 50  # taken from each ranker before fusing
 MAX_TERM_DOCS = 2000  # a query term held by more memories than this is not searched by keyword
@@ -28,6 +29,12 @@ BM25_WEIGHT = 0.3  # the most a keyword match adds to a cosine (score = cosine +
 BM25_HALF = 5.0  # the BM25 at which the keyword bonus is half of BM25_WEIGHT (saturates, corpus-agnostic)
 RECENCY_HALF_LIFE_S = 30 * 86400.0
 RECENCY_WEIGHT = 0.05  # a memory said just now gains this much; half as much after RECENCY_HALF_LIFE_S
+SPEAKER_WEIGHT = 0.08  # a line said by the speaker the query names gains this
+DATE_WEIGHT = 0.1  # a line said in the month (or on the day) the query names gains this
+HOP_SEEDS = 3  # the best first hits whose rarest words are searched again (multi-hop)
+HOP_TERMS = 3  # how many of their rarest words
+HOP_MAX_DOCS = 40  # a word held by more memories than this is not rare enough to follow
+HOP_WEIGHT = 0.25  # the most a second-hop keyword match adds
 _STOPWORD_TEXT = (
     "a an and are as at be been but by can could did do does for from had has have he her him his how i if in "
     "into is it its me my of on or our she so than that the their them then there these they this to was we "
@@ -61,32 +68,115 @@ def recall(
         return []
     _embed_missing(store, user)
     now = time.time() if now is None else now
-    vec = store.embedder.embed_one(query)
+    speakers = store.speakers_among(user, _names(query))
+    vec = store.embedder.embed_one(as_said_by(query, speakers[0]) if speakers else query)
     index = store.vector_index(user)
-    cosines = index.top(vec, CANDIDATES, instance.id if instance is not None else None)
+    visible = instance.id if instance is not None else None
+    cosines = index.top(vec, CANDIDATES * (2 if speakers else 1), visible)
     match = fts_query(query, store.term_documents)
     bm25 = dict(store.fts_search(user, match, CANDIDATES)) if match else {}
-    for mid in bm25.keys() - cosines.keys():
-        cosines[mid] = index.cosine(mid, vec) or 0.0
-    found = store.get_memories(user, list(cosines))
-    ranked: list[Memory] = []
-    for mid, memory in found.items():
-        if memory.status != "active":
+    when = _dates_named(query)
+    score = _Scorer(store, user, index, vec, cosines, instance, now, set(speakers), when)
+    ranked = score(bm25, {})
+    hop_match = _hop_query(store, ranked[:HOP_SEEDS], query, speakers)
+    if hop_match:  # a second keyword search on the rarest words of the best first hits (multi-hop)
+        ranked = score(bm25, dict(store.fts_search(user, hop_match, CANDIDATES)))
+    out, used, seen = [], 0, set()
+    for memory in ranked:
+        line = (memory.speaker, " ".join(memory.text.casefold().split()))
+        if line in seen:  # a line said again comes back once
             continue
-        if instance is not None and memory.instance_id not in (None, instance.id):
-            continue
-        b = max(0.0, bm25.get(mid, 0.0))
-        recency = math.exp(-max(0.0, now - memory.said_at) * math.log(2) / RECENCY_HALF_LIFE_S)
-        score = cosines[mid] + BM25_WEIGHT * b / (b + BM25_HALF) + RECENCY_WEIGHT * recency
-        ranked.append(replace(memory, score=score))
-    ranked.sort(key=lambda m: (-m.score, -m.id))
-    out, used = [], 0
-    for memory in ranked[:k]:
+        seen.add(line)
         used += count_tokens(memory.text)
-        if token_budget is not None and used > token_budget:
+        if len(out) == k or (token_budget is not None and used > token_budget):
             break
         out.append(memory)
     return out
+
+
+class _Scorer:
+    """Fuses the rankers' candidates into one ranked list (see the module's docstring)."""
+
+    def __init__(self, store, user, index, vec, cosines, instance, now, speakers, when) -> None:
+        self.store, self.user, self.index, self.vec, self.cosines = store, user, index, vec, cosines
+        self.instance, self.now, self.speakers, self.when = instance, now, speakers, when
+        self.found: dict[int, Memory] = {}
+
+    def __call__(self, bm25: dict[int, float], hop: dict[int, float]) -> list[Memory]:
+        for mid in (bm25.keys() | hop.keys()) - self.cosines.keys():
+            self.cosines[mid] = self.index.cosine(mid, self.vec) or 0.0
+        missing = [mid for mid in self.cosines if mid not in self.found]
+        self.found.update(self.store.get_memories(self.user, missing))
+        ranked = []
+        for mid, memory in self.found.items():
+            if memory.status != "active":
+                continue
+            if self.instance is not None and memory.instance_id not in (None, self.instance.id):
+                continue
+            b, h = max(0.0, bm25.get(mid, 0.0)), max(0.0, hop.get(mid, 0.0))
+            recency = math.exp(-max(0.0, self.now - memory.said_at) * math.log(2) / RECENCY_HALF_LIFE_S)
+            value = self.cosines[mid] + BM25_WEIGHT * b / (b + BM25_HALF) + RECENCY_WEIGHT * recency
+            value += HOP_WEIGHT * h / (h + BM25_HALF)
+            if memory.speaker in self.speakers:
+                value += SPEAKER_WEIGHT
+            if self.when and _said_in(memory.said_at, self.when):
+                value += DATE_WEIGHT
+            ranked.append(replace(memory, score=value))
+        ranked.sort(key=lambda m: (-m.score, -m.id))
+        return ranked
+
+
+def as_said_by(query: str, speaker: str) -> str:
+    """The query as `speaker` would say it ("Does Maya have kids?" -> "Maya: Does I have kids?"): the
+    speaker's own lines are embedded as "Maya: ...", in the first person."""
+    name = re.escape(speaker)
+    text = re.sub(rf"\b{name}'s\b", "my", query)
+    text = re.sub(rf"\b{name}\b", "I", text)
+    return f"{speaker}: {text}"
+
+
+def _names(query: str) -> list[str]:
+    """Words of the query that may be a speaker's name (capitalised, without a possessive 's)."""
+    return [w for w in re.findall(r"\b[A-Z][\w-]*", re.sub(r"'s\b", "", query)) if w.casefold() not in _STOPWORDS]
+
+
+_MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
+           "november", "december")  # fmt: skip
+_DATE = re.compile(r"\b(?:(\d{1,2})(?:st|nd|rd|th)?\s+)?(" + "|".join(_MONTHS) + r")(?:\s+(\d{4}))?\b", re.I)
+
+
+def _dates_named(query: str) -> list[tuple[int | None, int, int | None]]:
+    """(day or None, month, year or None) of each date the query names ("in March 2023", "on 4 May")."""
+    out = []
+    for day, month, year in _DATE.findall(query):
+        if month.casefold() == "may" and not (day or year):
+            continue  # "may" the verb
+        out.append((int(day) if day else None, _MONTHS.index(month.casefold()) + 1, int(year) if year else None))
+    for year, month, day in re.findall(r"\b(\d{4})-(\d{2})(?:-(\d{2}))?\b", query):
+        out.append((int(day) if day else None, int(month), int(year)))
+    return out
+
+
+def _said_in(said_at: float, dates: list[tuple[int | None, int, int | None]]) -> bool:
+    day = datetime.fromtimestamp(said_at, UTC)
+    return any(
+        m == day.month and (y is None or y == day.year) and (d is None or d == day.day) for d, m, y in dates
+    )
+
+
+def _hop_query(store: Store, seeds: list[Memory], query: str, speakers: list[str]) -> str:
+    """An FTS5 query for the rarest words of the best first hits that the query lacks ('' if none)."""
+    asked = {w.casefold() for w in re.findall(r"\w+", query)} | {s.casefold() for s in speakers}
+    words = []
+    for memory in seeds:
+        for word in re.findall(r"\w+", memory.text.casefold()):
+            if len(word) > 2 and word not in _STOPWORDS and word not in asked and word not in words:
+                words.append(word)
+    if not words:
+        return ""
+    counts = store.term_documents(words)
+    rare = sorted((counts[w], w) for w in words if 0 < counts.get(w, 0) <= HOP_MAX_DOCS)
+    return " OR ".join(f'"{w}"' for _, w in rare[:HOP_TERMS])
 
 
 def fts_query(text: str, term_documents: Callable[[list[str]], dict[str, int]] | None = None) -> str:

@@ -96,6 +96,10 @@ MIGRATIONS: tuple[str, ...] = (
         UPDATE memories SET changed = (SELECT mem_version + 1 FROM users WHERE id = NEW.user_id) WHERE id = NEW.id;
     END;
     """,
+    # 4: the speakers a query names are looked up among the user's memories (recall favours their lines)
+    """
+    CREATE INDEX memories_by_speaker ON memories (user_id, speaker) WHERE speaker IS NOT NULL;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

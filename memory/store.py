@@ -416,6 +416,18 @@ class Store:
             )
         ]
 
+    def speakers_among(self, user: User, names: Sequence[str]) -> list[str]:
+        """Those of `names` that speak in the user's active memories (case as stored), in the order given."""
+        found = []
+        for name in dict.fromkeys(names):  # each stops at its first active row
+            if self.read(
+                "SELECT 1 FROM memories INDEXED BY memories_by_speaker"
+                " WHERE user_id = ? AND speaker = ? AND status = 'active' LIMIT 1",
+                (user.id, name),
+            ):
+                found.append(name)
+        return found
+
     def term_documents(self, terms: Sequence[str]) -> dict[str, int]:
         """How many indexed memories (of all users) hold each term."""
         if not terms:
