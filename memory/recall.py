@@ -31,6 +31,8 @@ RECENCY_HALF_LIFE_S = 30 * 86400.0
 RECENCY_WEIGHT = 0.05  # a memory said just now gains this much; half as much after RECENCY_HALF_LIFE_S
 SPEAKER_WEIGHT = 0.08  # a line said by the speaker the query names gains this
 DATE_WEIGHT = 0.1  # a line said in the month (or on the day) the query names gains this
+SMALL_TALK_WORDS = 5  # a line with fewer content words than this says little ("Enjoy it while it lasts.")
+SMALL_TALK_WEIGHT = 0.2  # what a line with no content word loses (less for more words)
 HOP_SEEDS = 3  # the best first hits whose rarest words are searched again (multi-hop)
 HOP_TERMS = 3  # how many of their rarest words
 HOP_MAX_DOCS = 40  # a word held by more memories than this is not rare enough to follow
@@ -119,11 +121,16 @@ class _Scorer:
             value += HOP_WEIGHT * h / (h + BM25_HALF)
             if memory.speaker in self.speakers:
                 value += SPEAKER_WEIGHT
+            value -= SMALL_TALK_WEIGHT * max(0, SMALL_TALK_WORDS - _content_words(memory.text)) / SMALL_TALK_WORDS
             if self.when and _said_in(memory.said_at, self.when):
                 value += DATE_WEIGHT
             ranked.append(replace(memory, score=value))
         ranked.sort(key=lambda m: (-m.score, -m.id))
         return ranked
+
+
+def _content_words(text: str) -> int:
+    return sum(1 for w in re.findall(r"\w+", text.casefold()) if len(w) > 2 and w not in _STOPWORDS)
 
 
 def as_said_by(query: str, speaker: str) -> str:
