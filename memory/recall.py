@@ -33,10 +33,11 @@ SPEAKER_WEIGHT = 0.08  # a line said by the speaker the query names gains this
 DATE_WEIGHT = 0.1  # a line said in the month (or on the day) the query names gains this
 SMALL_TALK_WORDS = 5  # a line with fewer content words than this says little ("Enjoy it while it lasts.")
 SMALL_TALK_WEIGHT = 0.2  # what a line with no content word loses (less for more words)
-HOP_SEEDS = 3  # the best first hits whose rarest words are searched again (multi-hop)
-HOP_TERMS = 3  # how many of their rarest words
+HOP_SEEDS = 2  # the best first hits whose rarest words are searched again (multi-hop)
+HOP_TERMS = 2  # how many of each one's rarest words (names first)
+HOP_LINES = 2  # lines taken from each such search
 HOP_MAX_DOCS = 40  # a word held by more memories than this is not rare enough to follow
-HOP_WEIGHT = 0.25  # the most a second-hop keyword match adds
+HOP_INHERIT = 0.8  # a second-hop line scores this share of the first hit's score (if it has no better own)
 _STOPWORD_TEXT = (
     "a an and are as at be been but by can could did do does for from had has have he her him his how i if in "
     "into is it its me my of on or our she so than that the their them then there these they this to was we "
@@ -80,9 +81,9 @@ def recall(
     when = _dates_named(query)
     score = _Scorer(store, user, index, vec, cosines, instance, now, set(speakers), when)
     ranked = score(bm25, {})
-    hop_match = _hop_query(store, ranked[:HOP_SEEDS], query, speakers)
-    if hop_match:  # a second keyword search on the rarest words of the best first hits (multi-hop)
-        ranked = score(bm25, dict(store.fts_search(user, hop_match, CANDIDATES)))
+    hops = _hops(store, user, ranked[:HOP_SEEDS], query, speakers)
+    if hops:  # a second keyword search on the rarest words of the best first hits (multi-hop)
+        ranked = score(bm25, hops)
     out, used, seen = [], 0, set()
     for memory in ranked:
         line = (memory.speaker, " ".join(memory.text.casefold().split()))
@@ -115,16 +116,15 @@ class _Scorer:
                 continue
             if self.instance is not None and memory.instance_id not in (None, self.instance.id):
                 continue
-            b, h = max(0.0, bm25.get(mid, 0.0)), max(0.0, hop.get(mid, 0.0))
+            b = max(0.0, bm25.get(mid, 0.0))
             recency = math.exp(-max(0.0, self.now - memory.said_at) * math.log(2) / RECENCY_HALF_LIFE_S)
             value = self.cosines[mid] + BM25_WEIGHT * b / (b + BM25_HALF) + RECENCY_WEIGHT * recency
-            value += HOP_WEIGHT * h / (h + BM25_HALF)
             if memory.speaker in self.speakers:
                 value += SPEAKER_WEIGHT
             value -= SMALL_TALK_WEIGHT * max(0, SMALL_TALK_WORDS - _content_words(memory.text)) / SMALL_TALK_WORDS
             if self.when and _said_in(memory.said_at, self.when):
                 value += DATE_WEIGHT
-            ranked.append(replace(memory, score=value))
+            ranked.append(replace(memory, score=max(value, hop.get(mid, value))))
         ranked.sort(key=lambda m: (-m.score, -m.id))
         return ranked
 
@@ -171,19 +171,26 @@ def _said_in(said_at: float, dates: list[tuple[int | None, int, int | None]]) ->
     )
 
 
-def _hop_query(store: Store, seeds: list[Memory], query: str, speakers: list[str]) -> str:
-    """An FTS5 query for the rarest words of the best first hits that the query lacks ('' if none)."""
+def _hops(store: Store, user: User, seeds: list[Memory], query: str, speakers: list[str]) -> dict[int, float]:
+    """{memory id: score} of lines that share a rare word the query lacks (a name first) with one of
+    the best first hits; each scores HOP_INHERIT of its hit's score (the second hop of a multi-hop)."""
     asked = {w.casefold() for w in re.findall(r"\w+", query)} | {s.casefold() for s in speakers}
-    words = []
-    for memory in seeds:
-        for word in re.findall(r"\w+", memory.text.casefold()):
-            if len(word) > 2 and word not in _STOPWORDS and word not in asked and word not in words:
-                words.append(word)
-    if not words:
-        return ""
-    counts = store.term_documents(words)
-    rare = sorted((counts[w], w) for w in words if 0 < counts.get(w, 0) <= HOP_MAX_DOCS)
-    return " OR ".join(f'"{w}"' for _, w in rare[:HOP_TERMS])
+    out: dict[int, float] = {}
+    for seed in seeds:
+        words: dict[str, bool] = {}  # word -> written capitalised inside the line (a name)
+        for n, word in enumerate(re.findall(r"\w+", seed.text)):
+            low = word.casefold()
+            if len(low) > 2 and low not in _STOPWORDS and low not in asked:
+                words[low] = words.get(low, False) or (n > 0 and word[0].isupper())
+        counts = store.term_documents(list(words)) if words else {}
+        rare = sorted((not name, counts[w], w) for w, name in words.items() if 0 < counts.get(w, 0) <= HOP_MAX_DOCS)
+        if not rare:
+            continue
+        match = " OR ".join(f'"{w}"' for _, _, w in rare[:HOP_TERMS])
+        for mid, _ in store.fts_search(user, match, HOP_LINES + 1):
+            if mid != seed.id:
+                out[mid] = max(out.get(mid, 0.0), seed.score * HOP_INHERIT)
+    return out
 
 
 def fts_query(text: str, term_documents: Callable[[list[str]], dict[str, int]] | None = None) -> str:
