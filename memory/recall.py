@@ -34,6 +34,7 @@ DATE_WEIGHT = 0.1  # a line said in the month (or on the day) the query names ga
 SMALL_TALK_WORDS = 5  # a line with fewer content words than this says little ("Enjoy it while it lasts.")
 SMALL_TALK_WEIGHT = 0.2  # what a line with no content word loses (less for more words)
 HOP_SEEDS = 2  # the best first hits whose rarest words are searched again (multi-hop)
+HOP_WORDS = 6  # of each such hit's words, how many are looked up for rarity (names first, then the longest)
 HOP_TERMS = 2  # how many of each one's rarest words (names first)
 HOP_LINES = 2  # lines taken from each such search
 HOP_MAX_DOCS = 40  # a word held by more memories than this is not rare enough to follow
@@ -78,14 +79,15 @@ def recall(
     cosines = index.top(vec, CANDIDATES * (2 if speakers else 1), visible)
     match = fts_query(query, store.term_documents)
     bm25 = dict(store.fts_search(user, match, CANDIDATES)) if match else {}
-    when = _dates_named(query)
-    score = _Scorer(store, user, index, vec, cosines, instance, now, set(speakers), when)
-    ranked = score(bm25, {})
-    hops = _hops(store, user, ranked[:HOP_SEEDS], query, speakers)
+    score = _Scorer(store, user, index, vec, cosines, bm25, instance, now, set(speakers), _dates_named(query))
+    ranked = score({})
+    seeds = [replace(score.found[mid], score=value) for value, mid in ranked[:HOP_SEEDS]]
+    hops = _hops(store, user, seeds, query, speakers)
     if hops:  # a second keyword search on the rarest words of the best first hits (multi-hop)
-        ranked = score(bm25, hops)
+        ranked = score(hops)
     out, used, seen = [], 0, set()
-    for memory in ranked:
+    for value, mid in ranked:
+        memory = score.found[mid]
         line = (memory.speaker, " ".join(memory.text.casefold().split()))
         if line in seen:  # a line said again comes back once
             continue
@@ -93,44 +95,54 @@ def recall(
         used += count_tokens(memory.text)
         if len(out) == k or (token_budget is not None and used > token_budget):
             break
-        out.append(memory)
+        out.append(replace(memory, score=value))
     return out
 
 
 class _Scorer:
-    """Fuses the rankers' candidates into one ranked list (see the module's docstring)."""
+    """Fuses the rankers' candidates into one ranking (see the module's docstring); each candidate is
+    fetched and scored once, the second hop only adds to them."""
 
-    def __init__(self, store, user, index, vec, cosines, instance, now, speakers, when) -> None:
+    def __init__(self, store, user, index, vec, cosines, bm25, instance, now, speakers, when) -> None:
         self.store, self.user, self.index, self.vec, self.cosines = store, user, index, vec, cosines
-        self.instance, self.now, self.speakers, self.when = instance, now, speakers, when
+        self.bm25, self.instance, self.now, self.speakers, self.when = bm25, instance, now, speakers, when
         self.found: dict[int, Memory] = {}
+        self.values: dict[int, float] = {}  # memory id -> its score before any second hop
 
-    def __call__(self, bm25: dict[int, float], hop: dict[int, float]) -> list[Memory]:
-        for mid in (bm25.keys() | hop.keys()) - self.cosines.keys():
+    def __call__(self, hop: dict[int, float]) -> list[tuple[float, int]]:
+        """(score, memory id), best first."""
+        for mid in (self.bm25.keys() | hop.keys()) - self.cosines.keys():
             self.cosines[mid] = self.index.cosine(mid, self.vec) or 0.0
         missing = [mid for mid in self.cosines if mid not in self.found]
         self.found.update(self.store.get_memories(self.user, missing))
-        ranked = []
-        for mid, memory in self.found.items():
-            if memory.status != "active":
+        for mid in missing:
+            memory = self.found.get(mid)
+            if memory is None or memory.status != "active":
                 continue
             if self.instance is not None and memory.instance_id not in (None, self.instance.id):
                 continue
-            b = max(0.0, bm25.get(mid, 0.0))
-            recency = math.exp(-max(0.0, self.now - memory.said_at) * math.log(2) / RECENCY_HALF_LIFE_S)
-            value = self.cosines[mid] + BM25_WEIGHT * b / (b + BM25_HALF) + RECENCY_WEIGHT * recency
-            if memory.speaker in self.speakers:
-                value += SPEAKER_WEIGHT
-            value -= SMALL_TALK_WEIGHT * max(0, SMALL_TALK_WORDS - _content_words(memory.text)) / SMALL_TALK_WORDS
-            if self.when and _said_in(memory.said_at, self.when):
-                value += DATE_WEIGHT
-            ranked.append(replace(memory, score=max(value, hop.get(mid, value))))
-        ranked.sort(key=lambda m: (-m.score, -m.id))
+            self.values[mid] = self._value(mid, memory)
+        ranked = [(max(value, hop.get(mid, value)), mid) for mid, value in self.values.items()]
+        ranked.sort(key=lambda pair: (-pair[0], -pair[1]))
         return ranked
+
+    def _value(self, mid: int, memory: Memory) -> float:
+        b = max(0.0, self.bm25.get(mid, 0.0))
+        recency = math.exp(-max(0.0, self.now - memory.said_at) * math.log(2) / RECENCY_HALF_LIFE_S)
+        value = self.cosines[mid] + BM25_WEIGHT * b / (b + BM25_HALF) + RECENCY_WEIGHT * recency
+        if memory.speaker in self.speakers:
+            value += SPEAKER_WEIGHT
+        value -= SMALL_TALK_WEIGHT * max(0, SMALL_TALK_WORDS - _content_words(memory.text)) / SMALL_TALK_WORDS
+        if self.when and _said_in(memory.said_at, self.when):
+            value += DATE_WEIGHT
+        return value
+
+
+_LONG_WORD = re.compile(r"\w{3,}")
 
 
 def _content_words(text: str) -> int:
-    return sum(1 for w in re.findall(r"\w+", text.casefold()) if len(w) > 2 and w not in _STOPWORDS)
+    return sum(w not in _STOPWORDS for w in _LONG_WORD.findall(text.casefold()))
 
 
 def as_said_by(query: str, speaker: str) -> str:
@@ -175,14 +187,19 @@ def _hops(store: Store, user: User, seeds: list[Memory], query: str, speakers: l
     """{memory id: score} of lines that share a rare word the query lacks (a name first) with one of
     the best first hits; each scores HOP_INHERIT of its hit's score (the second hop of a multi-hop)."""
     asked = {w.casefold() for w in re.findall(r"\w+", query)} | {s.casefold() for s in speakers}
-    out: dict[int, float] = {}
+    per_seed: list[dict[str, bool]] = []
     for seed in seeds:
         words: dict[str, bool] = {}  # word -> written capitalised inside the line (a name)
         for n, word in enumerate(re.findall(r"\w+", seed.text)):
             low = word.casefold()
             if len(low) > 2 and low not in _STOPWORDS and low not in asked:
                 words[low] = words.get(low, False) or (n > 0 and word[0].isupper())
-        counts = store.term_documents(list(words)) if words else {}
+        best = sorted(words, key=lambda w: (not words[w], -len(w)))[:HOP_WORDS]  # names, then long words
+        per_seed.append({w: words[w] for w in best})
+    every = list(dict.fromkeys(w for words in per_seed for w in words))
+    counts = store.term_documents(every) if every else {}  # one look-up: the vocabulary table is slow
+    out: dict[int, float] = {}
+    for seed, words in zip(seeds, per_seed, strict=True):
         rare = sorted((not name, counts[w], w) for w, name in words.items() if 0 < counts.get(w, 0) <= HOP_MAX_DOCS)
         if not rare:
             continue

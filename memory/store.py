@@ -430,10 +430,13 @@ class Store:
 
     def term_documents(self, terms: Sequence[str]) -> dict[str, int]:
         """How many indexed memories (of all users) hold each term."""
-        if not terms:
-            return {}
-        marks = ",".join("?" * len(terms))
-        return dict(self.read(f"SELECT term, doc FROM memories_fts_vocab WHERE term IN ({marks})", list(terms)))
+        out = {}
+        with self._lock:  # one term at a time: fts5vocab seeks "term = ?" but scans for "term IN (...)"
+            for term in dict.fromkeys(terms):  # (10 terms in 100k rows: 0.7 ms against 1.8 ms)
+                row = self._conn.execute("SELECT doc FROM memories_fts_vocab WHERE term = ?", (term,)).fetchone()
+                if row is not None:
+                    out[term] = row[0]
+        return out
 
     def unembedded(self, user: User, limit: int = 512) -> list[sqlite3.Row]:
         return self.read(
