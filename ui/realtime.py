@@ -117,10 +117,14 @@ async def _converse(ws: WebSocket, session: Session, rate: int, voice: str | Non
     outbox.put_nowait(json.dumps({"type": "session.created", "input_rate": INPUT_RATE, "output_rate": rate,
                                   "user": session.user, "persona": session.persona.name,
                                   "voice": voice or session.persona.voice}))
+    closing = False  # the client sent session.close: confirm once everything is saved
     try:
         while True:
             msg = await ws.receive()
             if msg["type"] == "websocket.disconnect":
+                break
+            if msg.get("text") is not None and _is_close(msg["text"]):
+                closing = True
                 break
             if msg.get("bytes") is not None:
                 data = msg["bytes"]
@@ -136,9 +140,25 @@ async def _converse(ws: WebSocket, session: Session, rate: int, voice: str | Non
         log.exception("realtime conversation failed")
     finally:
         await conv.close()
+        if closing:  # the client waits for its turn.saved events: let the sender deliver them
+            outbox.put_nowait(json.dumps({"type": "session.closed"}))
+            outbox.put_nowait(None)
+            try:
+                await asyncio.wait_for(asyncio.shield(writer), 10)
+                await ws.close()
+            except Exception:  # the client went away meanwhile
+                log.info("the client left before the end of the conversation was confirmed")
         outbox.put_nowait(None)
         writer.cancel()
         await asyncio.gather(writer, return_exceptions=True)
+
+
+def _is_close(text: str) -> bool:
+    try:
+        msg = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(msg, dict) and msg.get("type") == "session.close"
 
 
 def _control(conv: VoiceConversation, text: str) -> None:
