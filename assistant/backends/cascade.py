@@ -90,6 +90,7 @@ class CascadeBackend:
     error)."""
 
     name = "cascade"
+    speaks_verbatim = True  # its speech is read from the text it emits (Request.say; thinking's answer)
     # background turns wait while another turn is in progress: on a CPU, a turn decoding beside
     # another is ~2x slower, and nobody waits for a background turn (memory extraction)
     pauses_background = True
@@ -245,6 +246,9 @@ class CascadeBackend:
         if request.voice not in (None, *self.voices):  # a persona's omni voice: speak with ours
             log.debug("voice %r is not an offline voice; using %r", request.voice, self.default_voice)
         stream = CascadeStream(request)
+        if request.say is not None:  # read out as it is: no model (Big Brain's answer, a filler)
+            stream.gen = _Said(request.say)
+            return stream
         chat, heard, facts, stable = self._chat(request, stream.stages)
         if heard:
             stream.emit_transcript(heard)
@@ -326,7 +330,7 @@ class CascadeBackend:
     # ------------------------------------------------------------------ text and speech
     def _after_token(self, stream: CascadeStream) -> None:
         gen = stream.gen
-        stream.emit_text(gen.take_text())
+        stream.emit_text(gen.take_text(), final=gen.finished)
         stream.completion_tokens = len(gen.tokens)
         if stream.request.speak:
             piece = self._next_piece(stream, final=gen.finished)
@@ -371,6 +375,21 @@ class CascadeBackend:
                 log.debug("turn %s first audio: %d tokens, %d decode steps in %.3f s, speech %.3f s", stream.turn_id,
                           len(stream.gen.tokens), stages.get("decode_steps", 0), stages.get("decode_s", 0.0),
                           stages["tts_s"])
+
+
+@dataclass
+class _Said:
+    """A reply that is a given text (Request.say): taken at once, then only spoken."""
+
+    text: str
+    tokens: list[int] = field(default_factory=list)
+    pending: list[int] = field(default_factory=list)
+    finished: bool = True
+    prefilled: int = 0
+
+    def take_text(self) -> str:
+        out, self.text = self.text, ""
+        return out
 
 
 def _first_clause_end(text: str) -> int | None:
