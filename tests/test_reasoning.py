@@ -37,12 +37,15 @@ def split(chunks: list[str]) -> tuple[str, str]:
 @pytest.mark.parametrize(
     ("chunks", "thinking", "answer"),
     [
-        (["Three apples", " and four more.\nThat is 7.\nAns", "wer: 7", ""], "Three apples and four more.\nThat is 7.\n", "7"),
+        (["Three apples", " and four more.\nThat is 7.\nAns", "wer: 7", ""],
+         "Three apples and four more.\nThat is 7.\n", "7"),
         (["<thi", "nk>count them</th", "ink>\n\nThere are 9.", ""], "count them", "There are 9."),
         (["<think>x</think>\nAnswer: 12", ""], "x", "12"),
         (["**Final Answer:** 1,200 dollars", ""], "", "1,200 dollars"),
-        (["Step 1: 6 x 7 = 42.\nSo the answer is 42.", ""], "Step 1: 6 x 7 = 42.\nSo the answer is 42.", "So the answer is 42."),
-        (["The word answer: appears mid-line here\nAnswer: yes", ""], "The word answer: appears mid-line here\n", "yes"),
+        (["Step 1: 6 x 7 = 42.\nSo the answer is 42.", ""],
+         "Step 1: 6 x 7 = 42.\nSo the answer is 42.", "So the answer is 42."),
+        (["The word answer: appears mid-line here\nAnswer: yes", ""],
+         "The word answer: appears mid-line here\n", "yes"),
     ],
 )
 def test_the_reasoning_and_the_answer_are_told_apart_as_they_stream(chunks, thinking, answer):
@@ -143,7 +146,7 @@ def test_big_brain_runs_its_attempts_as_one_batch(engine):
     done = evs[-1]
     assert isinstance(done, Done), done
     thinking = "".join(e.text for e in evs if isinstance(e, ThinkingDelta))
-    assert thinking.count("\nAttempt ") == 4 and "Kept" in thinking or "failed" in thinking
+    assert thinking.count("\nAttempt ") == 4 and "Kept" in thinking
     assert done.batch_size == 4
     steps = engine.metrics.batch_sizes - before
     assert steps[4] > 0, steps  # the four decoded side by side
