@@ -487,6 +487,28 @@ def test_clearing_the_chat_starts_a_new_conversation_and_keeps_the_old(page):
     wait_text(page, "#chatbot", "remember this conversation")
 
 
+def test_think_streams_the_reasoning_into_a_box_above_the_answer(page):
+    """Chat's Think switch: the reasoning shows in a collapsible box ("Thought for N s" once the
+    answer begins), the answer in its own bubble after it; Answer turns it off again."""
+    page.get_by_role("tab", name="Chat").click()
+    field = page.locator("#instance-1 input")  # a fresh conversation
+    field.fill("Thinking")
+    field.press("Enter")
+    page.locator("#speak-1 input").uncheck()  # the text is what is judged here
+    page.locator("#reasoning-1 label", has_text="Think").click()
+    try:
+        send(page, "A pen costs 3 dollars. How much are 4 pens?")
+        wait_text(page, "#chatbot", "Thought for")
+        messages = page.locator("#chatbot .message")
+        assert messages.count() >= 3  # the question, the reasoning's box, the answer
+        assert messages.last.inner_text().strip()
+        assert "Thought for" not in messages.last.inner_text()  # the answer is a bubble of its own
+        shot(page, "chat-thinking")
+    finally:
+        page.locator("#reasoning-1 label", has_text="Answer").click()
+        page.locator("#speak-1 input").check()
+
+
 def remembered(page, data_dir, text: str, query: str) -> int:
     """Store a memory for the page's user (as a chat would), then search for it in the Memory tab."""
     from memory import open_store
