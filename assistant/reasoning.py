@@ -231,6 +231,21 @@ def vote(attempts: list[Attempt]) -> tuple[str | None, list[str]]:
     return (leaders[0] if len(leaders) == 1 else None), leaders
 
 
+def settled(attempts: list[Attempt], left: list[Request]) -> bool:
+    """Whether the attempts still running could no longer change the winner, even all agreeing
+    on the runner-up (their weights as in `vote`)."""
+    scores: Counter[str] = Counter()
+    for a in attempts:
+        if a.key:
+            scores[a.key] += 1.5 if a.kind == "program" else 1.0
+    if not scores:
+        return False
+    ranked = scores.most_common(2)
+    runner_up = ranked[1][1] if len(ranked) > 1 else 0.0
+    still = sum(1.0 if p.reasoning == "think" else 1.5 for p in left)
+    return ranked[0][1] > runner_up + still
+
+
 _CODE = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 
 
@@ -353,7 +368,7 @@ def _plan(request: Request) -> list[Request]:
     tokens = max(request.max_new_tokens, THINK_TOKENS)
     for i in range(n):
         sampled = {"temperature": 0.7, "top_p": 0.95, "seed": base + i} if i >= 2 else {"temperature": 0.0}
-        if i % 2 == 0:
+        if i % 2 == 1:  # programs first: short, and computed
             plans.append(with_instruction(request, THINK_INSTRUCTION, reasoning="think", speak=False,
                                           max_new_tokens=tokens, **sampled))
         else:
@@ -420,6 +435,10 @@ async def big_brain(engine, request: Request) -> AsyncIterator[Event]:
             said = f"-> {a.answer}" if a.key else f"failed: {a.error}"
             detail = a.detail if len(a.detail) <= 1200 else a.detail[:1200] + " ..."
             yield ThinkingDelta(tid, f"\nAttempt {a.index + 1} ({how}) {said}\n{detail}\n")
+            left = [p for i, p in enumerate(plans) if i not in {x.index for x in attempts}]
+            if left and settled(attempts, left):
+                yield ThinkingDelta(tid, f"\n{len(left)} attempt(s) stopped: they could no longer change the vote.\n")
+                break
     finally:
         for t in tasks:
             t.cancel()  # a cancelled turn frees every attempt at once

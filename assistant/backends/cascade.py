@@ -19,7 +19,7 @@ import re
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FunctionType
 
@@ -35,6 +35,7 @@ from assistant.offline.llm import Generation, OfflineLLM, load_llm
 from assistant.offline.ocr import ImageFacts
 from assistant.offline.tts import trim_lead, trim_tail
 from assistant.offline.weights import DEFAULT_LLM_SIZE, LLM_WEIGHTS, llm_path
+from assistant.reasoning import FILLER, THINK_INSTRUCTION, THINK_TOKENS, wants_thinking
 from assistant.turns import Message, Request
 
 __all__ = ["OFFLINE_INSTRUCTIONS", "CascadeBackend", "CascadeStream", "load_cascade_backend"]
@@ -252,6 +253,8 @@ class CascadeBackend:
         chat, heard, facts, stable = self._chat(request, stream.stages)
         if heard:
             stream.emit_transcript(heard)
+            if request.reasoning == "none" and wants_thinking(heard):  # "think hard about this", said
+                request = self._think_aloud(stream, chat)
         ids, prefix = self._fit(chat, request.max_new_tokens, keep=stable if self.keep_conversation else 1)
         if facts:
             preface = self._image_preface(facts)
@@ -267,6 +270,21 @@ class CascadeBackend:
         stream._release = self.llm.release
         stream.prompt_tokens = len(ids)
         return stream
+
+    def _think_aloud(self, stream: CascadeStream, chat: list[dict]) -> Request:
+        """A spoken turn asked for thinking: say a short filler now, reason visibly, speak the answer."""
+        request = replace(stream.request, reasoning="think", max_new_tokens=max(stream.request.max_new_tokens,
+                                                                              THINK_TOKENS))
+        stream.request = request
+        if chat and chat[0]["role"] == "system":
+            chat[0]["content"] += f"\n\n{THINK_INSTRUCTION}"
+        else:
+            chat.insert(0, {"role": "system", "content": THINK_INSTRUCTION})
+        if request.speak:
+            pcm = self.speaker.speak(FILLER)
+            if len(pcm):
+                stream.emit_audio(trim_lead(pcm, self.sample_rate), self.sample_rate)
+        return request
 
     def _start_prefix(self, request: Request) -> CascadeStream:
         """A prefix_only turn: the chat up to the message to come (persona, the earlier turns, what
