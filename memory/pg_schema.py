@@ -110,7 +110,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def migrate(conn) -> int:
-    """Bring the database to SCHEMA_VERSION, one transaction per step; returns the version.
+    """Bring the database to SCHEMA_VERSION in one transaction; returns the version.
     `conn` is a psycopg connection in autocommit mode."""
     conn.execute("BEGIN")
     try:

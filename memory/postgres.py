@@ -1,0 +1,413 @@
+"""The PostgreSQL store: memory.store's `Store` on PostgreSQL 16 + pgvector, for several processes.
+
+The store's logic is shared: `PgStore` subclasses `Store` and its connection speaks SQLite's
+dialect (`translate`: placeholders, INSERT OR IGNORE, IS ?, NOCASE names, lastrowid), so
+memory.store, memory.personas and memory.remember run unchanged. What differs is overridden:
+- Every write is a transaction; one that touches a user's memories first takes that user's advisory
+  lock, so the `changed` stamps (memory.schema migration 3) stay in commit order across processes.
+- Keywords: memories_fts (tsvector + GIN) ranked by BM25 computed as SQLite's FTS5 does it.
+- Vectors: users with <= EXACT_MAX embedded memories get the exact in-memory index (as on SQLite),
+  larger ones the HNSW index (`HnswIndex`), searched with SET LOCAL hnsw.ef_search.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+import struct
+import threading
+import time
+import unicodedata
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from assistant.errors import BadInput
+from memory.embed import DIM, Embedder
+from memory.pg_schema import migrate
+from memory.store import Store
+from memory.types import User
+from memory.vectors import VectorIndex
+
+__all__ = ["EXACT_MAX", "PgStore", "open_pg_store", "translate"]
+
+EXACT_MAX = 20_000  # users with up to this many embedded memories are searched exactly, in memory
+EF_SEARCH = 200  # HNSW candidate list per search (bench/memory.py: recall@10 against brute force)
+DF_CAP = 20_001  # term_documents counts postings up to this (recall drops terms above 2000 anyway)
+STATS_TTL_S = 30.0  # how long the corpus size and mean length used by BM25 are kept
+K1, B = 1.2, 0.75  # FTS5's bm25() defaults
+_USER_LOCK = 0x6D656D  # advisory lock class for a user's memory writes ("mem")
+
+
+def open_pg_store(data_dir: str | Path, url: str, embedder: Embedder | None = None) -> PgStore:
+    """Connect to (creating and migrating) the database at `url`; files stay in `data_dir`."""
+    try:
+        import psycopg
+    except ImportError as err:
+        raise BadInput("--database postgresql://... needs psycopg: pip install 'psycopg[binary]'") from err
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return PgStore(data_dir, url, embedder)
+    except psycopg.Error as err:
+        raise BadInput(f"cannot open the database {_redacted(url)}: {str(err).strip()}") from err
+
+
+def _redacted(url: str) -> str:
+    return re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", url)
+
+
+# the dialect ------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=512)
+def translate(sql: str) -> tuple[str, bool]:
+    """SQLite SQL as the store writes it -> (PostgreSQL SQL, whether it returns the new row's id)."""
+    out = sql.replace("%", "%%")
+    out = re.sub(r"\s+INDEXED BY \w+", "", out)
+    out = out.replace("+user_id", "user_id").replace(" IS ?", " IS NOT DISTINCT FROM ?")
+    ignore = "INSERT OR IGNORE INTO" in out
+    out = out.replace("INSERT OR IGNORE INTO", "INSERT INTO")
+    if re.search(r"\b(personas|instances)\b", out) and " WHERE " in out:  # their names are NOCASE
+        head, where = out.split(" WHERE ", 1)
+        where = re.sub(r"\bname = \?", "lower(name) = lower(?)", where)
+        out = f"{head} WHERE {where}"
+    out = re.sub(r"ORDER BY name\b", "ORDER BY lower(name)", out) if "FROM personas" in out else out
+    out = out.replace("?", "%s")
+    if ignore:
+        out += " ON CONFLICT DO NOTHING"
+    returning = out.lstrip().startswith("INSERT INTO") and "memories_fts" not in out
+    if returning:
+        out += " RETURNING id"
+    return out, returning
+
+
+class _Row(tuple):
+    """A result row read by position or by column name, like sqlite3.Row."""
+
+    __slots__ = ()
+    _index: ClassVar[dict[str, int]] = {}  # set per column list by _row_class
+
+    def __getitem__(self, key):  # type: ignore[override]
+        return tuple.__getitem__(self, self._index[key] if isinstance(key, str) else key)
+
+    def keys(self) -> list[str]:
+        return list(self._index)
+
+
+@functools.lru_cache(maxsize=256)
+def _row_class(names: tuple[str, ...]) -> type[_Row]:
+    return type("Row", (_Row,), {"__slots__": (), "_index": {n: i for i, n in enumerate(names)}})
+
+
+def _row_factory(cursor):
+    cls = _row_class(tuple(c.name for c in cursor.description or ()))
+    return cls
+
+
+class _Cursor:
+    """The part of sqlite3.Cursor the store uses."""
+
+    def __init__(self, cur, returning: bool) -> None:
+        self._cur = cur
+        self.lastrowid = None
+        if returning:
+            row = cur.fetchone()
+            self.lastrowid = None if row is None else row[0]
+        self.rowcount = cur.rowcount
+
+    def fetchone(self):
+        return self._cur.fetchone() if self._cur.description and self.lastrowid is None else None
+
+    def fetchall(self) -> list:
+        return self._cur.fetchall() if self._cur.description and self.lastrowid is None else []
+
+    def __iter__(self) -> Iterator:
+        return iter(self.fetchall())
+
+
+class _Connection:
+    """A psycopg connection (autocommit; the store BEGINs itself) taking the store's SQLite SQL."""
+
+    def __init__(self, conn) -> None:
+        self.raw = conn
+
+    def execute(self, sql: str, params: Sequence = ()) -> _Cursor:
+        text, returning = translate(sql)
+        cur = self.raw.cursor(row_factory=_row_factory, binary=True)
+        cur.execute(text, tuple(params))
+        return _Cursor(cur, returning)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence]) -> None:
+        text, _ = translate(sql)
+        with self.raw.cursor() as cur:
+            cur.executemany(text, rows)
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+def _register_vector(conn) -> None:
+    """vector <-> numpy in binary: out as pgvector's wire format, in as native float32 bytes (the
+    form memory.vectors reads)."""
+    from psycopg.adapt import Dumper, Loader
+    from psycopg.pq import Format
+    from psycopg.types import TypeInfo
+
+    info = TypeInfo.fetch(conn, "vector")
+    if info is None:
+        raise BadInput("the pgvector extension is missing from this PostgreSQL server")
+
+    class VectorDumper(Dumper):
+        format = Format.BINARY
+        oid = info.oid
+
+        def dump(self, obj: np.ndarray) -> bytes:
+            v = np.asarray(obj, np.float32).reshape(-1)
+            return struct.pack(">HH", len(v), 0) + v.astype(">f4").tobytes()
+
+    class VectorLoader(Loader):
+        format = Format.BINARY
+
+        def load(self, data) -> bytes:
+            return np.frombuffer(bytes(data), ">f4", offset=4).astype(np.float32).tobytes()
+
+    class VectorTextLoader(Loader):
+        def load(self, data) -> bytes:
+            return np.array(bytes(data).strip(b"[]").split(b","), np.float32).tobytes()
+
+    conn.adapters.register_dumper(np.ndarray, VectorDumper)
+    conn.adapters.register_loader(info.oid, VectorLoader)
+    conn.adapters.register_loader(info.oid, VectorTextLoader)
+
+
+# keywords -----------------------------------------------------------------------------------------
+
+
+def fts_tokens(text: str) -> list[str]:
+    """Tokens as FTS5's unicode61 tokenizer with remove_diacritics makes them: case-folded runs of
+    letters and digits, accents removed."""
+    text = unicodedata.normalize("NFKD", text.casefold())
+    text = "".join(ch for ch in text if not unicodedata.combining(ch))
+    return re.findall(r"[^\W_]+", text)
+
+
+def _match_terms(match: str) -> list[str]:
+    """The terms of an FTS5 OR query as memory.recall.fts_query writes it ('"a" OR "b"')."""
+    terms: list[str] = []
+    for phrase in re.findall(r'"([^"]*)"', match) or match.split(" OR "):
+        terms += [t for t in fts_tokens(phrase) if t not in terms]
+    return terms
+
+
+def _tsquery(terms: Sequence[str]) -> str:
+    return " | ".join("'" + t.replace("'", "''") + "'" for t in terms)
+
+
+# the store -----------------------------------------------------------------------------------------
+
+
+class PgStore(Store):
+    """`Store` on PostgreSQL. Use `open_pg_store` (or `open_store(..., database=url)`)."""
+
+    def __init__(self, data_dir: Path, url: str, embedder: Embedder | None = None) -> None:
+        import psycopg
+
+        self.data_dir = data_dir
+        self.path = None
+        self.url = url
+        raw = psycopg.connect(url, autocommit=True)
+        migrate(raw)
+        _register_vector(raw)
+        self._conn = _Connection(raw)
+        self._lock = threading.RLock()
+        self._vectors: dict[int, tuple[float, VectorIndex]] = {}
+        self._embedder = embedder
+        self._embedder_lock = threading.Lock()
+        self._locked_users: set[int] | None = None  # inside a transaction: users whose lock is held
+        self._stats: tuple[float, int, float] = (0.0, 0, 1.0)  # (when, documents, mean tokens)
+
+    @contextmanager
+    def transaction(self) -> Iterator[_Connection]:
+        """BEGIN ... COMMIT, rolled back on any error (or cancellation)."""
+        with self._lock:
+            if self._locked_users is not None:  # nested (a read helper inside a write): one transaction
+                yield self._conn
+                return
+            self._conn.execute("BEGIN")
+            self._locked_users = set()
+            try:
+                yield self._conn
+            except BaseException:
+                self._locked_users = None
+                self._conn.execute("ROLLBACK")
+                raise
+            self._locked_users = None
+            self._conn.execute("COMMIT")
+
+    def lock_user(self, db: _Connection, user: User) -> None:
+        """Inside a transaction: serialise this user's memory writes across processes (held to COMMIT)."""
+        if self._locked_users is not None and user.id not in self._locked_users:
+            db.execute("SELECT pg_advisory_xact_lock(?, ?)", (_USER_LOCK, user.id))
+            self._locked_users.add(user.id)
+
+    # memory writes take the user's lock before they read the version they stamp rows with
+    def insert_memory(self, db, user, item, now, message_id):  # type: ignore[override]
+        self.lock_user(db, user)
+        return super().insert_memory(db, user, item, now, message_id)
+
+    def retire(self, db, user, memory_id, status, message_id, replaced_by=None):  # type: ignore[override]
+        self.lock_user(db, user)
+        return super().retire(db, user, memory_id, status, message_id, replaced_by)
+
+    def bump(self, db, user) -> None:  # type: ignore[override]
+        self.lock_user(db, user)
+        super().bump(db, user)
+
+    def edit_memory(self, user, memory_id, text):  # type: ignore[override]
+        with self.transaction() as db:
+            self.lock_user(db, user)
+            return super().edit_memory(user, memory_id, text)
+
+    def set_embeddings(self, user, ids, vectors) -> None:  # type: ignore[override]
+        with self.transaction() as db:
+            self.lock_user(db, user)
+            super().set_embeddings(user, ids, vectors)
+
+    def forget_user(self, user: User) -> None:
+        """Erase everything about a user: rows (every table cascades from users), files."""
+        import shutil
+
+        with self.transaction() as db:
+            self.lock_user(db, user)
+            db.execute("DELETE FROM users WHERE id = ?", (user.id,))
+        self._vectors.pop(user.id, None)
+        shutil.rmtree(self.user_files_dir(user), ignore_errors=True)
+
+    # dialect hooks ------------------------------------------------------------------------------
+
+    def index_fts(self, db, memory_id: int, body: str) -> None:
+        tokens = fts_tokens(body)
+        db.execute(
+            "INSERT INTO memories_fts (rowid, body, len) VALUES (?, to_tsvector('simple', ?), ?)",
+            (memory_id, " ".join(tokens), len(tokens)),
+        )
+
+    def vector_param(self, vec: np.ndarray) -> object:
+        return np.asarray(vec, np.float32).reshape(DIM)
+
+    # searches -----------------------------------------------------------------------------------
+
+    def term_documents(self, terms: Sequence[str]) -> dict[str, int]:
+        """How many indexed memories (of all users) hold each term, counted up to DF_CAP."""
+        out = {}
+        for term in terms:
+            norm = fts_tokens(term)
+            if len(norm) != 1:
+                continue
+            rows = self.read(
+                "SELECT count(*) FROM (SELECT 1 FROM memories_fts WHERE body @@ to_tsquery('simple', ?) LIMIT ?) s",
+                (_tsquery(norm), DF_CAP),
+            )
+            out[term] = int(rows[0][0])
+        return out
+
+    def _corpus(self) -> tuple[int, float]:
+        """(indexed memories, their mean token count), refreshed every STATS_TTL_S."""
+        when, docs, _ = self._stats
+        if time.monotonic() - when > STATS_TTL_S or docs == 0:
+            row = self.read("SELECT count(*), COALESCE(avg(len), 1) FROM memories_fts")[0]
+            self._stats = (time.monotonic(), int(row[0]), float(row[1]) or 1.0)
+        return self._stats[1], self._stats[2]
+
+    def fts_search(self, user: User, match: str, limit: int) -> list[tuple[int, float]]:
+        """(memory id, bm25) of the user's active memories matching the terms of an FTS5 OR query,
+        best first; BM25 as FTS5's bm25() computes it (k1 1.2, b 0.75, idf floored at 1e-6)."""
+        terms = _match_terms(match)
+        if not terms:
+            return []
+        docs, mean = self._corpus()
+        counts = self.term_documents(terms)
+        idf = [max(1e-6, math.log((max(docs, counts.get(t, 0)) - counts.get(t, 0) + 0.5) / (counts.get(t, 0) + 0.5)))
+               for t in terms]  # fmt: skip
+        rows = self.read(
+            "SELECT f.rowid, SUM(q.idf * cardinality(t.positions) * ?"
+            " / (cardinality(t.positions) + ? * (1 - ? + ? * f.len / ?))) AS score"
+            " FROM memories_fts AS f JOIN memories AS m ON m.id = f.rowid"
+            " CROSS JOIN LATERAL unnest(f.body) AS t"
+            " JOIN unnest(?::text[], ?::float8[]) AS q(term, idf) ON q.term = t.lexeme"
+            " WHERE f.body @@ to_tsquery('simple', ?) AND m.user_id = ? AND m.status = 'active'"
+            " GROUP BY f.rowid ORDER BY score DESC, f.rowid LIMIT ?",
+            (K1 + 1, K1, B, B, mean, terms, idf, _tsquery(terms), user.id, limit),
+        )
+        return [(int(r[0]), float(r[1])) for r in rows]
+
+    def vector_index(self, user: User) -> VectorIndex | HnswIndex:
+        """Exact, in memory, for users with up to EXACT_MAX embedded memories (as memory.store
+        does); the HNSW index in the database for larger ones."""
+        with self._lock:
+            if self._locked_users is not None:  # read-then-write (memory.remember): hold the lock first
+                self.lock_user(self._conn, user)
+            cached = self._vectors.get(user.id)
+            if cached is None or len(cached[1]) > EXACT_MAX:
+                rows = self.read(
+                    "SELECT count(*) FROM (SELECT 1 FROM memories WHERE user_id = ? AND status = 'active'"
+                    " AND embedding IS NOT NULL LIMIT ?) s",
+                    (user.id, EXACT_MAX + 1),
+                )
+                if rows[0][0] > EXACT_MAX:
+                    self._vectors.pop(user.id, None)
+                    return HnswIndex(self, user)
+            return super().vector_index(user)
+
+
+class HnswIndex:
+    """A large user's vectors, searched in the database (the VectorIndex interface recall uses)."""
+
+    CANDIDATES = 100  # rows `cosines` returns: what a duplicate or correction check looks at
+
+    def __init__(self, store: PgStore, user: User, ef_search: int = EF_SEARCH) -> None:
+        self.store, self.user, self.ef_search = store, user, ef_search
+        self.version = -1
+
+    def __len__(self) -> int:
+        rows = self.store.read(
+            "SELECT count(*) FROM memories WHERE user_id = ? AND status = 'active' AND embedding IS NOT NULL",
+            (self.user.id,),
+        )
+        return int(rows[0][0])
+
+    def _search(self, vec: np.ndarray, n: int, instance_id: int | None) -> list:
+        scope = ""
+        params: list = [vec, self.user.id]
+        if instance_id == 0:
+            scope = " AND instance_id IS NULL"
+        elif instance_id is not None:
+            scope = " AND (instance_id IS NULL OR instance_id = ?)"
+            params.append(instance_id)
+        with self.store.transaction() as db:
+            db.execute(f"SET LOCAL hnsw.ef_search = {max(int(self.ef_search), n)}")
+            return db.execute(
+                "SELECT id, -(embedding <#> ?) FROM memories WHERE user_id = ? AND status = 'active'"
+                f" AND embedding IS NOT NULL{scope} ORDER BY embedding <#> ? LIMIT ?",
+                (*params, vec, n),
+            ).fetchall()
+
+    def top(self, vec: np.ndarray, n: int, instance_id: int | None = None) -> dict[int, float]:
+        return {int(r[0]): float(r[1]) for r in self._search(vec, n, instance_id)}
+
+    def cosines(self, vec: np.ndarray, instance_id: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        rows = self._search(vec, self.CANDIDATES, instance_id)
+        return np.array([r[0] for r in rows], np.int64), np.array([r[1] for r in rows], np.float32)
+
+    def cosine(self, memory_id: int, vec: np.ndarray) -> float | None:
+        rows = self.store.read(
+            "SELECT -(embedding <#> ?) FROM memories WHERE id = ? AND user_id = ? AND status = 'active'"
+            " AND embedding IS NOT NULL",
+            (vec, int(memory_id), self.user.id),
+        )
+        return float(rows[0][0]) if rows else None
