@@ -98,12 +98,12 @@ class LocalPostgres:
         finally:
             shutil.rmtree(self.folder, ignore_errors=True)
 
-    def create_database(self, name: str) -> str:
-        """A new empty database; returns its URL."""
+    def create_database(self, name: str, template: str | None = None) -> str:
+        """A new database (empty, or a copy of `template`); returns its URL."""
         import psycopg
 
         with psycopg.connect(self.url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
         return self.url.replace("/postgres?", f"/{name}?")
 
     def __enter__(self) -> LocalPostgres:

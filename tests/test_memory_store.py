@@ -20,8 +20,8 @@ def embedder():
 
 
 @pytest.fixture()
-def store(tmp_path, embedder):
-    with open_store(tmp_path, embedder) as s:
+def store(tmp_path, embedder, database):
+    with open_store(tmp_path, embedder, database=database) as s:
         yield s
 
 
@@ -34,6 +34,20 @@ def test_schema_is_versioned_with_wal_and_foreign_keys(tmp_path):
         assert s.read("PRAGMA user_version")[0][0] == SCHEMA_VERSION
 
 
+def test_postgres_schema_is_versioned_with_vectors_and_keyword_indexes(tmp_path, local_pg):
+    from memory import pg_schema
+
+    url = local_pg.create_database("schema_check")
+    for _ in range(2):  # reopening migrates nothing and keeps the version
+        with open_store(tmp_path, database=url) as s:
+            assert s.read("SELECT version FROM schema_version")[0][0] == pg_schema.SCHEMA_VERSION
+            indexes = {r[0]: r[1] for r in s.read("SELECT indexname, indexdef FROM pg_indexes")}
+            assert "USING hnsw (embedding vector_ip_ops)" in indexes["memories_hnsw"]
+            assert "USING gin (body)" in indexes["memories_fts_body"]
+            assert s.read("SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
+                          " WHERE attrelid = 'memories'::regclass AND attname = 'embedding'")[0][0] == "vector(384)"
+
+
 def test_embedder_gives_unit_vectors_that_rank_meaning(embedder):
     vectors = embedder.embed(["The user's name is Igor.", "What is my name?", "I like pizza with olives"])
     assert vectors.shape == (3, 384) and vectors.dtype.name == "float32"
@@ -41,7 +55,7 @@ def test_embedder_gives_unit_vectors_that_rank_meaning(embedder):
     assert vectors[1] @ vectors[0] > vectors[1] @ vectors[2] + 0.1
 
 
-def test_igor_scenario_survives_close_and_reopen(tmp_path, embedder):
+def test_igor_scenario_survives_close_and_reopen(tmp_path, embedder, database):
     """'my name is Egor', then 'no, my name is Igor', restart: recall says Igor, Egor is history.
 
     The extractor here returns noise, as the tiny profile's random model does: the rule-based
@@ -51,7 +65,7 @@ def test_igor_scenario_survives_close_and_reopen(tmp_path, embedder):
     def noise(prompt: str) -> str:
         return "ĠĠ<|im_end|> 3 ]] {facts: ??? Ġthe"
 
-    with open_store(tmp_path, embedder) as s:
+    with open_store(tmp_path, embedder, database=database) as s:
         user = s.user("igor")
         doctor = s.open_instance(user, "Grok")
         mid = s.append_message(doctor, "user", "my name is Egor")
@@ -62,7 +76,7 @@ def test_igor_scenario_survives_close_and_reopen(tmp_path, embedder):
         mid = s.append_message(doctor, "user", "no, my name is Igor")
         second = remember(s, user, Exchange("no, my name is Igor", message_id=mid), instance=doctor, extract=noise)
         assert second.superseded == first.added
-    with open_store(tmp_path, embedder) as s:  # tomorrow
+    with open_store(tmp_path, embedder, database=database) as s:  # tomorrow
         user = s.user("igor")
         coach = s.open_instance(user, "Coach")  # another instance shares user-wide facts
         top = recall(s, user, "what is my name?", instance=coach, k=3)
@@ -121,7 +135,8 @@ def test_malformed_extraction_never_corrupts_the_store(store, answer):
     user = store.user("u")
     remember(store, user, Exchange("hello there"), extract=lambda p: answer)
     assert store.memories(user) == []
-    assert store.read("PRAGMA integrity_check")[0][0] == "ok"
+    if store.path is not None:  # SQLite (PostgreSQL rolls a failed transaction back whole)
+        assert store.read("PRAGMA integrity_check")[0][0] == "ok"
     facts, rejected = parse_facts(answer)
     assert facts == [] and all(isinstance(reason, str) for _, reason in rejected)
 
@@ -222,8 +237,8 @@ def test_memories_without_embeddings_are_embedded_on_recall(store):
     assert not store.unembedded(user)
 
 
-def test_forget_user_erases_rows_index_and_files(tmp_path, embedder):
-    with open_store(tmp_path, embedder) as s:
+def test_forget_user_erases_rows_index_and_files(tmp_path, embedder, database):
+    with open_store(tmp_path, embedder, database=database) as s:
         user, other = s.user("gone"), s.user("stays")
         inst = s.open_instance(user, "Grok")
         s.append_message(inst, "user", "secret words")
@@ -238,6 +253,12 @@ def test_forget_user_erases_rows_index_and_files(tmp_path, embedder):
             s.user("gone", create=False)
         assert not files.exists()
         assert [m.text for m in recall(s, other, "vault code")] == ["The vault code of the other user is 1234."]
+        if database is not None:  # PostgreSQL: no row of the user is left in any table
+            assert s.read("SELECT count(*) FROM memories_fts")[0][0] == 1
+            for table in ("messages", "memories", "memory_history", "instances"):
+                assert s.read(f"SELECT count(*) FROM {table} WHERE user_id = 1")[0][0] == 0
+    if database is not None:
+        return
     db = sqlite3.connect(tmp_path / "assistant.sqlite3")
     assert db.execute("SELECT count(*) FROM memories_fts WHERE memories_fts MATCH '4711'").fetchone()[0] == 0
     for table in ("messages", "memories", "memory_history", "instances"):
@@ -315,9 +336,12 @@ def test_a_large_index_ranks_exactly_like_a_full_float32_scan():
             assert all(abs(got[i] - sims[i - 1]) < 1e-5 for i in got)
 
 
-def test_recall_follows_writes_made_by_another_process(tmp_path, embedder):
+def test_recall_follows_writes_made_by_another_process(tmp_path, embedder, database):
     """A server's cached index picks up memories added, forgotten and edited by, say, the CLI."""
-    with open_store(tmp_path, embedder) as server, open_store(tmp_path, embedder) as cli:
+    with (
+        open_store(tmp_path, embedder, database=database) as server,
+        open_store(tmp_path, embedder, database=database) as cli,
+    ):
         user = server.user("u")
         server.add_memory(user, "The user plays the cello.")
         assert recall(server, user, "musical instrument")[0].text == "The user plays the cello."

@@ -21,8 +21,8 @@ from memory import (
 
 
 @pytest.fixture()
-def store(tmp_path):
-    with open_store(tmp_path) as s:
+def store(tmp_path, database):
+    with open_store(tmp_path, database=database) as s:
         yield s
 
 
