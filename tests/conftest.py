@@ -134,3 +134,13 @@ def database(request) -> str | None:
         return None
     pg = request.getfixturevalue("local_pg")
     return pg.create_database(f"test_{next(_pg_databases)}", template=_PG_TEMPLATE)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def new_database(request):
+    """A function giving a new, empty database each call: None (SQLite: a new data dir is new) or a
+    PostgreSQL URL (not migrated: the store migrates it as it opens)."""
+    if request.param == "sqlite":
+        return lambda: None
+    pg = request.getfixturevalue("local_pg")
+    return lambda: pg.create_database(f"test_{next(_pg_databases)}")
