@@ -487,6 +487,9 @@ class Store:
         """A unit float32 (DIM,) vector as the embedding column takes it."""
         return np.asarray(vec, np.float32).reshape(DIM).tobytes()
 
+    def lock_user(self, db: sqlite3.Connection, user: User) -> None:
+        """Inside a transaction: serialise this user's memory writes (SQLite: BEGIN IMMEDIATE already has)."""
+
     def bump(self, db: sqlite3.Connection, user: User) -> None:
         """Inside a transaction: mark the user's memories changed (drops cached vector indexes)."""
         db.execute("UPDATE users SET mem_version = mem_version + 1 WHERE id = ?", (user.id,))
