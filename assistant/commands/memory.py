@@ -55,12 +55,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.jsonl:
             raise BadInput("--all-users needs --jsonl")
         return _dump(args, None)
-    if args.action == "import":
-        from memory.transfer import is_dump_line
-
-        args.lines = list(_jsonl(args.file))  # read once: it may be stdin
-        if args.lines and is_dump_line(args.lines[0][1]):
-            return _import_dump(args)
+    if args.action == "import" and _is_dump(args):
+        return _import_dump(args)
     store, user = open_user(args, create=args.action == "import")
     with store:
         return action(store, user, args)
@@ -142,7 +138,7 @@ def _import(store, user, args) -> int:
     duplicates. A line without `source_id` gets one from its position and content."""
     from memory.types import embedding_text
 
-    items = [_import_line(args.file, n, line) for n, line in args.lines]
+    items = [_import_line(args.file, n, line) for n, line in _jsonl(args.file, getattr(args, "stdin", None))]
     added = 0
     for start in range(0, len(items), IMPORT_CHUNK):
         chunk = items[start : start + IMPORT_CHUNK]
@@ -192,12 +188,35 @@ def _open(args):
     return open_store(Path(args.data_dir or default_data_dir()), database=args.database)
 
 
+def _is_dump(args) -> bool:
+    """Whether the file to import is an `export --jsonl` dump (its first line says); stdin is read
+    here once and kept in `args.stdin`."""
+    from memory.transfer import is_dump_line
+
+    if str(args.file) == "-":
+        args.stdin = sys.stdin.readlines()
+        lines = iter(args.stdin)
+    else:
+        try:
+            lines = args.file.open(encoding="utf-8")
+        except OSError:
+            return False  # the conversation import says why
+    try:
+        first = next((line for line in lines if line.strip()), "")
+        return is_dump_line(json.loads(first))
+    except ValueError:  # not JSON (or not UTF-8): the conversation import says where
+        return False
+    finally:
+        if hasattr(lines, "close"):
+            lines.close()
+
+
 def _import_dump(args) -> int:
     """`import` of an `export --jsonl` dump: every row it holds, in one transaction (users by name)."""
     from memory.transfer import import_lines
 
     with _open(args) as store:
-        added = import_lines(store, (line for _, line in args.lines))
+        added = import_lines(store, (line for _, line in _jsonl(args.file, getattr(args, "stdin", None))))
     print("imported " + ", ".join(f"{n} {table}" for table, n in added.items()))
     return 0
 
@@ -233,10 +252,11 @@ def _export(store, user, args) -> int:
     return 0
 
 
-def _jsonl(path: Path):
-    """(line number, parsed JSON) for each non-blank line; BadInput names the bad line."""
+def _jsonl(path: Path, stdin: list[str] | None = None):
+    """(line number, parsed JSON) for each non-blank line; BadInput names the bad line. Path "-":
+    the lines already read from stdin, or stdin."""
     if str(path) == "-":
-        yield from _parsed(sys.stdin, path)
+        yield from _parsed(sys.stdin if stdin is None else stdin, path)
         return
     try:
         handle = path.open(encoding="utf-8")
