@@ -214,6 +214,8 @@ def _tsquery(terms: Sequence[str]) -> str:
 class PgStore(Store):
     """`Store` on PostgreSQL. Use `open_pg_store` (or `open_store(..., database=url)`)."""
 
+    exact_max = EXACT_MAX  # users with more embedded memories than this are searched by HNSW
+
     def __init__(self, data_dir: Path, url: str, embedder: Embedder | None = None) -> None:
         import psycopg
 
@@ -400,7 +402,7 @@ class PgStore(Store):
         return [(int(r[0]), float(r[1])) for r in rows]
 
     def vector_index(self, user: User) -> VectorIndex | HnswIndex:
-        """Exact, in memory, for users with up to EXACT_MAX embedded memories (as memory.store
+        """Exact, in memory, for users with up to `exact_max` embedded memories (as memory.store
         does); the HNSW index in the database for larger ones."""
         with self._lock:
             if self._locked_users is not None:  # read-then-write (memory.remember): hold the lock first
@@ -409,13 +411,13 @@ class PgStore(Store):
             if large is not None and time.monotonic() - large < STATS_TTL_S:
                 return HnswIndex(self, user)
             cached = self._vectors.get(user.id)
-            if cached is None or len(cached[1]) > EXACT_MAX:
+            if cached is None or len(cached[1]) > self.exact_max:
                 rows = self.read(
                     "SELECT count(*) FROM (SELECT 1 FROM memories WHERE user_id = ? AND status = 'active'"
                     " AND embedding IS NOT NULL LIMIT ?) s",
-                    (user.id, EXACT_MAX + 1),
+                    (user.id, self.exact_max + 1),
                 )
-                if rows[0][0] > EXACT_MAX:
+                if rows[0][0] > self.exact_max:
                     self._vectors.pop(user.id, None)
                     self._large[user.id] = time.monotonic()
                     return HnswIndex(self, user)

@@ -12,6 +12,7 @@ import pytest
 from assistant.errors import BadInput, NotFound
 from memory import Embedder, Exchange, open_store, parse_facts, recall, remember
 from memory.schema import SCHEMA_VERSION
+from memory.store import NewMemory
 
 
 @pytest.fixture(scope="module")
@@ -353,3 +354,25 @@ def test_recall_follows_writes_made_by_another_process(tmp_path, embedder, datab
         cli.delete_memories(other, [m.id for m in cli.memories(other) if "cello" in m.text])
         assert all("cello" not in m.text for m in recall(server, user, "musical instrument cello"))
         assert server.vector_index(user) is index  # brought up to date, not rebuilt
+
+
+def test_postgres_large_users_search_by_hnsw_like_the_exact_index(tmp_path, embedder, local_pg):
+    """Above `exact_max` memories a user is searched by the HNSW index: the same answers as the exact
+    in-memory scan on a small set, and corrections (read-then-write under the user's lock) still work."""
+    from memory.postgres import HnswIndex
+
+    with open_store(tmp_path, embedder, database=local_pg.create_database("hnsw_user")) as s:
+        user = s.user("big")
+        texts = [f"{p} told me about {t} at {place}." for p in ("Ana", "Ben", "Chloe") for t in
+                 ("a new bike", "sourdough bread", "a jazz concert", "tomato seedlings") for place in
+                 ("Lisbon", "Osaka", "the lake")]  # fmt: skip
+        s.add_memories(user, [NewMemory(t, embedding=v) for t, v in zip(texts, embedder.embed(texts), strict=True)])
+        queries = ["what did Ben say about bread?", "jazz in Osaka", "gardening"]
+        exact = [[m.id for m in recall(s, user, q, k=5)] for q in queries]
+        s.exact_max = 10
+        assert isinstance(s.vector_index(user), HnswIndex)
+        assert [[m.id for m in recall(s, user, q, k=5)] for q in queries] == exact
+        remember(s, user, Exchange("my name is Egor"))
+        result = remember(s, user, Exchange("no, my name is Igor"))
+        assert len(result.superseded) == 1
+        assert recall(s, user, "what is my name?", k=1)[0].text == "The user's name is Igor."
