@@ -449,13 +449,17 @@ class HnswIndex:
         elif instance_id is not None:
             scope = " AND (instance_id IS NULL OR instance_id = ?)"
             params.append(instance_id)
+        sql = ("SELECT id, -(embedding <#> ?) FROM memories WHERE user_id = ? AND status = 'active'"
+               f" AND embedding IS NOT NULL{scope} ORDER BY embedding <#> ? LIMIT ?")  # fmt: skip
         with self.store.transaction() as db:
             db.execute(f"SET LOCAL hnsw.ef_search = {max(int(self.ef_search), n)}")
-            return db.execute(
-                "SELECT id, -(embedding <#> ?) FROM memories WHERE user_id = ? AND status = 'active'"
-                f" AND embedding IS NOT NULL{scope} ORDER BY embedding <#> ? LIMIT ?",
-                (*params, vec, n),
-            ).fetchall()
+            rows = db.execute(sql, (*params, vec, n)).fetchall()
+            if len(rows) < n:
+                # HNSW filters after it searches (pgvector 0.6): ef_search candidates of all users,
+                # then this user's and this scope's. Fewer than n left: scan this user's rows exactly.
+                exact = sql.replace("ORDER BY embedding <#> ?", "ORDER BY (embedding <#> ?) + 0")
+                rows = db.execute(exact, (*params, vec, n)).fetchall()
+            return rows
 
     def top(self, vec: np.ndarray, n: int, instance_id: int | None = None) -> dict[int, float]:
         return {int(r[0]): float(r[1]) for r in self._search(vec, n, instance_id)}
