@@ -206,7 +206,7 @@ def postgres(embedder: Embedder, url: str, sizes: list[int], n_queries: int, poo
                     times.append(time.perf_counter() - t)
                     hits += len(want & set(got))
                 e2e = []
-                if size > 20_000:  # recall() goes through this index at ef EF_SEARCH only
+                if size > 20_000:  # recall() goes through this index, at ef_search EF_SEARCH whatever this row's
                     for q in queries:
                         embedder.embed_one(q)  # cached
                         t = time.perf_counter()
@@ -329,7 +329,7 @@ def main() -> None:
     parser.add_argument("--ef", default="40,100,200,400", help="with --database: hnsw.ef_search values")
     parser.add_argument("--maintained", type=int, default=10_000,
                         help="with --database: rows inserted with the HNSW index kept up (a multiple of 5000)")
-    parser.add_argument("--hnsw", default="16,64", help="with --database: m,ef_construction of the built index")
+    parser.add_argument("--hnsw", default="32,200", help="with --database: m,ef_construction of the built index")
     args = parser.parse_args()
     rng = random.Random(7)
     import torch

@@ -3,7 +3,9 @@
 Versions are kept in `schema_version`; `migrate` runs under an advisory lock, so several `serve`
 processes starting at once on a new database migrate it once. Differences from SQLite, and why:
 - NOCASE names (personas, instances) are unique on lower(name); memory.postgres compares them so.
-- `embedding` is vector(384) with an HNSW index (inner product: the vectors are unit length).
+- `embedding` is vector(384) with an HNSW index (inner product: the vectors are unit length);
+  m 32, ef_construction 200: bench/memory.py at 100k, recall@10 0.90 at ef_search 400 with
+  pgvector's default m 16 / ef_construction 64, 0.96 with these (p95 16 ms on 2 busy cores).
 - The keyword index is a side table as in SQLite (memories_fts, a tsvector + GIN), with each body's
   token count kept for BM25.
 """
@@ -78,7 +80,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX memories_by_key ON memories (user_id, key) WHERE key IS NOT NULL AND status = 'active';
     CREATE INDEX memories_unembedded ON memories (user_id) WHERE embedding IS NULL AND status = 'active';
     CREATE INDEX memories_changed ON memories (user_id, changed);
-    CREATE INDEX memories_hnsw ON memories USING hnsw (embedding vector_ip_ops) WITH (m = 16, ef_construction = 64)
+    CREATE INDEX memories_hnsw ON memories USING hnsw (embedding vector_ip_ops) WITH (m = 32, ef_construction = 200)
         WHERE status = 'active';
     CREATE TABLE memories_fts (
         rowid BIGINT PRIMARY KEY REFERENCES memories(id) ON DELETE CASCADE,
