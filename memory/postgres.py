@@ -54,7 +54,8 @@ def open_pg_store(data_dir: str | Path, url: str, embedder: Embedder | None = No
     try:
         return PgStore(data_dir, url, embedder)
     except psycopg.Error as err:
-        raise BadInput(f"cannot open the database {_redacted(url)}: {str(err).strip()}") from err
+        reason = " ".join(str(err).split())  # libpq's messages run over several lines
+        raise BadInput(f"cannot open the database {_redacted(url)}: {reason}") from err
 
 
 def _redacted(url: str) -> str:
