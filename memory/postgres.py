@@ -292,40 +292,67 @@ class PgStore(Store):
             with self.transaction() as db:
                 self.bump(db, user)
             return []
-        now = time.time()
+        with self.transaction() as db:
+            ids = self._insert_batch(db, user, items, time.time(), message_id)
+            self.bump(db, user)
+        return ids
+
+    def import_memories(self, user: User, items: Sequence[NewMemory]) -> int:
+        """As Store.import_memories (items whose source id the user has are skipped), batched."""
+        for item in items:
+            _check_memory_text(item.text)
+        wanted = sorted({i.source_id for i in items if i.source_id is not None})
         with self.transaction() as db:
             self.lock_user(db, user)
-            for instance_id in {i.instance_id for i in items if i.instance_id is not None}:
-                owner = db.execute("SELECT user_id FROM instances WHERE id = ?", (instance_id,)).fetchone()
-                if owner is None or owner[0] != user.id:
-                    raise BadInput("that instance belongs to another user")
-            said = [now if i.said_at is None else float(i.said_at) for i in items]
-            with db.raw.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO memories (user_id, instance_id, kind, key, text, speaker, said_at, source_id,"
-                    " embedding, created_at, updated_at, changed) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-                    " (SELECT mem_version + 1 FROM users WHERE id = %s)) RETURNING id",
-                    [(user.id, i.instance_id, i.kind, i.key, i.text, i.speaker, s, i.source_id,
-                      None if i.embedding is None else self.vector_param(i.embedding), now, now, user.id)
-                     for i, s in zip(items, said, strict=True)],
-                    returning=True,
-                )  # fmt: skip
-                ids = []
-                while True:
-                    ids.append(int(cur.fetchone()[0]))
-                    if not cur.nextset():
-                        break
-                bodies = [fts_tokens(index_text(i.text, i.speaker, s)) for i, s in zip(items, said, strict=True)]
-                cur.executemany(
-                    "INSERT INTO memories_fts (rowid, body, len) VALUES (%s, to_tsvector('simple', %s), %s)",
-                    [(m, " ".join(b), len(b)) for m, b in zip(ids, bodies, strict=True)],
-                )
-                cur.executemany(
-                    "INSERT INTO memory_history (user_id, memory_id, action, before, after, message_id, created_at)"
-                    " VALUES (%s, %s, 'add', NULL, %s, %s, %s)",
-                    [(user.id, m, i.text, message_id, now) for m, i in zip(ids, items, strict=True)],
-                )
-            self.bump(db, user)
+            sql = "SELECT source_id FROM memories WHERE user_id = ? AND source_id = ANY(?)"
+            rows = db.execute(sql, (user.id, wanted))
+            known = {r[0] for r in rows}
+            fresh = []
+            for item in items:
+                if item.source_id is not None:
+                    if item.source_id in known:
+                        continue
+                    known.add(item.source_id)
+                fresh.append(item)
+            if fresh:
+                self._insert_batch(db, user, fresh, time.time(), None)
+                self.bump(db, user)
+        return len(fresh)
+
+    def _insert_batch(self, db: _Connection, user: User, items: Sequence[NewMemory], now: float,
+                      message_id: int | None) -> list[int]:  # fmt: skip
+        """Inside a transaction: Store.insert_memory for many memories at once."""
+        self.lock_user(db, user)
+        for instance_id in {i.instance_id for i in items if i.instance_id is not None}:
+            owner = db.execute("SELECT user_id FROM instances WHERE id = ?", (instance_id,)).fetchone()
+            if owner is None or owner[0] != user.id:
+                raise BadInput("that instance belongs to another user")
+        said = [now if i.said_at is None else float(i.said_at) for i in items]
+        with db.raw.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO memories (user_id, instance_id, kind, key, text, speaker, said_at, source_id,"
+                " embedding, created_at, updated_at, changed) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+                " (SELECT mem_version + 1 FROM users WHERE id = %s)) RETURNING id",
+                [(user.id, i.instance_id, i.kind, i.key, i.text, i.speaker, s, i.source_id,
+                  None if i.embedding is None else self.vector_param(i.embedding), now, now, user.id)
+                 for i, s in zip(items, said, strict=True)],
+                returning=True,
+            )  # fmt: skip
+            ids = []
+            while True:
+                ids.append(int(cur.fetchone()[0]))
+                if not cur.nextset():
+                    break
+            bodies = [fts_tokens(index_text(i.text, i.speaker, s)) for i, s in zip(items, said, strict=True)]
+            cur.executemany(
+                "INSERT INTO memories_fts (rowid, body, len) VALUES (%s, to_tsvector('simple', %s), %s)",
+                [(m, " ".join(b), len(b)) for m, b in zip(ids, bodies, strict=True)],
+            )
+            cur.executemany(
+                "INSERT INTO memory_history (user_id, memory_id, action, before, after, message_id, created_at)"
+                " VALUES (%s, %s, 'add', NULL, %s, %s, %s)",
+                [(user.id, m, i.text, message_id, now) for m, i in zip(ids, items, strict=True)],
+            )
         return ids
 
     def forget_user(self, user: User) -> None:

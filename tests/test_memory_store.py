@@ -376,3 +376,14 @@ def test_postgres_large_users_search_by_hnsw_like_the_exact_index(tmp_path, embe
         result = remember(s, user, Exchange("no, my name is Igor"))
         assert len(result.superseded) == 1
         assert recall(s, user, "what is my name?", k=1)[0].text == "The user's name is Igor."
+
+
+def test_an_import_run_again_adds_nothing_twice(store):
+    user = store.user("imp")
+    items = [NewMemory(f"line {i}", kind="utterance", source_id=f"s:{i % 5}") for i in range(8)]
+    assert store.import_memories(user, items) == 5  # s:0..s:2 appear twice: the first of each is kept
+    assert store.import_memories(user, [*items, NewMemory("no id at all")]) == 1
+    texts = [m.text for m in store.memories(user)]
+    assert texts == ["line 0", "line 1", "line 2", "line 3", "line 4", "no id at all"]
+    assert [h["action"] for h in store.history_of_memories(user)] == ["add"] * 6
+    assert store.fts_search(user, '"line"', 10)
