@@ -217,7 +217,9 @@ def postgres(embedder: Embedder, url: str, sizes: list[int], n_queries: int, poo
                         e2e.append(time.perf_counter() - t)
                 print(f"{ef:>9} {hits / (10 * len(qvecs)):>9.3f} {pct(times, 50):>7.1f} {pct(times, 95):>7.1f} "
                       f"{pct(e2e, 95) if e2e else float('nan'):>12.1f}", flush=True)
+            t = time.perf_counter()
             store.forget_user(user)
+            print(f"forget_user: {time.perf_counter() - t:.1f} s", flush=True)
 
 
 def query_embedding(embedder: Embedder, queries: list[str]) -> None:
