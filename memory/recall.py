@@ -66,8 +66,8 @@ def recall(
     cosines = index.top(vec, CANDIDATES, instance.id if instance is not None else None)
     match = fts_query(query, store.term_documents)
     bm25 = dict(store.fts_search(user, match, CANDIDATES)) if match else {}
-    for mid in bm25.keys() - cosines.keys():
-        cosines[mid] = index.cosine(mid, vec) or 0.0
+    missing = list(bm25.keys() - cosines.keys())
+    cosines.update({mid: c or 0.0 for mid, c in zip(missing, index.cosines_of(missing, vec), strict=True)})
     found = store.get_memories(user, list(cosines))
     ranked: list[Memory] = []
     for mid, memory in found.items():

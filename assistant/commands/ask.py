@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from assistant.session import Session, default_user
     from memory import open_store
 
-    store = open_store(args.data_dir or default_data_dir())
+    store = open_store(args.data_dir or default_data_dir(), database=args.database)
 
     config = EngineConfig(profile=resolve_profile(args.profile), model=args.model,
                           architecture=args.architecture, device=args.device,

@@ -39,14 +39,24 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: list[argparse.Ar
     imp = sub.add_parser(
         "import", parents=parents, help='load past conversation: {"text","speaker","time","source_id"}'
     )
-    imp.add_argument("file", type=Path, metavar="FILE.jsonl")
+    imp.add_argument("file", type=Path, metavar="FILE.jsonl", nargs="?", default=Path("-"),
+                     help="conversation lines, or an `export --jsonl` dump (- or none: stdin)")
     exp = sub.add_parser("export", parents=parents, help="everything stored about the user, as JSON")
     exp.add_argument("--output", type=Path, help="write here instead of stdout")
+    exp.add_argument("--jsonl", action="store_true",
+                     help="every row of every table as JSON lines, for `memory import` into another store")
+    exp.add_argument("--all-users", action="store_true", help="with --jsonl: every user's rows")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     action = {"list": _list, "search": _search, "forget": _forget, "import": _import, "export": _export}[args.action]
+    if args.action == "export" and args.all_users:
+        if not args.jsonl:
+            raise BadInput("--all-users needs --jsonl")
+        return _dump(args, None)
+    if args.action == "import" and _is_dump(args):
+        return _import_dump(args)
     store, user = open_user(args, create=args.action == "import")
     with store:
         return action(store, user, args)
@@ -128,7 +138,7 @@ def _import(store, user, args) -> int:
     duplicates. A line without `source_id` gets one from its position and content."""
     from memory.types import embedding_text
 
-    items = [_import_line(args.file, n, line) for n, line in _jsonl(args.file)]
+    items = [_import_line(args.file, n, line) for n, line in _jsonl(args.file, getattr(args, "stdin", None))]
     added = 0
     for start in range(0, len(items), IMPORT_CHUNK):
         chunk = items[start : start + IMPORT_CHUNK]
@@ -171,7 +181,69 @@ def _import_line(path: Path, n: int, line: object):
     )
 
 
+def _open(args):
+    from assistant.config import default_data_dir
+    from memory import open_store
+
+    return open_store(Path(args.data_dir or default_data_dir()), database=args.database)
+
+
+def _is_dump(args) -> bool:
+    """Whether the file to import is an `export --jsonl` dump (its first line says); stdin is read
+    here once and kept in `args.stdin`."""
+    from memory.transfer import is_dump_line
+
+    if str(args.file) == "-":
+        args.stdin = sys.stdin.readlines()
+        lines = iter(args.stdin)
+    else:
+        try:
+            lines = args.file.open(encoding="utf-8")
+        except OSError:
+            return False  # the conversation import says why
+    try:
+        first = next((line for line in lines if line.strip()), "")
+        return is_dump_line(json.loads(first))
+    except ValueError:  # not JSON (or not UTF-8): the conversation import says where
+        return False
+    finally:
+        if hasattr(lines, "close"):
+            lines.close()
+
+
+def _import_dump(args) -> int:
+    """`import` of an `export --jsonl` dump: every row it holds, in one transaction (users by name)."""
+    from memory.transfer import import_lines
+
+    with _open(args) as store:
+        added = import_lines(store, (line for _, line in _jsonl(args.file, getattr(args, "stdin", None))))
+    print("imported " + ", ".join(f"{n} {table}" for table, n in added.items()))
+    return 0
+
+
+def _dump(args, store_user) -> int:
+    """`export --jsonl`: the user's rows (or everyone's) as memory.transfer's JSON lines."""
+    from memory.transfer import export_lines
+
+    if store_user is None:
+        store, user = _open(args), None
+    else:
+        store, user = store_user
+    out = args.output.open("w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        for line in export_lines(store, user):
+            out.write(line + "\n")
+    finally:
+        if args.output:
+            out.close()
+        if store_user is None:
+            store.close()
+    return 0
+
+
 def _export(store, user, args) -> int:
+    if args.jsonl:
+        return _dump(args, (store, user))
     data = json.dumps(store.export_user(user), ensure_ascii=False, indent=2)
     if args.output:
         args.output.write_text(data + "\n", encoding="utf-8")
@@ -180,19 +252,27 @@ def _export(store, user, args) -> int:
     return 0
 
 
-def _jsonl(path: Path):
-    """(line number, parsed JSON) for each non-blank line; BadInput names the bad line."""
+def _jsonl(path: Path, stdin: list[str] | None = None):
+    """(line number, parsed JSON) for each non-blank line; BadInput names the bad line. Path "-":
+    the lines already read from stdin, or stdin."""
+    if str(path) == "-":
+        yield from _parsed(sys.stdin if stdin is None else stdin, path)
+        return
     try:
         handle = path.open(encoding="utf-8")
     except OSError as err:
         raise BadInput(f"cannot read {path}: {err.strerror}") from err
     with handle:
-        for n, raw in enumerate(_lines(handle, path), 1):
-            if raw.strip():
-                try:
-                    yield n, json.loads(raw)
-                except ValueError as err:  # also UnicodeDecodeError
-                    raise BadInput(f"{path}:{n}: not JSON ({getattr(err, 'msg', err)})") from err
+        yield from _parsed(handle, path)
+
+
+def _parsed(handle, path: Path):
+    for n, raw in enumerate(_lines(handle, path), 1):
+        if raw.strip():
+            try:
+                yield n, json.loads(raw)
+            except ValueError as err:  # also UnicodeDecodeError
+                raise BadInput(f"{path}:{n}: not JSON ({getattr(err, 'msg', err)})") from err
 
 
 def _lines(handle, path: Path):
