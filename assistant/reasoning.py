@@ -319,10 +319,6 @@ async def _speak(engine, request: Request, answer: str) -> AsyncIterator[AudioCh
                 return
 
 
-def _retag(ev: Event, turn_id: str) -> Event:
-    return replace(ev, turn_id=turn_id)
-
-
 async def think(engine, request: Request) -> AsyncIterator[Event]:
     """One visible chain of thought, then the answer (see the module docstring)."""
     t0 = time.perf_counter()
@@ -335,23 +331,23 @@ async def think(engine, request: Request) -> AsyncIterator[Event]:
     if one_pass:  # its speech is made from the answer text alone
         async with aclosing(engine.submit(inner)) as events:
             async for ev in events:
-                yield _retag(ev, request.turn_id)
+                yield ev
         return
-    answer, _, done, error = "", "", None, ""
+    done = None
     async with aclosing(engine.submit(replace(inner, speak=False))) as events:
         async for ev in events:
             if isinstance(ev, Done):
                 done = ev
-                answer = ev.text
-            elif isinstance(ev, Error):
-                yield _retag(ev, request.turn_id)
-                return
             else:
-                yield _retag(ev, request.turn_id)
+                yield ev
+            if isinstance(ev, Error):
+                return
+    if done is None:  # cancelled
+        return
     first_audio = None
     audio_s = 0.0
-    if answer.strip() and done is not None and not error:
-        async for chunk in _speak(engine, request, answer):
+    if done.text.strip():
+        async for chunk in _speak(engine, request, done.text):
             first_audio = first_audio or time.perf_counter() - t0
             audio_s += chunk.duration_s
             yield chunk

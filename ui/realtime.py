@@ -123,17 +123,15 @@ async def _converse(ws: WebSocket, session: Session, rate: int, voice: str | Non
             msg = await ws.receive()
             if msg["type"] == "websocket.disconnect":
                 break
-            if msg.get("text") is not None and _is_close(msg["text"]):
-                closing = True
-                break
             if msg.get("bytes") is not None:
                 data = msg["bytes"]
                 if len(data) > MAX_FRAME_BYTES or len(data) % 2:
                     conv.error("audio frames are PCM16 mono 16 kHz, at most 10 s each")
                     continue
                 conv.feed(np.frombuffer(data, dtype="<i2").astype(np.int16))
-            elif msg.get("text") is not None:
-                _control(conv, msg["text"])
+            elif msg.get("text") is not None and _control(conv, msg["text"]) is CLOSE:
+                closing = True
+                break
     except WebSocketDisconnect:
         pass
     except Exception:  # a bug: log it, close this conversation, keep serving
@@ -153,16 +151,11 @@ async def _converse(ws: WebSocket, session: Session, rate: int, voice: str | Non
         await asyncio.gather(writer, return_exceptions=True)
 
 
-def _is_close(text: str) -> bool:
-    try:
-        msg = json.loads(text)
-    except ValueError:
-        return False
-    return isinstance(msg, dict) and msg.get("type") == "session.close"
+CLOSE = object()  # _control's answer to session.close: end the conversation, then confirm
 
 
-def _control(conv: VoiceConversation, text: str) -> None:
-    """One JSON control message from the client."""
+def _control(conv: VoiceConversation, text: str) -> object | None:
+    """One JSON control message from the client; CLOSE for session.close."""
 
     bad = conv.error
     try:
@@ -183,6 +176,8 @@ def _control(conv: VoiceConversation, text: str) -> None:
             conv.endpointer.reset()
         elif kind == "response.cancel":
             conv.cancel()
+        elif kind == "session.close":
+            return CLOSE
         elif kind == "text":
             if not isinstance(msg.get("text"), str) or not msg["text"].strip():
                 return bad("a text turn needs a non-empty 'text'")
