@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from assistant.errors import AssistantError
@@ -30,6 +31,9 @@ def _global_options(sub: bool = False) -> argparse.ArgumentParser:
     g.add_argument("--user", help="user name (default: the OS user)")
     g.add_argument("--persona", help="persona name (default: Grok)")
     g.add_argument("--data-dir", help="where the database and files live")
+    g.add_argument("--database", metavar="URL",
+                   help="a PostgreSQL database shared by several servers, postgresql://USER@HOST/DB "
+                        "(default: $ASSISTANT_DATABASE_URL, else SQLite in the data dir)")
     g.add_argument("--device", help="torch device: cpu, cuda, cuda:1 (default: auto)")
     g.add_argument("-v", "--verbose", action="count", help="more logging (-vv for debug)")
     return p
@@ -53,6 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def database_url(flag: str | None) -> str | None:
+    """--database, else $ASSISTANT_DATABASE_URL; None: SQLite. BadInput for anything but PostgreSQL."""
+    url = flag or os.environ.get("ASSISTANT_DATABASE_URL") or None
+    if url is not None and not url.startswith(("postgresql://", "postgres://")):
+        from assistant.errors import BadInput
+
+        raise BadInput(f"--database must be a postgresql:// URL, not {url.split('://')[0]!r}")
+    return url
+
+
 def main(argv: list[str] | None = None) -> int:
     from assistant.local_only import keep_local
 
@@ -62,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    try:
+        args.database = database_url(getattr(args, "database", None))
+    except AssistantError as err:
+        print(f"assistant: error: {err.message}", file=sys.stderr)
+        return err.exit_code
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if args.verbose < 2:

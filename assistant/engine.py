@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing
 from dataclasses import dataclass, field
 
 import torch
@@ -86,6 +87,7 @@ class Engine:
         self._quiet_until = 0.0  # monotonic time until which background turns wait (defer_background)
         self._turns: dict[str, _Turn] = {}
         self._lock = threading.Lock()
+        self._sandbox = None  # see sandbox()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
         # Sessions' memory extraction runs here, not in the default executor that asyncio.to_thread
@@ -110,7 +112,35 @@ class Engine:
 
     async def stream(self, request: Request) -> AsyncIterator[Event]:
         """Submit `request` and yield its events until Done or Error. Closing the iterator
-        early (a closed tab, a barge-in) cancels the turn."""
+        early (a closed tab, a barge-in) cancels the turn (and every attempt of a Big Brain one).
+
+        A thinking turn (`request.reasoning`) is run by assistant/reasoning.py, whose model calls
+        come back through `submit`."""
+        if request.reasoning == "none":
+            source = self.submit(request)
+        else:
+            from assistant import reasoning
+
+            source = (reasoning.big_brain if request.reasoning == "big_brain" else reasoning.think)(self, request)
+        async with aclosing(source) as events:
+            async for event in events:
+                yield event
+
+    def sandbox(self):
+        """The wasm Python sandbox for programs a model wrote (compiled on first use, then kept)."""
+        with self._lock:
+            if self._sandbox is None:
+                from assistant.config import cache_dir
+                from assistant.sandbox import Sandbox
+
+                self._sandbox = Sandbox(cache_dir())  # kept in <cache>/sandbox/
+            return self._sandbox
+
+    async def submit(self, request: Request) -> AsyncIterator[Event]:
+        """One model turn as it is (no thinking orchestration): its events until Done or Error."""
+        if request.say is not None and not getattr(self.backend, "speaks_verbatim", False):
+            yield Error(request.turn_id, str(Code.BAD_INPUT), f"the {self.backend.name} backend cannot read out a text")
+            return
         if self._stop.is_set():
             raise ModelError("the engine is shut down")
         chars = text_chars(request)
@@ -337,7 +367,7 @@ class Engine:
             audio_s=turn.audio_s,
         )
         turn.deliver(Done(turn.request.turn_id, s.text, timings, s.prompt_tokens, s.completion_tokens,
-                          batch_size=getattr(s, "batch_size", 1)))
+                          batch_size=getattr(s, "batch_size", 1), reasoning_tokens=s.reasoning_tokens))
         self.metrics.turns_done += 1
         s.close()
         self._forget(turn)

@@ -15,6 +15,8 @@ Up (client -> server)
   {"type": "input.commit"}       end the utterance now (manual turns, or to skip the wait)
   {"type": "response.cancel"}    stop the reply
   {"type": "text", "text": S}    a typed turn
+  {"type": "session.close"}      end the conversation: the server stops the reply, saves what was
+                                 heard (`turn.saved`), sends `session.closed` and closes the socket
   {"type": "playback.started", "id": ID}                 the reply's first sample is audible
   {"type": "playback.done", "id": ID, "played_s": F, "interrupted": bool}
         the reply finished playing, or was flushed after `response.cancelled`. A client that
@@ -37,6 +39,7 @@ Down (server -> client)
   {"type": "response.done", "id": ID, "text": S, "audio_s": F, "timings": {...}}
   {"type": "response.cancelled", "id": ID}     stop and flush playback of ID now
   {"type": "turn.saved", "id": ID, "interrupted": bool, "text": S, "played_s": F}
+  {"type": "session.closed"}    after `session.close`: everything is saved; the socket closes next
   {"type": "error", "code": C, "message": S}   a bad message, a failed reply; the socket stays open
 Positions (`at_s`, `start_s`, `end_s`) are seconds of microphone audio received on this socket.
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from assistant.engine import Engine
 from assistant.events import Done, Error, Event, Transcript
+from assistant.reasoning import wants_thinking
 from assistant.turns import Message, Request, Turn
 from memory import (
     DEFAULT_PERSONA,
@@ -144,11 +145,18 @@ class Session:
         return f"{self.instructions()}\n{remembered}" if remembered else self.instructions()
 
     def request_for(self, turn: Turn, speak: bool = True, voice: str | None = None,
-                    seed: int | None = None, temperature: float = 0.0) -> Request:
-        """The request the engine gets for `turn`: persona + memories, recent history, the turn."""
+                    seed: int | None = None, temperature: float = 0.0, reasoning: str | None = None,
+                    attempts: int | None = None) -> Request:
+        """The request the engine gets for `turn`: persona + memories, recent history, the turn.
+
+        `reasoning` None: the user's own words decide ("think hard about this" thinks, and a
+        spoken reply says a short filler first)."""
         current = Message("user", turn.text, turn.images, turn.audio)
+        asked = reasoning is None and wants_thinking(turn.text)
+        mode = reasoning or ("think" if asked else "none")
         return self._request(current, turn.text, speak=speak, voice=voice or self.persona.voice,
-                             max_new_tokens=self.max_new_tokens, temperature=temperature, seed=seed)
+                             max_new_tokens=self.max_new_tokens, temperature=temperature, seed=seed,
+                             reasoning=mode, attempts=attempts, filler=asked and speak)
 
     def _request(self, current: Message, text: str, **options) -> Request:
         history = self._history()
@@ -169,14 +177,16 @@ class Session:
 
     # ------------------------------------------------------------------ a turn
     async def converse(self, turn: Turn, speak: bool = True, voice: str | None = None,
-                       seed: int | None = None, record: bool = True) -> AsyncIterator[Event]:
+                       seed: int | None = None, record: bool = True, reasoning: str | None = None,
+                       attempts: int | None = None) -> AsyncIterator[Event]:
         """Submit one turn and yield its events; the exchange is stored when it is done.
 
         With `record=False` the caller stores it with `record()` (the voice loop does, once it
         knows how much of the reply was heard)."""
         await self.stored()  # the previous exchange is in the history before this turn reads it
         # recall (embedding, SQLite) off the event loop
-        request = await asyncio.to_thread(self.request_for, turn, speak=speak, voice=voice, seed=seed)
+        request = await asyncio.to_thread(self.request_for, turn, speak=speak, voice=voice, seed=seed,
+                                          reasoning=reasoning, attempts=attempts)
         heard = ""
         async for event in self.engine.stream(request):
             yield event

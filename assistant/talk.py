@@ -126,6 +126,9 @@ class LocalLink:
         return None
 
 
+CLOSE_TIMEOUT_S = 60.0  # how long `talk --server` waits on quitting for the server to save the conversation
+
+
 class RemoteLink:
     """The conversation in `assistant serve`, over the realtime WebSocket."""
 
@@ -192,11 +195,19 @@ class RemoteLink:
                                  "interrupted": interrupted})
 
     async def close(self) -> None:
+        """Ask the server to end the conversation and wait until it has saved it (its `turn.saved`
+        events come first, then `session.closed`), then close the socket."""
         self._flush()
+        self._outbox.put_nowait({"type": "session.close"})
         self._outbox.put_nowait(None)
         if self._writer is not None:
             await asyncio.gather(self._writer, return_exceptions=True)
         if self.client is not None:
+            try:
+                await asyncio.wait_for(self.client.closed.wait(), CLOSE_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("the server did not confirm the end of the conversation within %.0f s",
+                            CLOSE_TIMEOUT_S)
             await self.client.close()
 
     @property

@@ -44,6 +44,8 @@ CORE_PAD_S = 0.3  # a VAD region is padded by 0.4 s a side: what lies further in
 UNCOVERED_MIN_S = 1.0  # inside a region, a stretch this long outside every segment was skipped
 # (timestamps are off by up to ~0.6 s; a skipped word or two is shorter and left to the first pass)
 ALREADY_THERE = 0.8  # a re-decoded region whose words are this much in its neighbours is a duplicate
+WORDS_PER_S_MAX = 8.0  # faster than anyone speaks (fast speech is 3-5 words a second): a segment
+# this fast that only repeats the words before it is the decoder's echo, not speech
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,9 +355,15 @@ def _unrepeated(s: Segment) -> Segment:
 
 def _deduplicated(segments: list[Segment]) -> list[Segment]:
     """Without a segment that repeats its neighbour in much less time: the greedy decoder's echo of a
-    line ("Thank you" 18.69-19.95, then "Thank you" 19.95-19.95); the longer of the two is kept."""
+    line ("Thank you" 18.69-19.95, then "Thank you" 19.95-19.95); the longer of the two is kept. An
+    echo of the previous line's tail, said faster than anyone speaks, is left out too ("... some
+    turbulence. Thank you" 12.66-19.02, then "We are expecting some turbulence. Thank you." in 0.64 s
+    and "Thank you. Thank you." past the audio's end: seen with tiny.en on AVX-512 CPUs)."""
     out: list[Segment] = []
     for s in segments:
+        if out and _echo(s, out[-1]):
+            log.debug("left out an echo of the line before at %.2f s: %r", s.start, s.text)
+            continue
         if out and _words(s.text) == _words(out[-1].text):
             mine, theirs = s.end - s.start, out[-1].end - out[-1].start
             if mine < 0.5 * theirs:
@@ -365,6 +373,15 @@ def _deduplicated(segments: list[Segment]) -> list[Segment]:
                 continue
         out.append(s)
     return out
+
+
+def _echo(s: Segment, before: Segment) -> bool:
+    """Whether `s` is too fast to be speech and its words are (almost all) the previous segment's."""
+    mine = _words(s.text)
+    if not mine or s.end - s.start >= len(mine) / WORDS_PER_S_MAX:
+        return False
+    theirs = set(_words(before.text))
+    return sum(w in theirs for w in mine) >= ALREADY_THERE * len(mine)
 
 
 def _compression_ratio(text: str) -> float:

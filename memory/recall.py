@@ -111,8 +111,9 @@ class _Scorer:
 
     def __call__(self, hop: dict[int, float]) -> list[tuple[float, int]]:
         """(score, memory id), best first."""
-        for mid in (self.bm25.keys() | hop.keys()) - self.cosines.keys():
-            self.cosines[mid] = self.index.cosine(mid, self.vec) or 0.0
+        unscored = list((self.bm25.keys() | hop.keys()) - self.cosines.keys())  # one query on PostgreSQL's HNSW
+        scored = self.index.cosines_of(unscored, self.vec)
+        self.cosines.update({mid: c or 0.0 for mid, c in zip(unscored, scored, strict=True)})
         missing = [mid for mid in self.cosines if mid not in self.found]
         self.found.update(self.store.get_memories(self.user, missing))
         for mid in missing:

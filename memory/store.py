@@ -34,8 +34,9 @@ _MEMORY_COLUMNS = (
 )
 
 
-def open_store(data_dir: str | Path, embedder: Embedder | None = None) -> Store:
-    """Open (creating and migrating) the database in `data_dir`.
+def open_store(data_dir: str | Path, embedder: Embedder | None = None, database: str | None = None) -> Store:
+    """Open (creating and migrating) the database in `data_dir`, or the PostgreSQL database at the
+    URL `database` (postgresql://...; users' files still live in `data_dir`).
 
     `embedder` is shared with whoever else holds it (one per process is enough); without one the
     store loads its own on first use."""
@@ -46,6 +47,10 @@ def open_store(data_dir: str | Path, embedder: Embedder | None = None) -> Store:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise BadInput(f"cannot create the data dir {data_dir}: {err.strerror or err}") from err
+    if database:
+        from memory.postgres import open_pg_store
+
+        return open_pg_store(data_dir, database, embedder)
     try:
         return Store(data_dir, embedder)
     except sqlite3.Error as err:
@@ -286,7 +291,7 @@ class Store:
             owner = db.execute("SELECT user_id FROM instances WHERE id = ?", (item.instance_id,)).fetchone()
             if owner is None or owner[0] != user.id:
                 raise BadInput("that instance belongs to another user")
-        blob = None if item.embedding is None else np.asarray(item.embedding, np.float32).reshape(DIM).tobytes()
+        blob = None if item.embedding is None else self.vector_param(item.embedding)
         cur = db.execute(
             "INSERT INTO memories (user_id, instance_id, kind, key, text, speaker, said_at, source_id, embedding,"
             " created_at, updated_at, changed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
@@ -295,9 +300,7 @@ class Store:
              now, now, user.id),
         )  # fmt: skip
         mid = int(cur.lastrowid)
-        db.execute(
-            "INSERT INTO memories_fts (rowid, body) VALUES (?, ?)", (mid, index_text(item.text, item.speaker, said_at))
-        )
+        self.index_fts(db, mid, index_text(item.text, item.speaker, said_at))
         db.execute(
             "INSERT INTO memory_history (user_id, memory_id, action, before, after, message_id, created_at)"
             " VALUES (?, ?, 'add', NULL, ?, ?, ?)",
@@ -324,7 +327,7 @@ class Store:
             " embedding = CASE WHEN ? = 'deleted' THEN NULL ELSE embedding END WHERE id = ?",
             (status, replaced_by, now, status, memory_id),
         )
-        db.execute("DELETE FROM memories_fts WHERE rowid = ?", (memory_id,))
+        self.unindex_fts(db, memory_id)
         db.execute(
             "INSERT INTO memory_history (user_id, memory_id, action, before, after, message_id, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -355,11 +358,8 @@ class Store:
                     "UPDATE memories SET text = ?, embedding = NULL, updated_at = ? WHERE id = ?",
                     (text, now, row["id"]),
                 )
-                db.execute("DELETE FROM memories_fts WHERE rowid = ?", (row["id"],))
-                db.execute(
-                    "INSERT INTO memories_fts (rowid, body) VALUES (?, ?)",
-                    (row["id"], index_text(text, row["speaker"], row["said_at"])),
-                )
+                self.unindex_fts(db, row["id"])
+                self.index_fts(db, row["id"], index_text(text, row["speaker"], row["said_at"]))
                 db.execute(
                     "INSERT INTO memory_history (user_id, memory_id, action, before, after, message_id, created_at)"
                     " VALUES (?, ?, 'update', ?, ?, NULL, ?)",
@@ -450,7 +450,7 @@ class Store:
         with self.transaction() as db:
             db.executemany(
                 "UPDATE memories SET embedding = ? WHERE id = ? AND user_id = ?",
-                [(np.asarray(v, np.float32).tobytes(), int(i), user.id) for i, v in zip(ids, vectors, strict=True)],
+                [(self.vector_param(v), int(i), user.id) for i, v in zip(ids, vectors, strict=True)],
             )
             self.bump(db, user)
 
@@ -487,6 +487,23 @@ class Store:
             "SELECT id, text FROM memories WHERE user_id = ? AND key = ? AND status = 'active' AND instance_id IS ?",
             (user.id, key, instance_id),
         ).fetchall()
+
+    # dialect hooks (memory.postgres overrides these) -------------------------------------------
+
+    def index_fts(self, db: sqlite3.Connection, memory_id: int, body: str) -> None:
+        """Inside a transaction: add a memory's text (as `index_text` makes it) to the keyword index."""
+        db.execute("INSERT INTO memories_fts (rowid, body) VALUES (?, ?)", (memory_id, body))
+
+    def unindex_fts(self, db: sqlite3.Connection, memory_id: int) -> None:
+        """Inside a transaction: take a memory out of the keyword index."""
+        db.execute("DELETE FROM memories_fts WHERE rowid = ?", (memory_id,))
+
+    def vector_param(self, vec: np.ndarray) -> object:
+        """A unit float32 (DIM,) vector as the embedding column takes it."""
+        return np.asarray(vec, np.float32).reshape(DIM).tobytes()
+
+    def lock_user(self, db: sqlite3.Connection, user: User) -> None:
+        """Inside a transaction: serialise this user's memory writes (SQLite: BEGIN IMMEDIATE already has)."""
 
     def bump(self, db: sqlite3.Connection, user: User) -> None:
         """Inside a transaction: mark the user's memories changed (drops cached vector indexes)."""

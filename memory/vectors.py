@@ -99,6 +99,10 @@ class VectorIndex:
             rows, sims = rows[best], sims[best]
         return {int(arrays.ids[r]): float(s) for r, s in zip(rows, sims, strict=True)}
 
+    def cosines_of(self, memory_ids: list[int], vec: np.ndarray) -> list[float | None]:
+        """`cosine` of each of these memories (None for one not in the index)."""
+        return [self.cosine(m, vec) for m in memory_ids]
+
     def cosine(self, memory_id: int, vec: np.ndarray) -> float | None:
         """The cosine of one memory to `vec`, or None if it is not in the index."""
         arrays = self._arrays

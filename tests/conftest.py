@@ -99,3 +99,48 @@ def say(session, text: str) -> str:
     done = asyncio.run(go())
     assert isinstance(done, Done), done
     return done.text
+
+
+# Both stores: tests taking `database` run on SQLite (None) and on a real PostgreSQL 16 + pgvector
+# (pgserver's, started once per session as nobody, a fresh database per test).
+_PG_TEMPLATE = "assistant_template"
+
+
+@pytest.fixture(scope="session")
+def local_pg():
+    """A session-wide local PostgreSQL with a migrated template database; skips without pgserver."""
+    pytest.importorskip("pgserver")
+    psycopg = pytest.importorskip("psycopg")
+    from memory.pg_local import LocalPostgres
+    from memory.pg_schema import migrate
+
+    pg = LocalPostgres().start()
+    try:
+        url = pg.create_database(_PG_TEMPLATE)
+        with psycopg.connect(url, autocommit=True) as conn:
+            migrate(conn)
+        yield pg
+    finally:
+        pg.stop()
+
+
+_pg_databases = iter(range(1, 1_000_000))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request) -> str | None:
+    """None (the SQLite file in the data dir) or the URL of a new, migrated PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    pg = request.getfixturevalue("local_pg")
+    return pg.create_database(f"test_{next(_pg_databases)}", template=_PG_TEMPLATE)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def new_database(request):
+    """A function giving a new, empty database each call: None (SQLite: a new data dir is new) or a
+    PostgreSQL URL (not migrated: the store migrates it as it opens)."""
+    if request.param == "sqlite":
+        return lambda: None
+    pg = request.getfixturevalue("local_pg")
+    return lambda: pg.create_database(f"test_{next(_pg_databases)}")

@@ -104,6 +104,47 @@ def test_streaming_text_and_audio(client):
     assert len(pcm) > 2 * 2400  # > 0.1 s of 24 kHz PCM16, in several chunks
 
 
+def test_reasoning_effort_returns_the_thinking_apart_from_the_answer(client):
+    """reasoning_effort "medium" thinks visibly: reasoning_content (vLLM's field) beside content,
+    which holds only the answer; usage counts the reasoning tokens; "high" is Big Brain."""
+    ask = dict(model="tiny-qwen2_5_omni", max_tokens=16, messages=[{"role": "user", "content": "what is 2 + 3?"}])
+    plain = client.chat.completions.create(**ask)
+    assert getattr(plain.choices[0].message, "reasoning_content", None) is None
+    r = client.chat.completions.create(**ask, reasoning_effort="medium")
+    msg = r.choices[0].message
+    thinking = msg.model_extra["reasoning_content"]
+    assert thinking and msg.content and "<think>" not in msg.content and thinking not in msg.content
+    assert 0 < r.usage.completion_tokens_details.reasoning_tokens <= r.usage.completion_tokens
+    big = client.chat.completions.create(**ask, reasoning_effort="high")
+    assert "Attempt 1" in big.choices[0].message.model_extra["reasoning_content"]
+    assert big.choices[0].message.content
+
+
+def test_streamed_reasoning_comes_before_the_answer(client):
+    chunks = list(client.chat.completions.create(
+        model="tiny-qwen2_5_omni", max_tokens=16, stream=True, reasoning_effort="medium",
+        messages=[{"role": "user", "content": "what is 2 + 3?"}]))
+    order = []
+    for c in chunks:
+        if not c.choices:
+            continue
+        delta = c.choices[0].delta
+        if (delta.model_extra or {}).get("reasoning_content"):
+            order.append("thinking")
+        if delta.content:
+            order.append("answer")
+    assert "thinking" in order and "answer" in order
+    assert order.index("answer") > max(i for i, k in enumerate(order) if k == "thinking")
+    assert chunks[-1].usage.completion_tokens_details.reasoning_tokens > 0
+
+
+def test_an_unknown_reasoning_effort_is_a_400_naming_the_values(server):
+    r = httpx.post(f"{server}/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
+                   json={"messages": [{"role": "user", "content": "hi"}], "reasoning_effort": "maximum"})
+    assert r.status_code == 400
+    assert "medium" in r.json()["error"]["message"] and "high" in r.json()["error"]["message"]
+
+
 def test_transcriptions_in_every_format(client, speech_dir):
     import srt
     import webvtt

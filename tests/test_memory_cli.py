@@ -97,3 +97,13 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     assert run(capsys, "memory", "forget", "7", *base)[0] == 2
     assert run(capsys, "memory", "forget", *base)[0] == 2
     assert "--k must be at least 1" in run(capsys, "memory", "search", "--query", "x", "--k", "0", *base)[2]
+
+
+def test_a_database_that_is_not_postgresql_or_cannot_be_reached_is_one_line(tmp_path, capsys, monkeypatch):
+    base = ("--data-dir", str(tmp_path), "--user", "u")
+    code, _, err = run(capsys, "--database", "mysql://db/x", "memory", "list", *base)
+    assert code == 2 and err == "assistant: error: --database must be a postgresql:// URL, not 'mysql'\n"
+    monkeypatch.setenv("ASSISTANT_DATABASE_URL", f"postgresql://nobody@/none?host={tmp_path}")
+    code, _, err = run(capsys, "memory", "list", *base)
+    assert code == 2 and err.startswith("assistant: error: cannot open the database postgresql://nobody@/none")
+    assert len(err.splitlines()) == 1

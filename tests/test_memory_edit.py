@@ -8,8 +8,8 @@ from assistant.errors import BadInput, NotFound
 from memory import open_store, recall
 
 
-def test_edit_changes_the_text_keeps_the_id_and_records_history(tmp_path):
-    with open_store(tmp_path) as store:
+def test_edit_changes_the_text_keeps_the_id_and_records_history(tmp_path, database):
+    with open_store(tmp_path, database=database) as store:
         ann, ben = store.user("ann"), store.user("ben")
         mid = store.add_memory(ann, "Ann drinks her coffee black.")
         assert recall(store, ann, "coffee")[0].id == mid  # embedded and indexed

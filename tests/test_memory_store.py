@@ -12,6 +12,7 @@ import pytest
 from assistant.errors import BadInput, NotFound
 from memory import Embedder, Exchange, open_store, parse_facts, recall, remember
 from memory.schema import SCHEMA_VERSION
+from memory.store import NewMemory
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +21,8 @@ def embedder():
 
 
 @pytest.fixture()
-def store(tmp_path, embedder):
-    with open_store(tmp_path, embedder) as s:
+def store(tmp_path, embedder, database):
+    with open_store(tmp_path, embedder, database=database) as s:
         yield s
 
 
@@ -34,6 +35,20 @@ def test_schema_is_versioned_with_wal_and_foreign_keys(tmp_path):
         assert s.read("PRAGMA user_version")[0][0] == SCHEMA_VERSION
 
 
+def test_postgres_schema_is_versioned_with_vectors_and_keyword_indexes(tmp_path, local_pg):
+    from memory import pg_schema
+
+    url = local_pg.create_database("schema_check")
+    for _ in range(2):  # reopening migrates nothing and keeps the version
+        with open_store(tmp_path, database=url) as s:
+            assert s.read("SELECT version FROM schema_version")[0][0] == pg_schema.SCHEMA_VERSION
+            indexes = {r[0]: r[1] for r in s.read("SELECT indexname, indexdef FROM pg_indexes")}
+            assert "USING hnsw (embedding vector_ip_ops)" in indexes["memories_hnsw"]
+            assert "USING gin (body)" in indexes["memories_fts_body"]
+            assert s.read("SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
+                          " WHERE attrelid = 'memories'::regclass AND attname = 'embedding'")[0][0] == "vector(384)"
+
+
 def test_embedder_gives_unit_vectors_that_rank_meaning(embedder):
     vectors = embedder.embed(["The user's name is Igor.", "What is my name?", "I like pizza with olives"])
     assert vectors.shape == (3, 384) and vectors.dtype.name == "float32"
@@ -41,7 +56,7 @@ def test_embedder_gives_unit_vectors_that_rank_meaning(embedder):
     assert vectors[1] @ vectors[0] > vectors[1] @ vectors[2] + 0.1
 
 
-def test_igor_scenario_survives_close_and_reopen(tmp_path, embedder):
+def test_igor_scenario_survives_close_and_reopen(tmp_path, embedder, database):
     """'my name is Egor', then 'no, my name is Igor', restart: recall says Igor, Egor is history.
 
     The extractor here returns noise, as the tiny profile's random model does: the rule-based
@@ -51,7 +66,7 @@ def test_igor_scenario_survives_close_and_reopen(tmp_path, embedder):
     def noise(prompt: str) -> str:
         return "ĠĠ<|im_end|> 3 ]] {facts: ??? Ġthe"
 
-    with open_store(tmp_path, embedder) as s:
+    with open_store(tmp_path, embedder, database=database) as s:
         user = s.user("igor")
         doctor = s.open_instance(user, "Grok")
         mid = s.append_message(doctor, "user", "my name is Egor")
@@ -62,7 +77,7 @@ def test_igor_scenario_survives_close_and_reopen(tmp_path, embedder):
         mid = s.append_message(doctor, "user", "no, my name is Igor")
         second = remember(s, user, Exchange("no, my name is Igor", message_id=mid), instance=doctor, extract=noise)
         assert second.superseded == first.added
-    with open_store(tmp_path, embedder) as s:  # tomorrow
+    with open_store(tmp_path, embedder, database=database) as s:  # tomorrow
         user = s.user("igor")
         coach = s.open_instance(user, "Coach")  # another instance shares user-wide facts
         top = recall(s, user, "what is my name?", instance=coach, k=3)
@@ -121,7 +136,8 @@ def test_malformed_extraction_never_corrupts_the_store(store, answer):
     user = store.user("u")
     remember(store, user, Exchange("hello there"), extract=lambda p: answer)
     assert store.memories(user) == []
-    assert store.read("PRAGMA integrity_check")[0][0] == "ok"
+    if store.path is not None:  # SQLite (PostgreSQL rolls a failed transaction back whole)
+        assert store.read("PRAGMA integrity_check")[0][0] == "ok"
     facts, rejected = parse_facts(answer)
     assert facts == [] and all(isinstance(reason, str) for _, reason in rejected)
 
@@ -222,8 +238,8 @@ def test_memories_without_embeddings_are_embedded_on_recall(store):
     assert not store.unembedded(user)
 
 
-def test_forget_user_erases_rows_index_and_files(tmp_path, embedder):
-    with open_store(tmp_path, embedder) as s:
+def test_forget_user_erases_rows_index_and_files(tmp_path, embedder, database):
+    with open_store(tmp_path, embedder, database=database) as s:
         user, other = s.user("gone"), s.user("stays")
         inst = s.open_instance(user, "Grok")
         s.append_message(inst, "user", "secret words")
@@ -238,6 +254,12 @@ def test_forget_user_erases_rows_index_and_files(tmp_path, embedder):
             s.user("gone", create=False)
         assert not files.exists()
         assert [m.text for m in recall(s, other, "vault code")] == ["The vault code of the other user is 1234."]
+        if database is not None:  # PostgreSQL: no row of the user is left in any table
+            assert s.read("SELECT count(*) FROM memories_fts")[0][0] == 1
+            for table in ("messages", "memories", "memory_history", "instances"):
+                assert s.read(f"SELECT count(*) FROM {table} WHERE user_id = 1")[0][0] == 0
+    if database is not None:
+        return
     db = sqlite3.connect(tmp_path / "assistant.sqlite3")
     assert db.execute("SELECT count(*) FROM memories_fts WHERE memories_fts MATCH '4711'").fetchone()[0] == 0
     for table in ("messages", "memories", "memory_history", "instances"):
@@ -315,9 +337,12 @@ def test_a_large_index_ranks_exactly_like_a_full_float32_scan():
             assert all(abs(got[i] - sims[i - 1]) < 1e-5 for i in got)
 
 
-def test_recall_follows_writes_made_by_another_process(tmp_path, embedder):
+def test_recall_follows_writes_made_by_another_process(tmp_path, embedder, database):
     """A server's cached index picks up memories added, forgotten and edited by, say, the CLI."""
-    with open_store(tmp_path, embedder) as server, open_store(tmp_path, embedder) as cli:
+    with (
+        open_store(tmp_path, embedder, database=database) as server,
+        open_store(tmp_path, embedder, database=database) as cli,
+    ):
         user = server.user("u")
         server.add_memory(user, "The user plays the cello.")
         assert recall(server, user, "musical instrument")[0].text == "The user plays the cello."
@@ -329,3 +354,36 @@ def test_recall_follows_writes_made_by_another_process(tmp_path, embedder):
         cli.delete_memories(other, [m.id for m in cli.memories(other) if "cello" in m.text])
         assert all("cello" not in m.text for m in recall(server, user, "musical instrument cello"))
         assert server.vector_index(user) is index  # brought up to date, not rebuilt
+
+
+def test_postgres_large_users_search_by_hnsw_like_the_exact_index(tmp_path, embedder, local_pg):
+    """Above `exact_max` memories a user is searched by the HNSW index: the same answers as the exact
+    in-memory scan on a small set, and corrections (read-then-write under the user's lock) still work."""
+    from memory.postgres import HnswIndex
+
+    with open_store(tmp_path, embedder, database=local_pg.create_database("hnsw_user")) as s:
+        user = s.user("big")
+        texts = [f"{p} told me about {t} at {place}." for p in ("Ana", "Ben", "Chloe") for t in
+                 ("a new bike", "sourdough bread", "a jazz concert", "tomato seedlings") for place in
+                 ("Lisbon", "Osaka", "the lake")]  # fmt: skip
+        s.add_memories(user, [NewMemory(t, embedding=v) for t, v in zip(texts, embedder.embed(texts), strict=True)])
+        queries = ["what did Ben say about bread?", "jazz in Osaka", "gardening"]
+        exact = [[m.id for m in recall(s, user, q, k=5)] for q in queries]
+        s.exact_max = 10
+        assert isinstance(s.vector_index(user), HnswIndex)
+        assert [[m.id for m in recall(s, user, q, k=5)] for q in queries] == exact
+        remember(s, user, Exchange("my name is Egor"))
+        result = remember(s, user, Exchange("no, my name is Igor"))
+        assert len(result.superseded) == 1
+        assert recall(s, user, "what is my name?", k=1)[0].text == "The user's name is Igor."
+
+
+def test_an_import_run_again_adds_nothing_twice(store):
+    user = store.user("imp")
+    items = [NewMemory(f"line {i}", kind="utterance", source_id=f"s:{i % 5}") for i in range(8)]
+    assert store.import_memories(user, items) == 5  # s:0..s:2 appear twice: the first of each is kept
+    assert store.import_memories(user, [*items, NewMemory("no id at all")]) == 1
+    texts = [m.text for m in store.memories(user)]
+    assert texts == ["line 0", "line 1", "line 2", "line 3", "line 4", "no id at all"]
+    assert [h["action"] for h in store.history_of_memories(user)] == ["add"] * 6
+    assert store.fts_search(user, '"line"', 10)

@@ -631,3 +631,53 @@ def test_a_turn_with_no_network_at_all(backend):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Paris" in out.stdout
+
+
+# ---------------------------------------------------------------------------------------- thinking
+def test_think_hard_said_aloud_says_a_filler_then_speaks_only_the_answer(backend):
+    """'Think hard about this' in a spoken turn: a short filler is heard at once, the reasoning
+    streams as thinking (never spoken), and the answer alone is spoken and is the reply's text."""
+    from assistant.events import ThinkingDelta
+
+    pcm = piper_speech(backend, "Think hard about this. What is seventeen plus twenty five?")
+    events = run_turn(backend, Request((Message("user", audio=pcm),)))
+    kinds = [type(e).__name__ for e in events]
+    assert "ThinkingDelta" in kinds and "TextDelta" in kinds, kinds
+    first_audio = kinds.index("AudioChunk")
+    assert first_audio < kinds.index("ThinkingDelta")  # the filler, before any reasoning
+    filler = hear(backend, events[first_audio].pcm, events[first_audio].sample_rate)
+    assert "think" in filler, filler
+    answer = "".join(e.text for e in events if isinstance(e, TextDelta))
+    thought = "".join(e.text for e in events if isinstance(e, ThinkingDelta))
+    assert re.search(r"\b42\b", answer + thought), (answer, thought)
+    later = [e for e in events[first_audio + 1:] if isinstance(e, AudioChunk)]
+    assert later, "the answer was not spoken"
+    spoken = hear(backend, np.concatenate([c.pcm for c in later]), later[0].sample_rate)
+    assert len(spoken.split()) <= len(answer.split()) + 6, (spoken, answer)  # the answer, not the reasoning
+
+
+def test_big_brain_on_the_offline_model_gets_a_word_problem_right(backend):
+    """Big Brain on the bundled model: its attempts (reasoned ones, and programs run in the wasm
+    sandbox) run as one batch; the answer kept is right where a single quick answer often is not."""
+    from assistant.engine import Engine
+    from assistant.events import ThinkingDelta
+
+    engine = Engine(backend, EngineConfig(profile=Profile.OFFLINE))
+    question = ("Farah buys 8 batteries at 12 dollars each and 4 loaves of bread at 18 dollars each, and pays "
+                "with 170 dollars. How many dollars of change does Farah get?")
+    request = Request((Message("user", question),), speak=False, reasoning="big_brain", attempts=3)
+
+    async def ask():
+        return [e async for e in engine.stream(request)]
+
+    try:
+        events = asyncio.run(ask())
+        batches = engine.metrics.batch_sizes
+    finally:
+        engine.close()
+    done = events[-1]
+    assert isinstance(done, Done), done
+    thinking = "".join(e.text for e in events if isinstance(e, ThinkingDelta))
+    assert "(program)" in thinking and "Kept" in thinking
+    assert max(batches) >= 2  # attempts decoded side by side
+    assert re.search(r"\b2\b", done.text), (done.text, thinking[-600:])

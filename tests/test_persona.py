@@ -21,8 +21,8 @@ from memory import (
 
 
 @pytest.fixture()
-def store(tmp_path):
-    with open_store(tmp_path) as s:
+def store(tmp_path, database):
+    with open_store(tmp_path, database=database) as s:
         yield s
 
 
@@ -85,8 +85,8 @@ def test_unusual_names_are_stored_exactly(store):
     assert len(list_personas(store, user)) == 4
 
 
-def test_persona_command(tmp_path, capsys):
-    base = ["--data-dir", str(tmp_path), "--user", "zoe"]
+def test_persona_command(tmp_path, capsys, database):
+    base = ["--data-dir", str(tmp_path), "--user", "zoe", *(["--database", database] if database else [])]
 
     def run(*argv: str) -> tuple[int, str, str]:
         code = main([*argv, *base])

@@ -248,3 +248,16 @@ def test_speech_after_silence_keeps_true_times(tmp_path: Path) -> None:
     assert wer(SENTENCE, t.text) <= WER_SYNTH, t.text
     assert t.segments[0].start >= 44.0 and t.segments[-1].end <= 45.0 + len(speech) / 16_000 + 1.0
     check_times(t)
+
+
+def test_an_echo_of_the_line_before_said_impossibly_fast_is_left_out() -> None:
+    """The greedy decoder's tail echo (seen on AVX-512 CPUs on leopard_diarization) is not speech;
+    the same words said again at a human pace are, and stay."""
+    from audio.decoding import Segment, _deduplicated
+
+    line = Segment(12.66, 19.02, "Please fasten your seat belts. We are expecting some turbulence. Thank you")
+    echo = Segment(19.02, 19.66, "We are expecting some turbulence. Thank you.")
+    past_the_end = Segment(19.66, 19.66, "Thank you. Thank you.")
+    said_again = Segment(19.02, 21.5, "We are expecting some turbulence. Thank you.")
+    assert [s.text for s in _deduplicated([line, echo, past_the_end])] == [line.text]
+    assert [s.text for s in _deduplicated([line, said_again])] == [line.text, said_again.text]

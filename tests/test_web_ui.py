@@ -101,14 +101,39 @@ def press_enter_until(box, answered):
                 raise
 
 
+def idle(page, pane: str = "") -> None:
+    """Wait until the pane's last message has been answered to the end: Gradio's status of the chat
+    box is hidden again (it shows while the chat event runs). A reply still running from an earlier
+    step would otherwise add its bubbles, or its end, to the next step's counts."""
+    page.wait_for_function(
+        "(s) => { const w = document.querySelector(s); return !w || w.classList.contains('hide'); }",
+        arg=f"#chat-input{pane} .wrap",
+    )
+
+
+def replies_done(page, pane: str = "") -> int:
+    """How many of the pane's chat events have ended (the page marks each one's end)."""
+    name = pane.lstrip("-") or "1"
+    return len([e for e in speech_log(page) if e["event"] == "reply-done" and e["pane"] == name])
+
+
+def wait_replies_done(page, more_than: int, pane: str = "") -> None:
+    name = pane.lstrip("-") or "1"
+    page.wait_for_function(
+        f"window.assistantSpeech.log.filter(e => e.event === 'reply-done' && e.pane === '{name}').length > {more_than}"
+    )
+    idle(page, pane)
+
+
 def send(page, text: str, pane: str = "") -> None:
     """Type into a pane's box, press Enter, and wait until the page has the whole reply."""
-    done = len([e for e in speech_log(page) if e["event"] == "reply-done"])
+    idle(page, pane)
+    done = replies_done(page, pane)
     box = page.locator(f"#chat-input{pane} textarea")
     box.fill(text)
     taken = f"document.querySelector('#chat-input{pane} textarea').value === ''"  # the box takes the message
     press_enter_until(box, lambda: page.wait_for_function(taken, timeout=10_000))
-    page.wait_for_function(f"window.assistantSpeech.log.filter(e => e.event === 'reply-done').length > {done}")
+    wait_replies_done(page, done, pane)
 
 
 def test_chat_streams_a_reply_with_speech(page):
@@ -160,6 +185,7 @@ def test_upload_an_image_and_get_an_answer(page, tmp_path):
         shot(page, "chat-image")
     page.locator("#chatbot .message").nth(3).wait_for()
     assert page.locator("#chatbot .message").count() >= 4
+    idle(page)  # answered to the end
 
 
 def into_box(page, how: str, files: list[tuple[str, bytes, str]]) -> None:
@@ -237,6 +263,7 @@ def test_wrong_and_too_large_images_are_one_line_warnings(page, tmp_path):
     """A text file dropped in is refused by the box; a file that only looks like an image, and a
     20000x20000 picture, are refused by the server with one line; the question stays in the box."""
     page.get_by_role("tab", name="Chat").click()
+    idle(page)
     close_toasts(page)
     into_box(page, "drop", [("notes.txt", b"shopping list\n", "text/plain")])
     assert "rejected" in toast(page, "rejected")
@@ -247,6 +274,7 @@ def test_wrong_and_too_large_images_are_one_line_warnings(page, tmp_path):
     box = page.locator("#chat-input textarea")
     for path, says in ((fake, "cannot read holiday.png: not a supported image file"), (huge, "scan.png is too large")):
         close_toasts(page)
+        idle(page)
         replies = page.locator("#chatbot .message").count()
         page.locator("#chat-input input[type=file]").set_input_files(str(path))
         box.fill("what is in this picture?")
@@ -428,12 +456,15 @@ def test_two_conversations_side_by_side_both_at_once(page):
     page.wait_for_function("document.querySelector('#instance-2 input').value === 'Coach'")
     pick(page, "#persona", "Grok")
     page.wait_for_function("document.querySelector('#instance-1 input').value === 'Grok'")
-    done = len([e for e in speech_log(page) if e["event"] == "reply-done"])
+    idle(page)
+    idle(page, "-2")
+    done = replies_done(page), replies_done(page, "-2")
     page.locator("#chat-input textarea").fill("first pane question")
     page.locator("#chat-input-2 textarea").fill("second pane question")
     page.locator("#chat-input textarea").press("Enter")
     page.locator("#chat-input-2 textarea").press("Enter")  # while the first is still answering
-    page.wait_for_function(f"window.assistantSpeech.log.filter(e => e.event === 'reply-done').length >= {done + 2}")
+    wait_replies_done(page, done[0])
+    wait_replies_done(page, done[1], "-2")
     one, two = page.locator("#chatbot").inner_text(), page.locator("#chatbot-2").inner_text()
     assert "first pane question" in one and "second pane question" not in one
     assert "second pane question" in two and "first pane question" not in two
@@ -454,6 +485,28 @@ def test_clearing_the_chat_starts_a_new_conversation_and_keeps_the_old(page):
     assert "remember this conversation" not in page.locator("#chatbot").inner_text()
     pick(page, "#instance-1", "Grok")  # the old one is still there
     wait_text(page, "#chatbot", "remember this conversation")
+
+
+def test_think_streams_the_reasoning_into_a_box_above_the_answer(page):
+    """Chat's Think switch: the reasoning shows in a collapsible box ("Thought for N s" once the
+    answer begins), the answer in its own bubble after it; Answer turns it off again."""
+    page.get_by_role("tab", name="Chat").click()
+    field = page.locator("#instance-1 input")  # a fresh conversation
+    field.fill("Thinking")
+    field.press("Enter")
+    page.locator("#speak-1 input").uncheck()  # the text is what is judged here
+    page.locator("#reasoning-1 label", has_text="Think").click()
+    try:
+        send(page, "A pen costs 3 dollars. How much are 4 pens?")
+        wait_text(page, "#chatbot", "Thought for")
+        messages = page.locator("#chatbot .message")
+        assert messages.count() >= 3  # the question, the reasoning's box, the answer
+        assert messages.last.inner_text().strip()
+        assert "Thought for" not in messages.last.inner_text()  # the answer is a bubble of its own
+        shot(page, "chat-thinking")
+    finally:
+        page.locator("#reasoning-1 label", has_text="Answer").click()
+        page.locator("#speak-1 input").check()
 
 
 def remembered(page, data_dir, text: str, query: str) -> int:

@@ -25,7 +25,8 @@ from fastapi.responses import Response, StreamingResponse
 
 from assistant.engine import MAX_TEXT_CHARS, Engine
 from assistant.errors import BadInput, NotFound
-from assistant.events import AudioChunk, Done, Error, TextDelta
+from assistant.events import AudioChunk, Done, Error, TextDelta, ThinkingDelta
+from assistant.reasoning import THINK_TOKENS, mode_for_effort
 from assistant.turns import Message
 from assistant.turns import Request as TurnRequest
 from audio.encode import FORMATS as SPEECH_FORMATS
@@ -106,7 +107,7 @@ def make_api_router(state: ApiState, authenticate) -> APIRouter:
             voice=_voice(body.get("voice"), state),
             max_new_tokens=min(MAX_TOKENS, 2 * len(text) + 16),
         )
-        _, pcm, rate, _ = await _until_disconnect(request, _collect(state, req))
+        _, _, pcm, rate, _ = await _until_disconnect(request, _collect(state, req))
         data = await asyncio.to_thread(encode_audio, pcm, rate, fmt)
         return Response(data, media_type=MEDIA_TYPES[fmt], headers={"X-Sample-Rate": str(rate)})
 
@@ -247,6 +248,10 @@ def _chat_request(body: dict, state: ApiState) -> tuple[TurnRequest, str]:
     seed = body.get("seed")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not -(2**63) <= seed < 2**63):
         raise ApiError(400, "seed must be an integer from -2^63 to 2^63-1", "bad_input")
+    try:
+        reasoning = mode_for_effort(body.get("reasoning_effort"))
+    except BadInput as err:
+        raise ApiError(400, err.message, "bad_input") from err
     if sum(len(m.text) for m in converted) + sum(map(len, system_parts)) > MAX_TEXT_CHARS:
         raise ApiError(400, f"the messages hold more than {MAX_TEXT_CHARS} characters of text", "context_too_long")
     req = TurnRequest(
@@ -258,6 +263,7 @@ def _chat_request(body: dict, state: ApiState) -> tuple[TurnRequest, str]:
         temperature=temperature,
         top_p=top_p,
         seed=seed,
+        reasoning=reasoning,
     )
     return req, fmt
 
@@ -387,12 +393,14 @@ def _audio(data: str, where: str, budget: _Budget) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- chat output
-async def _collect(state: ApiState, req: TurnRequest) -> tuple[str, np.ndarray, int, Done]:
-    parts, chunks, rate = [], [], state.engine.sample_rate
+async def _collect(state: ApiState, req: TurnRequest) -> tuple[str, str, np.ndarray, int, Done]:
+    parts, thoughts, chunks, rate = [], [], [], state.engine.sample_rate
     async with aclosing(state.engine.stream(req)) as events:
         async for ev in events:
             if isinstance(ev, TextDelta):
                 parts.append(ev.text)
+            elif isinstance(ev, ThinkingDelta):
+                thoughts.append(ev.text)
             elif isinstance(ev, AudioChunk):
                 chunks.append(ev.pcm)
                 rate = ev.sample_rate
@@ -405,7 +413,7 @@ async def _collect(state: ApiState, req: TurnRequest) -> tuple[str, np.ndarray, 
                 )
             elif isinstance(ev, Done):
                 pcm = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-                return "".join(parts), pcm, rate, ev
+                return "".join(parts), "".join(thoughts), pcm, rate, ev
     raise ApiError(503, "the turn was cancelled", "cancelled", "server_error")
 
 
@@ -414,16 +422,23 @@ def _usage(done: Done) -> dict:
         "prompt_tokens": done.prompt_tokens,
         "completion_tokens": done.completion_tokens,
         "total_tokens": done.prompt_tokens + done.completion_tokens,
+        "completion_tokens_details": {"reasoning_tokens": done.reasoning_tokens},
     }
 
 
 def _finish(done: Done, req: TurnRequest) -> str:
-    return "length" if done.completion_tokens >= req.max_new_tokens else "stop"
+    if req.reasoning == "big_brain":  # its tokens are several attempts' (each with its own limit)
+        return "stop"
+    answer_tokens = done.completion_tokens - done.reasoning_tokens
+    limit = req.max_new_tokens if req.reasoning == "none" else max(req.max_new_tokens, THINK_TOKENS)
+    return "length" if done.completion_tokens >= limit or answer_tokens >= req.max_new_tokens else "stop"
 
 
 async def _complete(state: ApiState, req: TurnRequest, fmt: str) -> dict:
-    text, pcm, rate, done = await _collect(state, req)
+    text, thinking, pcm, rate, done = await _collect(state, req)
     message: dict = {"role": "assistant", "content": text}
+    if req.reasoning != "none":
+        message["reasoning_content"] = thinking
     if req.speak:
         data = await asyncio.to_thread(encode_audio, pcm, rate, "pcm" if fmt == "pcm16" else fmt)
         message["content"] = None
@@ -462,7 +477,9 @@ async def _sse(state: ApiState, req: TurnRequest, fmt: str, http: Request) -> As
             if await http.is_disconnected():
                 log.info("client left; cancelling turn %s", req.turn_id)
                 return
-            if isinstance(ev, TextDelta):
+            if isinstance(ev, ThinkingDelta):  # vLLM's and DeepSeek's field: before the answer's content
+                yield chunk({"reasoning_content": ev.text})
+            elif isinstance(ev, TextDelta):
                 if req.speak:
                     yield chunk({"audio": {"id": f"audio_{req.turn_id}", "transcript": ev.text}})
                 else:

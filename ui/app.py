@@ -36,6 +36,7 @@ class ServeConfig:
     anonymous_user: str = "local"
     model_name: str = "assistant"
     data_dir: str | None = None  # None: the platform's user data folder
+    database: str | None = None  # a postgresql:// URL; None: SQLite in the data dir
     web_ui: bool = True
     allowed_origins: tuple[str, ...] = ()  # web pages besides the server's own that may use /v1 ("*": any)
 
@@ -56,7 +57,7 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
     from assistant.config import default_data_dir
     from memory import open_store
 
-    store = open_store(config.data_dir or default_data_dir())
+    store = open_store(config.data_dir or default_data_dir(), database=config.database)
     # files are transcribed in a child process (started at the first one): CTranslate2 in this
     # process would slow the engine's torch kernels for good (see audio.isolated)
     transcriber = TranscriberProcess()

@@ -117,6 +117,7 @@ async def _converse(ws: WebSocket, session: Session, rate: int, voice: str | Non
     outbox.put_nowait(json.dumps({"type": "session.created", "input_rate": INPUT_RATE, "output_rate": rate,
                                   "user": session.user, "persona": session.persona.name,
                                   "voice": voice or session.persona.voice}))
+    closing = False  # the client sent session.close: confirm once everything is saved
     try:
         while True:
             msg = await ws.receive()
@@ -128,21 +129,33 @@ async def _converse(ws: WebSocket, session: Session, rate: int, voice: str | Non
                     conv.error("audio frames are PCM16 mono 16 kHz, at most 10 s each")
                     continue
                 conv.feed(np.frombuffer(data, dtype="<i2").astype(np.int16))
-            elif msg.get("text") is not None:
-                _control(conv, msg["text"])
+            elif msg.get("text") is not None and _control(conv, msg["text"]) is CLOSE:
+                closing = True
+                break
     except WebSocketDisconnect:
         pass
     except Exception:  # a bug: log it, close this conversation, keep serving
         log.exception("realtime conversation failed")
     finally:
         await conv.close()
+        if closing:  # the client waits for its turn.saved events: let the sender deliver them
+            outbox.put_nowait(json.dumps({"type": "session.closed"}))
+            outbox.put_nowait(None)
+            try:
+                await asyncio.wait_for(asyncio.shield(writer), 10)
+                await ws.close()
+            except Exception:  # the client went away meanwhile
+                log.info("the client left before the end of the conversation was confirmed")
         outbox.put_nowait(None)
         writer.cancel()
         await asyncio.gather(writer, return_exceptions=True)
 
 
-def _control(conv: VoiceConversation, text: str) -> None:
-    """One JSON control message from the client."""
+CLOSE = object()  # _control's answer to session.close: end the conversation, then confirm
+
+
+def _control(conv: VoiceConversation, text: str) -> object | None:
+    """One JSON control message from the client; CLOSE for session.close."""
 
     bad = conv.error
     try:
@@ -163,6 +176,8 @@ def _control(conv: VoiceConversation, text: str) -> None:
             conv.endpointer.reset()
         elif kind == "response.cancel":
             conv.cancel()
+        elif kind == "session.close":
+            return CLOSE
         elif kind == "text":
             if not isinstance(msg.get("text"), str) or not msg["text"].strip():
                 return bad("a text turn needs a non-empty 'text'")

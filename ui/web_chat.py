@@ -15,7 +15,7 @@ import gradio as gr
 import numpy as np
 
 from assistant.errors import AssistantError
-from assistant.events import AudioChunk, Done, Error, TextDelta, Transcript
+from assistant.events import AudioChunk, Done, Error, TextDelta, ThinkingDelta, Transcript
 from assistant.session import Session
 from assistant.turns import Turn
 from ui.web_context import WebContext
@@ -46,15 +46,38 @@ def history_messages(ctx: WebContext, request: gr.Request, persona: str, instanc
     ]
 
 
-async def reply(s: Session, turn: Turn, speak: bool, history: list, relay=None, token: str | None = None):
+REASONING = {"Answer": None, "Think": "think", "Big Brain": "big_brain"}  # None: the message's words decide
+
+
+def _thought(text: str, started: float, done: bool) -> dict:
+    """The reasoning as a collapsible message above the answer (Gradio's thought metadata)."""
+    took = time.monotonic() - started
+    meta = ({"title": f"Thought for {took:.0f} s", "status": "done"} if done
+            else {"title": "Thinking...", "status": "pending"})
+    return {"role": "assistant", "content": text, "metadata": meta}
+
+
+async def reply(s: Session, turn: Turn, speak: bool, history: list, relay=None, token: str | None = None,
+                reasoning: str | None = None):
     """Yield (chat messages, reply audio or skip) as the reply is written; audio chunks go to the
-    relay stream `token` as they are made; the whole reply's audio comes once it is complete."""
+    relay stream `token` as they are made; the whole reply's audio comes once it is complete. The
+    reasoning of a thinking reply streams into a box of its own above the answer."""
     text, chunks, rate = "", [], 24_000
+    thought, thought_at, started = "", None, time.monotonic()
     history = [*history, {"role": "assistant", "content": ""}]
     try:
-        async for ev in s.converse(turn, speak=speak):
-            if isinstance(ev, TextDelta):
+        async for ev in s.converse(turn, speak=speak, reasoning=reasoning):
+            if isinstance(ev, ThinkingDelta):
+                thought += ev.text
+                if thought_at is None:
+                    thought_at = len(history) - 1
+                    history.insert(thought_at, {})
+                history[thought_at] = _thought(thought, started, done=False)
+                yield history, gr.skip()
+            elif isinstance(ev, TextDelta):
                 text += ev.text
+                if thought_at is not None and history[thought_at]["metadata"]["status"] == "pending":
+                    history[thought_at] = _thought(thought, started, done=True)
                 history[-1] = {"role": "assistant", "content": text}
                 yield history, gr.skip()
             elif isinstance(ev, Transcript) and ev.text.strip() and len(history) >= 2:  # what was heard
@@ -114,7 +137,10 @@ def chat_pane(ctx: WebContext, pane: str, label: str) -> ChatPane:
         show_label=False,
     )
     with gr.Row(equal_height=True, elem_classes="speech-row"):
-        speak = gr.Checkbox(value=True, label="Speak replies", elem_id=f"speak-{pane}", container=False, scale=3)
+        speak = gr.Checkbox(value=True, label="Speak replies", elem_id=f"speak-{pane}", container=False, scale=2)
+        how = gr.Radio(list(REASONING), value="Answer", show_label=False, container=False, scale=3,
+                       elem_id=f"reasoning-{pane}",
+                       info="Think: reasons step by step, shown apart; Big Brain: several attempts, the best kept")
         stop = gr.Button("Stop speaking", size="sm", elem_id=f"stop-speaking-{pane}", scale=1, min_width=120)
     spoken = gr.Audio(
         label="Last spoken reply (replay or download)",
@@ -124,7 +150,8 @@ def chat_pane(ctx: WebContext, pane: str, label: str) -> ChatPane:
     )
     speech = gr.Textbox(visible="hidden", elem_id=f"speech-{pane}")
 
-    async def chat(message: dict, persona_name: str, instance_name: str, speak_on: bool, request: gr.Request):
+    async def chat(message: dict, persona_name: str, instance_name: str, speak_on: bool, how_name: str,
+                   request: gr.Request):
         from vision.images import load_image
 
         files = list(message.get("files") or [])
@@ -142,7 +169,7 @@ def chat_pane(ctx: WebContext, pane: str, label: str) -> ChatPane:
         token = ctx.relay.open(ctx.engine.sample_rate, ctx.who(request)) if speak_on else None
         spec = ctx.relay.spec(token, pane) if token else gr.skip()
         yield {"text": "", "files": []}, shown, None, spec  # clear the box once; the person may type on
-        async for messages, audio in reply(s, turn, speak_on, shown, ctx.relay, token):
+        async for messages, audio in reply(s, turn, speak_on, shown, ctx.relay, token, REASONING.get(how_name)):
             yield gr.skip(), messages, audio, gr.skip()
 
     def open_persona(persona_name: str, request: gr.Request):
@@ -161,7 +188,7 @@ def chat_pane(ctx: WebContext, pane: str, label: str) -> ChatPane:
         return gr.Dropdown(choices=[*ctx.instance_names(request, persona_name), name], value=name)
 
     done_js = f"() => window.assistantSpeech && window.assistantSpeech.mark('{pane}', 'reply-done')"
-    box.submit(chat, [box, persona, instance, speak], [box, bot, spoken, speech], concurrency_limit=None).then(
+    box.submit(chat, [box, persona, instance, speak, how], [box, bot, spoken, speech], concurrency_limit=None).then(
         None, None, None, js=done_js
     )
     speech.change(None, [speech], None, js=PLAY_JS)

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from assistant.events import AudioChunk, Event, TextDelta
+from assistant.events import AudioChunk, Event, TextDelta, ThinkingDelta
 from assistant.turns import Request
 
 __all__ = ["Backend", "Stream"]
@@ -31,16 +31,42 @@ class Stream:
     completion_tokens: int = 0
     text: str = ""  # the whole reply text so far
     error: tuple[str, str] | None = None  # (code, message): this turn failed; the others go on
+    thinking: str = ""  # the visible reasoning so far (reasoning="think"): never in `text`
     _pending: list[Event] = field(default_factory=list, repr=False)
+    _splitter: object | None = field(default=None, repr=False)
 
     @property
     def turn_id(self) -> str:
         return self.request.turn_id
 
-    def emit_text(self, delta: str) -> None:
+    def emit_text(self, delta: str, final: bool = False) -> None:
+        """The model's new text. With reasoning="think" the reasoning goes out as ThinkingDelta and
+        only the answer is `text` (what is spoken and stored); `final` (the model has stopped)
+        settles what was held back. Backends pass final=True once, at the end of the text."""
+        if self.request.reasoning == "think":
+            if self._splitter is None:
+                from assistant.reasoning import ThoughtSplitter
+
+                self._splitter = ThoughtSplitter()
+            for kind, text in self._splitter.feed(delta, final):
+                if kind == "thinking":
+                    self.thinking += text
+                    self._pending.append(ThinkingDelta(self.turn_id, text))
+                else:
+                    self.text += text
+                    self._pending.append(TextDelta(self.turn_id, text))
+            return
         if delta:
             self.text += delta
             self._pending.append(TextDelta(self.turn_id, delta))
+
+    @property
+    def reasoning_tokens(self) -> int:
+        """Of completion_tokens, about how many were the reasoning (by its share of the characters)."""
+        if not self.thinking:
+            return 0
+        share = len(self.thinking) / max(1, len(self.thinking) + len(self.text))
+        return round(self.completion_tokens * share)
 
     def emit_audio(self, pcm: np.ndarray, sample_rate: int) -> None:
         if len(pcm):

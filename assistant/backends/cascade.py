@@ -19,7 +19,7 @@ import re
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FunctionType
 
@@ -35,6 +35,7 @@ from assistant.offline.llm import Generation, OfflineLLM, load_llm
 from assistant.offline.ocr import ImageFacts
 from assistant.offline.tts import trim_lead, trim_tail
 from assistant.offline.weights import DEFAULT_LLM_SIZE, LLM_WEIGHTS, llm_path
+from assistant.reasoning import FILLER, THINK_INSTRUCTION, THINK_TOKENS, wants_thinking
 from assistant.turns import Message, Request
 
 __all__ = ["OFFLINE_INSTRUCTIONS", "CascadeBackend", "CascadeStream", "load_cascade_backend"]
@@ -90,6 +91,7 @@ class CascadeBackend:
     error)."""
 
     name = "cascade"
+    speaks_verbatim = True  # its speech is read from the text it emits (Request.say; thinking's answer)
     # background turns wait while another turn is in progress: on a CPU, a turn decoding beside
     # another is ~2x slower, and nobody waits for a background turn (memory extraction)
     pauses_background = True
@@ -245,9 +247,14 @@ class CascadeBackend:
         if request.voice not in (None, *self.voices):  # a persona's omni voice: speak with ours
             log.debug("voice %r is not an offline voice; using %r", request.voice, self.default_voice)
         stream = CascadeStream(request)
+        if request.say is not None:  # read out as it is: no model (Big Brain's answer, a filler)
+            stream.gen = _Said(request.say)
+            return stream
         chat, heard, facts, stable = self._chat(request, stream.stages)
         if heard:
             stream.emit_transcript(heard)
+            if request.reasoning == "none" and wants_thinking(heard):  # "think hard about this", said
+                request = self._think_aloud(stream, chat)
         ids, prefix = self._fit(chat, request.max_new_tokens, keep=stable if self.keep_conversation else 1)
         if facts:
             preface = self._image_preface(facts)
@@ -263,6 +270,21 @@ class CascadeBackend:
         stream._release = self.llm.release
         stream.prompt_tokens = len(ids)
         return stream
+
+    def _think_aloud(self, stream: CascadeStream, chat: list[dict]) -> Request:
+        """A spoken turn asked for thinking: say a short filler now, reason visibly, speak the answer."""
+        request = replace(stream.request, reasoning="think", max_new_tokens=max(stream.request.max_new_tokens,
+                                                                              THINK_TOKENS))
+        stream.request = request
+        if chat and chat[0]["role"] == "system":
+            chat[0]["content"] += f"\n\n{THINK_INSTRUCTION}"
+        else:
+            chat.insert(0, {"role": "system", "content": THINK_INSTRUCTION})
+        if request.speak:
+            pcm = self.speaker.speak(FILLER)
+            if len(pcm):
+                stream.emit_audio(trim_lead(pcm, self.sample_rate), self.sample_rate)
+        return request
 
     def _start_prefix(self, request: Request) -> CascadeStream:
         """A prefix_only turn: the chat up to the message to come (persona, the earlier turns, what
@@ -326,7 +348,7 @@ class CascadeBackend:
     # ------------------------------------------------------------------ text and speech
     def _after_token(self, stream: CascadeStream) -> None:
         gen = stream.gen
-        stream.emit_text(gen.take_text())
+        stream.emit_text(gen.take_text(), final=gen.finished)
         stream.completion_tokens = len(gen.tokens)
         if stream.request.speak:
             piece = self._next_piece(stream, final=gen.finished)
@@ -371,6 +393,21 @@ class CascadeBackend:
                 log.debug("turn %s first audio: %d tokens, %d decode steps in %.3f s, speech %.3f s", stream.turn_id,
                           len(stream.gen.tokens), stages.get("decode_steps", 0), stages.get("decode_s", 0.0),
                           stages["tts_s"])
+
+
+@dataclass
+class _Said:
+    """A reply that is a given text (Request.say): taken at once, then only spoken."""
+
+    text: str
+    tokens: list[int] = field(default_factory=list)
+    pending: list[int] = field(default_factory=list)
+    finished: bool = True
+    prefilled: int = 0
+
+    def take_text(self) -> str:
+        out, self.text = self.text, ""
+        return out
 
 
 def _first_clause_end(text: str) -> int | None:

@@ -296,6 +296,7 @@ class OmniBackend:
             self._end_text(stream)
 
     def _end_text(self, stream: OmniStream) -> None:
+        stream.emit_text("", final=True)  # what a thinking reply held back
         stream.phase = "speech" if stream.request.speak else "finished"
         if stream.phase == "finished":
             stream.done = True

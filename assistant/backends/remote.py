@@ -122,6 +122,7 @@ class RemoteBackend:
                 return
             block = False
             if item is _END:
+                s.emit_text("", final=True)
                 s.done = True
                 return
             kind, data = item

@@ -26,6 +26,15 @@ def add_parser(sub, parents) -> None:
                    help="for --profile tiny: which architecture to build")
     p.add_argument("--max-new-tokens", type=int, default=256, help="longest reply, in tokens")
     p.add_argument("--seed", type=int, default=None, help="seed for sampling (reproducible replies)")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--think", action="store_const", const="think", dest="reasoning",
+                     help="reason step by step first (the reasoning is shown apart, on stderr)")
+    how.add_argument("--big-brain", action="store_const", const="big_brain", dest="reasoning",
+                     help="several attempts at once (reasoned and as programs), the best kept")
+    how.add_argument("--no-think", action="store_const", const="none", dest="reasoning",
+                     help="answer at once even if the question says 'think hard'")
+    p.add_argument("--attempts", type=int, default=None, metavar="N",
+                   help="Big Brain's attempts (1-16, default 5)")
     p.set_defaults(run=run)
 
 
@@ -55,13 +64,17 @@ def _check_writable(path: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.attempts is not None and not 1 <= args.attempts <= 16:
+        raise BadInput("--attempts must be between 1 and 16")
+    if args.attempts is not None and args.reasoning != "big_brain":
+        raise BadInput("--attempts goes with --big-brain")
     turn = _turn(args)  # validate input before loading any model
     from assistant.config import EngineConfig, default_data_dir, resolve_profile
     from assistant.engine import load_engine
     from assistant.session import Session, default_user
     from memory import open_store
 
-    store = open_store(args.data_dir or default_data_dir())
+    store = open_store(args.data_dir or default_data_dir(), database=args.database)
 
     config = EngineConfig(profile=resolve_profile(args.profile), model=args.model,
                           architecture=args.architecture, device=args.device,
@@ -81,15 +94,26 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _ask(session, turn, args) -> int:
-    from assistant.events import AudioChunk, Done, Error, TextDelta
+    from assistant.events import AudioChunk, Done, Error, TextDelta, ThinkingDelta
     from audio.io import write_wav
 
     chunks = []
     done = None
-    async for ev in session.converse(turn, speak=bool(args.speak), voice=args.voice, seed=args.seed):
+    thinking = False  # the reasoning goes to stderr, dimmed on a terminal; the answer to stdout
+    dim = sys.stderr.isatty()
+    async for ev in session.converse(turn, speak=bool(args.speak), voice=args.voice, seed=args.seed,
+                                     reasoning=args.reasoning, attempts=args.attempts):
         if args.json:
             print(json.dumps(_event_json(ev)), flush=True)
+        elif isinstance(ev, ThinkingDelta):
+            if not thinking:
+                print("\033[2m" if dim else "", end="", file=sys.stderr)
+                thinking = True
+            print(ev.text, end="", file=sys.stderr, flush=True)
         elif isinstance(ev, TextDelta):
+            if thinking:
+                print("\033[0m\n" if dim else "\n", end="", file=sys.stderr, flush=True)
+                thinking = False
             print(ev.text, end="", flush=True)
         if isinstance(ev, AudioChunk):
             chunks.append(ev)
@@ -123,4 +147,4 @@ def _event_json(ev) -> dict:
         return {"type": "audio", "turn_id": ev.turn_id, "sample_rate": ev.sample_rate,
                 "samples": len(ev.pcm), "duration_s": round(ev.duration_s, 4)}
     data = asdict(ev)
-    return {"type": type(ev).__name__.lower(), **data}
+    return {"type": type(ev).__name__.lower(), **data}  # textdelta; thinkingdelta apart from it

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import sys
@@ -41,15 +40,25 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: list[argparse.Ar
     imp = sub.add_parser(
         "import", parents=parents, help='load past conversation: {"text","speaker","time","source_id"}'
     )
-    imp.add_argument("file", type=Path, metavar="FILE.jsonl", help="the lines to import; - reads stdin")
+    imp.add_argument("file", type=Path, metavar="FILE.jsonl", nargs="?", default=Path("-"),
+                     help="conversation lines, or an `export --jsonl` dump (- or none: stdin)")
     imp.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     exp = sub.add_parser("export", parents=parents, help="everything stored about the user, as JSON")
     exp.add_argument("--output", type=Path, help="write here instead of stdout")
+    exp.add_argument("--jsonl", action="store_true",
+                     help="every row of every table as JSON lines, for `memory import` into another store")
+    exp.add_argument("--all-users", action="store_true", help="with --jsonl: every user's rows")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     action = {"list": _list, "search": _search, "forget": _forget, "import": _import, "export": _export}[args.action]
+    if args.action == "export" and args.all_users:
+        if not args.jsonl:
+            raise BadInput("--all-users needs --jsonl")
+        return _dump(args, None)
+    if args.action == "import" and _is_dump(args):
+        return _import_dump(args)
     store, user = open_user(args, create=args.action == "import")
     with store:
         return action(store, user, args)
@@ -131,7 +140,7 @@ def _import(store, user, args) -> int:
     duplicates. A line without `source_id` gets one from its position and content."""
     from memory.types import embedding_text
 
-    items = [_import_line(args.file, n, line) for n, line in _jsonl(args.file)]
+    items = [_import_line(args.file, n, line) for n, line in _jsonl(args.file, getattr(args, "stdin", None))]
     progress = _Progress(len(items), enabled=not args.no_progress)
     added = 0
     for start in range(0, len(items), IMPORT_CHUNK):
@@ -210,7 +219,69 @@ def _import_line(path: Path, n: int, line: object):
     )
 
 
+def _open(args):
+    from assistant.config import default_data_dir
+    from memory import open_store
+
+    return open_store(Path(args.data_dir or default_data_dir()), database=args.database)
+
+
+def _is_dump(args) -> bool:
+    """Whether the file to import is an `export --jsonl` dump (its first line says); stdin is read
+    here once and kept in `args.stdin`."""
+    from memory.transfer import is_dump_line
+
+    if str(args.file) == "-":
+        args.stdin = _stdin().readlines()
+        lines = iter(args.stdin)
+    else:
+        try:
+            lines = args.file.open(encoding="utf-8")
+        except OSError:
+            return False  # the conversation import says why
+    try:
+        first = next((line for line in lines if line.strip()), "")
+        return is_dump_line(json.loads(first))
+    except ValueError:  # not JSON (or not UTF-8): the conversation import says where
+        return False
+    finally:
+        if hasattr(lines, "close"):
+            lines.close()
+
+
+def _import_dump(args) -> int:
+    """`import` of an `export --jsonl` dump: every row it holds, in one transaction (users by name)."""
+    from memory.transfer import import_lines
+
+    with _open(args) as store:
+        added = import_lines(store, (line for _, line in _jsonl(args.file, getattr(args, "stdin", None))))
+    print("imported " + ", ".join(f"{n} {table}" for table, n in added.items()))
+    return 0
+
+
+def _dump(args, store_user) -> int:
+    """`export --jsonl`: the user's rows (or everyone's) as memory.transfer's JSON lines."""
+    from memory.transfer import export_lines
+
+    if store_user is None:
+        store, user = _open(args), None
+    else:
+        store, user = store_user
+    out = args.output.open("w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        for line in export_lines(store, user):
+            out.write(line + "\n")
+    finally:
+        if args.output:
+            out.close()
+        if store_user is None:
+            store.close()
+    return 0
+
+
 def _export(store, user, args) -> int:
+    if args.jsonl:
+        return _dump(args, (store, user))
     data = json.dumps(store.export_user(user), ensure_ascii=False, indent=2)
     if args.output:
         args.output.write_text(data + "\n", encoding="utf-8")
@@ -219,28 +290,34 @@ def _export(store, user, args) -> int:
     return 0
 
 
-def _jsonl(path: Path):
-    """(line number, parsed JSON) for each non-blank line; BadInput names the bad line. `-` is stdin."""
+def _jsonl(path: Path, stdin: list[str] | None = None):
+    """(line number, parsed JSON) for each non-blank line; BadInput names the bad line. Path "-":
+    the lines already read from stdin, or stdin."""
+    if str(path) == "-":
+        yield from _parsed(_stdin() if stdin is None else stdin, path)
+        return
     try:
-        opened = _open(path)
+        handle = path.open(encoding="utf-8")
     except OSError as err:
         raise BadInput(f"cannot read {path}: {err.strerror}") from err
-    with opened as handle:
-        for n, raw in enumerate(_lines(handle, path), 1):
-            if raw.strip():
-                try:
-                    yield n, json.loads(raw)
-                except ValueError as err:  # also UnicodeDecodeError
-                    raise BadInput(f"{path}:{n}: not JSON ({getattr(err, 'msg', err)})") from err
+    with handle:
+        yield from _parsed(handle, path)
 
 
-def _open(path: Path):
-    """The file as UTF-8 text, or stdin for `-` (left open when done)."""
-    if str(path) != "-":
-        return path.open(encoding="utf-8")
+def _parsed(handle, path: Path):
+    for n, raw in enumerate(_lines(handle, path), 1):
+        if raw.strip():
+            try:
+                yield n, json.loads(raw)
+            except ValueError as err:  # also UnicodeDecodeError
+                raise BadInput(f"{path}:{n}: not JSON ({getattr(err, 'msg', err)})") from err
+
+
+def _stdin():
+    """stdin as UTF-8 text, whatever the locale says (left open when done)."""
     if hasattr(sys.stdin, "reconfigure"):
         sys.stdin.reconfigure(encoding="utf-8")
-    return contextlib.nullcontext(sys.stdin)
+    return sys.stdin
 
 
 def _lines(handle, path: Path):

@@ -43,7 +43,8 @@ def open_user(args: argparse.Namespace, create: bool = True):
     """The store in --data-dir and the --user (default: the OS user)."""
     from memory import open_store
 
-    store = open_store(Path(getattr(args, "data_dir", None) or default_data_dir()))
+    store = open_store(Path(getattr(args, "data_dir", None) or default_data_dir()),
+                       database=getattr(args, "database", None))  # fmt: skip
     try:
         user = store.user(getattr(args, "user", None) or getpass.getuser(), create=create)
     except BaseException:

@@ -170,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
                 allow_anonymous_loopback=args.allow_anonymous_loopback,
                 model_name=name,
                 data_dir=args.data_dir,
+                database=args.database,
                 allowed_origins=origins,
             ),
             engine=loaded,

@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     from assistant.talk import LocalLink
     from memory import open_store
 
-    store = open_store(args.data_dir or default_data_dir())
+    store = open_store(args.data_dir or default_data_dir(), database=args.database)
     try:
         session_args = dict(user=args.user or default_user(), persona_name=args.persona,
                             instance_name=args.instance, max_new_tokens=args.max_new_tokens)
