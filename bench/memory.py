@@ -1,13 +1,15 @@
 """Memory benchmark: search latency at 1k/10k/100k memories, import rate, recall@k with known evidence.
 
     python bench/memory.py [--sizes 1000,10000,100000] [--queries 100]
-    python bench/memory.py --set dev|heldout [--against DIR]
+    python bench/memory.py --set dev|heldout [--against DIR] [--database postgresql://USER@HOST/DB|local]
     python bench/memory.py --database postgresql://USER@HOST/DB|local [--sizes 100000] [--ef 40,100,200]
 
 --set: recall@10 on a set of long multi-session conversations (bench/memory_sets.py), end to end:
 each conversation goes through `assistant memory import` and its questions through
 `assistant memory search --queries` (in this process), overall and per kind of question.
 --against DIR runs the same in a checkout of another revision (in a child process), side by side.
+With --database (`local` or a URL, as below): the same through the PostgreSQL store (`local`: a
+database per conversation, as SQLite here has a file per conversation; a URL: one for all).
 Measured (issue 27, 2 shared cores), before -> after: dev 0.756 -> 0.944 (single-hop 1.000 -> 1.000,
 temporal 1.000 -> 1.000, multi-hop 0.740 -> 1.000, open-domain 0.200 -> 0.767); held-out
 0.775 -> 0.960 (single-hop 0.967 -> 1.000, temporal 0.840 -> 1.000, multi-hop 0.975 -> 1.000,
@@ -35,11 +37,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import itertools
 import os
 import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -338,8 +342,10 @@ def _rank(store, user, question: str, mode: str) -> list[str]:
 KINDS = ("single-hop", "temporal", "multi-hop", "open-domain")
 
 
-def recall_on_set(name: str, against: Path | None) -> None:
-    """recall@10 (the share of a question's evidence turns in its top 10) on the set, per kind."""
+def recall_on_set(name: str, against: Path | None, database: Callable[[], str] | None = None) -> None:
+    """recall@10 (the share of a question's evidence turns in its top 10) on the set, per kind; with
+    `database` (it gives a postgresql:// URL for each conversation and revision) through the
+    PostgreSQL store."""
     import json
 
     spec = importlib.util.spec_from_file_location("memory_sets", Path(__file__).with_name("memory_sets.py"))
@@ -360,12 +366,14 @@ def recall_on_set(name: str, against: Path | None) -> None:
             (Path(tmp) / f"{conv.id}.q.jsonl").write_text(
                 "".join(json.dumps({"id": q.id, "query": q.text}) + "\n" for q in qs), encoding="utf-8"
             )
-        for label, checkout in revisions.items():
+        for n_rev, (label, checkout) in enumerate(revisions.items()):
             per_kind = scores.setdefault(label, {k: [] for k in KINDS})
             import_s = search_s = 0.0
             for conv in convs:
                 data = Path(tmp) / label.replace("/", "_") / conv.id
                 base = ["--data-dir", str(data), "--user", conv.id, "memory"]
+                if database is not None:  # a user per revision: `database` may give the same one each time
+                    base = ["--database", database(), "--data-dir", str(data), "--user", f"{conv.id}-{n_rev}", "memory"]
                 t = time.perf_counter()
                 _cli(checkout, [*base, "import", str(Path(tmp) / f"{conv.id}.jsonl")], progress=False)
                 t2 = time.perf_counter()
@@ -429,7 +437,20 @@ def main() -> None:
     parser.add_argument("--hnsw", default="32,200", help="with --database: m,ef_construction of the built index")
     args = parser.parse_args()
     if args.set:
-        recall_on_set(args.set, args.against.resolve() if args.against else None)
+        from contextlib import nullcontext
+
+        against = args.against.resolve() if args.against else None
+        if not args.database:
+            recall_on_set(args.set, against)
+            return
+        from memory.pg_local import LocalPostgres
+
+        with LocalPostgres() if args.database == "local" else nullcontext() as pg:
+            # local: a database per conversation, as SQLite has a file per conversation here (the
+            # document counts behind BM25 and the rare-word hop are then the conversation's own)
+            numbers = itertools.count()
+            new = (lambda: pg.create_database(f"set_{next(numbers)}")) if pg is not None else lambda: args.database
+            recall_on_set(args.set, against, new)
         return
     rng = random.Random(7)
     import torch
