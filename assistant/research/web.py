@@ -196,7 +196,7 @@ class WebSource:
         try:
             got = self._get(client, url, deadline=until, max_bytes=self.max_page_bytes,
                             max_redirects=self.max_redirects, types=TEXT_TYPES)
-        except Exception as err:  # noqa: BLE001 - any page may fail in any way; the search goes on without it
+        except Exception as err:  # any page may fail in any way; the search goes on without it
             log.info("web page %s: not read: %s", url, _one_line(err))
             return None
         if got.truncated:
@@ -254,6 +254,7 @@ class WebSource:
                         if not watchdog.fired.is_set():
                             raise
                         truncated = True
+                truncated = truncated or watchdog.fired.is_set()  # cut: the body "ended" at the deadline
                 return _Fetched(str(response.url), kind, charset, bytes(body), truncated)
             finally:
                 response.close()
@@ -305,7 +306,7 @@ class _HttpStatus(Exception):
 
 SKIPPED = frozenset({"script", "style", "noscript", "template", "svg", "math", "iframe", "object", "embed",
                      "canvas", "nav", "header", "footer", "aside", "form", "button", "select", "textarea",
-                     "head", "dialog", "menu"})
+                     "dialog", "menu"})
 BLOCKS = frozenset({"p", "div", "section", "article", "main", "li", "ul", "ol", "dl", "dt", "dd", "h1", "h2",
                     "h3", "h4", "h5", "h6", "pre", "blockquote", "table", "tr", "td", "th", "br", "hr",
                     "figure", "figcaption", "caption", "address", "details", "summary"})
@@ -413,8 +414,12 @@ STOPWORDS = frozenset({
 })
 
 
+_SUFFIX = re.compile(r"(?<=\w{3})(?:ing|ed|es|s)$")
+
+
 def words(text: str) -> list[str]:
-    return [w for w in re.findall(r"\w+", text.lower()) if w not in STOPWORDS]
+    """The words of `text` that carry meaning, lower-cased, with a crude stem ("boils", "boiling": "boil")."""
+    return [_SUFFIX.sub("", w) for w in re.findall(r"\w+", text.lower()) if w not in STOPWORDS]
 
 
 def bm25(texts: list[str], query: str, k1: float = 1.2, b: float = 0.75) -> list[float]:
