@@ -162,7 +162,7 @@ def test_the_right_passage_comes_back(site):
     assert passages, "no passages"
     top = passages[0]
     assert top.source == "web" and top.url == base + "/water.html" and top.doc_id == top.url
-    assert "100 degrees Celsius" in top.text
+    assert "100 degrees Celsius" in top.text and "inorganic" not in top.text  # the paragraph, not the page
     assert top.title == "Water - Physical properties"  # the page's own title
     assert [p.score for p in passages] == sorted((p.score for p in passages), reverse=True)
     assert all(p.score > 0 for p in passages)

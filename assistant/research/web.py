@@ -41,7 +41,7 @@ HTML_TYPES = ("text/html", "application/xhtml+xml")
 TEXT_TYPES = (*HTML_TYPES, "text/plain")
 MAX_SEARCH_BYTES = 2_000_000  # a SearxNG answer larger than this is not a result list
 PASSAGE_CHARS = 600  # a passage is a paragraph, or a few sentences of a long one, up to this
-MIN_PASSAGE_CHARS = 40  # shorter blocks (menus' leftovers, captions) are merged into their neighbours
+MIN_PASSAGE_CHARS = 120  # shorter blocks (headings, captions, list items) are joined to the next ones
 USER_AGENT = "assistant-deep-search/1 (+https://github.com/; reads pages as text, runs no scripts)"
 
 
@@ -379,25 +379,32 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 
 
 def split_passages(blocks: tuple[str, ...] | list[str], size: int = PASSAGE_CHARS) -> list[str]:
-    """Blocks joined or cut into passages of about `size` characters: short blocks go with the next
-    ones, a long block is cut between sentences (or, for a run-on sentence, between words)."""
+    """Blocks as passages of at most `size` characters: a paragraph is a passage, short blocks go with
+    the next ones, a long block is cut between sentences (or, for a run-on sentence, between words)."""
     pieces: list[str] = []
     for block in blocks:
         if len(block) <= size:
             pieces.append(block)
             continue
+        sentences: list[str] = []
         for sentence in _SENTENCE.split(block):
             while len(sentence) > size:
                 cut = sentence.rfind(" ", 0, size)
                 cut = cut if cut > size // 2 else size
-                pieces.append(sentence[:cut].strip())
+                sentences.append(sentence[:cut].strip())
                 sentence = sentence[cut:].strip()
-            if sentence:
-                pieces.append(sentence)
+            sentences.append(sentence)
+        pieces += _pack(sentences, size, size)
+    return _pack(pieces, MIN_PASSAGE_CHARS, size)
+
+
+def _pack(pieces: list[str], enough: int, size: int) -> list[str]:
+    """`pieces` joined in order: the next piece joins the current one while that is shorter than
+    `enough` and the two fit in `size`."""
     passages: list[str] = []
     current = ""
-    for piece in pieces:
-        if current and len(current) + 1 + len(piece) > size and len(current) >= MIN_PASSAGE_CHARS:
+    for piece in filter(None, pieces):
+        if current and (len(current) >= enough or len(current) + 1 + len(piece) > size):
             passages.append(current)
             current = piece
         else:
