@@ -260,6 +260,17 @@ def test_a_search_that_is_down_or_not_json_is_a_clear_error(site):
         assert "\n" not in message
 
 
+def test_the_embedder_finds_a_paraphrase_without_the_words(site):
+    """With memory's MiniLM embedder, a question sharing no word with the page still finds it."""
+    from memory.embed import Embedder
+
+    base, _ = site
+    question = "how tall is the highest peak on the planet"
+    assert WebSource(base + "/good").search(question) == []  # no word in common
+    passages = WebSource(base + "/good", embedder=Embedder()).search(question, k=2)
+    assert passages and passages[0].url == base + "/everest.txt" and "8849 metres" in passages[0].text
+
+
 def test_no_search_url_no_source():
     for url in ("", "file:///etc/passwd", "127.0.0.1:8888", "ftp://host/"):
         with pytest.raises(ValueError):

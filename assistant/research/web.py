@@ -25,12 +25,16 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from html.parser import HTMLParser
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
 import httpx
 
 from assistant.local_only import redact
 from assistant.research.sources import Passage, SourceUnavailable
+
+if TYPE_CHECKING:
+    from memory.embed import Embedder
 
 __all__ = ["Page", "WebSource", "html_to_text"]
 
@@ -42,6 +46,8 @@ TEXT_TYPES = (*HTML_TYPES, "text/plain")
 MAX_SEARCH_BYTES = 2_000_000  # a SearxNG answer larger than this is not a result list
 PASSAGE_CHARS = 600  # a passage is a paragraph, or a few sentences of a long one, up to this
 MIN_PASSAGE_CHARS = 120  # shorter blocks (headings, captions, list items) are joined to the next ones
+RERANK = 32  # with an embedder, the passages best by BM25 that are embedded and ranked again
+MIN_COSINE = 0.3  # with an embedder, a passage without the query's words is kept from this cosine up
 USER_AGENT = "assistant-deep-search/1 (+https://github.com/; reads pages as text, runs no scripts)"
 
 
@@ -89,6 +95,7 @@ class WebSource:
         budget_s: float = 15.0,  # the whole search (SearxNG and every page) ends within this
         max_redirects: int = 3,  # per page
         workers: int = 4,  # pages fetched at once
+        embedder: Embedder | None = None,  # memory.embed.Embedder: rank passages by meaning as well as words
     ) -> None:
         parts = urlsplit(search_url or "")
         if parts.scheme not in SCHEMES or not parts.netloc:
@@ -108,6 +115,7 @@ class WebSource:
         self.budget_s = budget_s
         self.max_redirects = max_redirects
         self.workers = workers
+        self.embedder = embedder
 
     # -- the Source interface -------------------------------------------------------------------
 
@@ -128,11 +136,27 @@ class WebSource:
                 candidates += [(title, page.url, text) for text in split_passages(page.blocks)]
             elif result.snippet:
                 candidates.append((result.title or result.url, result.url, result.snippet))
-        scores = bm25([text for _, _, text in candidates], query)
+        scores = self._rank([text for _, _, text in candidates], query)
         best = sorted((i for i in range(len(candidates)) if scores[i] > 0), key=lambda i: -scores[i])[:k]
         log.info("web search %r: %d results, %d pages read, %d passages", query, len(results), len(pages), len(best))
         return [Passage(source=self.name, doc_id=url, title=title, url=url, text=text, score=scores[i])
                 for i in best for title, url, text in [candidates[i]]]
+
+    def _rank(self, texts: list[str], query: str) -> list[float]:
+        """Each text's relevance to `query` (0: not relevant): BM25 alone, or, with an embedder, the
+        cosine of the RERANK best by BM25 plus half their BM25 relative to the best one."""
+        scores = bm25(texts, query)
+        if self.embedder is None or not texts:
+            return scores
+        top = sorted(range(len(texts)), key=lambda i: -scores[i])[:RERANK]
+        vectors = self.embedder.embed([texts[i] for i in top])
+        cosines = vectors @ self.embedder.embed_one(query)
+        best = max(scores) or 1.0
+        ranked = [0.0] * len(texts)
+        for i, cosine in zip(top, cosines.tolist(), strict=True):
+            if scores[i] > 0 or cosine >= MIN_COSINE:
+                ranked[i] = max(1e-6, cosine + 0.5 * scores[i] / best)
+        return ranked
 
     # -- SearxNG ---------------------------------------------------------------------------------
 
