@@ -151,13 +151,18 @@ def silent_port():
         yield listener.getsockname()[1]
 
 
+def local(search_url: str, **options) -> WebSource:
+    """A WebSource that reads pages on this machine (the test's site is on 127.0.0.1)."""
+    return WebSource(search_url, private_pages=True, **options)
+
+
 def all_text(passages: list[Passage]) -> str:
     return "\n".join(p.text + " " + p.title for p in passages)
 
 
 def test_the_right_passage_comes_back(site):
     base, _ = site
-    web = WebSource(base + "/good", timeout_s=5)
+    web = local(base + "/good", timeout_s=5)
     passages = web.search("what is the boiling point of water at sea level", k=5)
     assert passages, "no passages"
     top = passages[0]
@@ -170,7 +175,7 @@ def test_the_right_passage_comes_back(site):
 
 def test_scripts_styles_and_navigation_never_become_text(site):
     base, _ = site
-    web = WebSource(base + "/good")
+    web = local(base + "/good")
     text = all_text(web.search("boiling point of water", k=50))
     for marker in ("SCRIPTTEXT", "SCRIPTWROTE", "STYLESHEETTEXT", "secret-style-rule", "ONLOADTEXT", "NAVIGATIONTEXT",
                    "HEADERTEXT", "FOOTERTEXT", "NOSCRIPTTEXT", "451 degrees", "console.log"):
@@ -183,7 +188,7 @@ def test_scripts_styles_and_navigation_never_become_text(site):
 
 def test_only_http_pages_of_text_types_are_read(site):
     base, _ = site
-    web = WebSource(base + "/good")
+    web = local(base + "/good")
     passages = web.search("boiling point of water zebra quantum", k=50)
     text = all_text(passages)
     assert "BINARYTEXT" not in text  # application/octet-stream: skipped (its snippet has no query words)
@@ -196,7 +201,7 @@ def test_only_http_pages_of_text_types_are_read(site):
 
 def test_a_redirect_loop_is_stopped_and_the_snippet_stands_in(site):
     base, hits = site
-    web = WebSource(base + "/good", max_redirects=3)
+    web = local(base + "/good", max_redirects=3)
     hits.pop("/loop/1", None), hits.pop("/loop/2", None)
     started = time.monotonic()
     assert web.read_page(base + "/loop/1") is None
@@ -209,7 +214,7 @@ def test_a_redirect_loop_is_stopped_and_the_snippet_stands_in(site):
 
 def test_a_page_that_never_ends_is_cut_at_the_byte_cap(site):
     base, _ = site
-    web = WebSource(base + "/endless", max_page_bytes=20_000, page_timeout_s=3)
+    web = local(base + "/endless", max_page_bytes=20_000, page_timeout_s=3)
     started = time.monotonic()
     page = web.read_page(base + "/forever")
     assert time.monotonic() - started < 3
@@ -219,7 +224,7 @@ def test_a_page_that_never_ends_is_cut_at_the_byte_cap(site):
 
 def test_a_page_that_drips_forever_is_cut_at_the_time_cap(site):
     base, _ = site
-    web = WebSource(base + "/endless", max_page_bytes=10_000_000, page_timeout_s=1)
+    web = local(base + "/endless", max_page_bytes=10_000_000, page_timeout_s=1)
     started = time.monotonic()
     page = web.read_page(base + "/drip")
     took = time.monotonic() - started
@@ -229,7 +234,7 @@ def test_a_page_that_drips_forever_is_cut_at_the_time_cap(site):
 
 def test_a_search_over_endless_pages_ends_within_its_caps(site):
     base, _ = site
-    web = WebSource(base + "/endless", max_page_bytes=50_000, page_timeout_s=1, budget_s=3)
+    web = local(base + "/endless", max_page_bytes=50_000, page_timeout_s=1, budget_s=3)
     started = time.monotonic()
     passages = web.search("boiling point of water", k=3)
     assert time.monotonic() - started < 2.5
@@ -248,16 +253,27 @@ def test_a_search_that_never_answers_is_unavailable_within_the_timeout(silent_po
 def test_a_search_that_is_down_or_not_json_is_a_clear_error(site):
     base, _ = site
     with pytest.raises(SourceUnavailable, match=r"did not answer JSON .*format=json"):
-        WebSource(base + "/broken").search("water")
+        local(base + "/broken").search("water")
     with pytest.raises(SourceUnavailable, match=r"did not answer JSON"):
-        WebSource(base + "/html").search("water")
+        local(base + "/html").search("water")
     with pytest.raises(SourceUnavailable, match=r"answered HTTP 502"):
-        WebSource(base + "/down").search("water")
+        local(base + "/down").search("water")
     port = _closed_port()
     with pytest.raises(SourceUnavailable, match=rf"the web search at http://127.0.0.1:{port} cannot be reached"):
         WebSource(f"http://127.0.0.1:{port}").search("water")
     for message in _messages(base):
         assert "\n" not in message
+
+
+def test_pages_on_local_addresses_are_not_read_by_default(site):
+    """A result (or a redirect) pointing into the local network is never fetched: its snippet stands in."""
+    base, hits = site
+    hits.pop("/water.html", None)
+    passages = WebSource(base + "/good").search("what is water", k=50)  # SearxNG itself may be local
+    assert hits.get("/water.html") is None
+    water = [p for p in passages if p.url == base + "/water.html"]
+    assert [p.text for p in water] == ["Water is H2O."]
+    assert WebSource(base + "/good").read_page(base + "/water.html") is None
 
 
 def test_the_embedder_finds_a_paraphrase_without_the_words(site):
@@ -266,8 +282,8 @@ def test_the_embedder_finds_a_paraphrase_without_the_words(site):
 
     base, _ = site
     question = "how tall is the highest peak on the planet"
-    assert WebSource(base + "/good").search(question) == []  # no word in common
-    passages = WebSource(base + "/good", embedder=Embedder()).search(question, k=2)
+    assert local(base + "/good").search(question) == []  # no word in common
+    passages = local(base + "/good", embedder=Embedder()).search(question, k=2)
     assert passages and passages[0].url == base + "/everest.txt" and "8849 metres" in passages[0].text
 
 
@@ -297,7 +313,7 @@ def _messages(base: str) -> list[str]:
     out = []
     for path in ("/broken", "/html", "/down"):
         try:
-            WebSource(base + path).search("water")
+            local(base + path).search("water")
         except SourceUnavailable as err:
             out.append(str(err))
     return out

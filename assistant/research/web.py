@@ -14,6 +14,7 @@ never builds a WebSource.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import math
@@ -95,6 +96,7 @@ class WebSource:
         budget_s: float = 15.0,  # the whole search (SearxNG and every page) ends within this
         max_redirects: int = 3,  # per page
         workers: int = 4,  # pages fetched at once
+        private_pages: bool = False,  # read result pages on loopback, private or link-local addresses
         embedder: Embedder | None = None,  # memory.embed.Embedder: rank passages by meaning as well as words
     ) -> None:
         parts = urlsplit(search_url or "")
@@ -116,6 +118,7 @@ class WebSource:
         self.max_redirects = max_redirects
         self.workers = workers
         self.embedder = embedder
+        self.private_pages = private_pages
 
     # -- the Source interface -------------------------------------------------------------------
 
@@ -138,7 +141,7 @@ class WebSource:
                 candidates.append((result.title or result.url, result.url, result.snippet))
         scores = self._rank([text for _, _, text in candidates], query)
         best = sorted((i for i in range(len(candidates)) if scores[i] > 0), key=lambda i: -scores[i])[:k]
-        log.info("web search %r: %d results, %d pages read, %d passages", query, len(results), len(pages), len(best))
+        log.debug("web search %r: %d results, %d pages read, %d passages", query, len(results), len(pages), len(best))
         return [Passage(source=self.name, doc_id=url, title=title, url=url, text=text, score=scores[i])
                 for i in best for title, url, text in [candidates[i]]]
 
@@ -219,7 +222,7 @@ class WebSource:
         until = min(deadline, time.monotonic() + self.page_timeout_s)
         try:
             got = self._get(client, url, deadline=until, max_bytes=self.max_page_bytes,
-                            max_redirects=self.max_redirects, types=TEXT_TYPES)
+                            max_redirects=self.max_redirects, types=TEXT_TYPES, public_only=not self.private_pages)
         except Exception as err:  # any page may fail in any way; the search goes on without it
             log.info("web page %s: not read: %s", url, _one_line(err))
             return None
@@ -240,13 +243,17 @@ class WebSource:
                             limits=httpx.Limits(max_connections=self.workers + 1))
 
     def _get(self, client: httpx.Client, url: str, *, deadline: float, max_bytes: int, max_redirects: int,
-             params: dict | None = None, types: tuple[str, ...] | None = None) -> _Fetched:
+             params: dict | None = None, types: tuple[str, ...] | None = None, public_only: bool = False) -> _Fetched:
         """GET `url`, following at most `max_redirects` redirects (each one http(s) again), reading at
         most `max_bytes` of the body and stopping at `deadline` (time.monotonic()) however slowly
-        the server sends. Raises _Timeout, _HttpStatus, _Refused or httpx's errors."""
+        the server sends; with `public_only`, no hop may go to a loopback, private or link-local
+        address (a result or its redirect pointing into the local network). Raises _Timeout,
+        _HttpStatus, _Refused or httpx's errors."""
         for _hop in range(max_redirects + 1):
             if urlsplit(url).scheme not in SCHEMES:
                 raise _Refused(f"not http(s): {url[:200]}")
+            if public_only and (address := _private_address(url)):
+                raise _Refused(f"{url[:200]} is on a local address ({address})")
             left = deadline - time.monotonic()
             if left <= 0:
                 raise _Timeout(f"no answer in time from {url[:200]}")
@@ -470,6 +477,23 @@ def bm25(texts: list[str], query: str, k1: float = 1.2, b: float = 0.75) -> list
 
 
 # -- small helpers -----------------------------------------------------------------------------
+
+
+def _private_address(url: str) -> str | None:
+    """The first address of `url`'s host that is not a public one (loopback, private, link-local,
+    reserved), or None when all are public. A host that does not resolve is left to the fetch."""
+    host = urlsplit(url).hostname or ""
+    try:
+        addresses = [ipaddress.ip_address(host)]
+    except ValueError:
+        try:
+            addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in socket.getaddrinfo(host, None)]
+        except (OSError, UnicodeError):
+            return None
+    for address in addresses:
+        if not address.is_global:
+            return str(address)
+    return None
 
 
 def _content_type(header: str) -> tuple[str, str | None]:
