@@ -95,6 +95,8 @@ class Site(BaseHTTPRequestHandler):
             self.send(200, b'{"query": "water", "results": [{"url": ', "application/json")
         elif path == "/html/search":
             self.send(200, b"<html><body>format json is not enabled</body></html>", "text/html")
+        elif path == "/forbidden/search":  # what SearxNG answers when json is not in its search.formats
+            self.send(403, b"<html>Forbidden</html>", "text/html")
         elif path == "/down/search":
             self.send(502, b"bad gateway", "text/plain")
         elif path == "/water.html":
@@ -256,7 +258,9 @@ def test_a_search_that_is_down_or_not_json_is_a_clear_error(site):
         local(base + "/broken").search("water")
     with pytest.raises(SourceUnavailable, match=r"did not answer JSON"):
         local(base + "/html").search("water")
-    with pytest.raises(SourceUnavailable, match=r"answered HTTP 502"):
+    with pytest.raises(SourceUnavailable, match=r"answered HTTP 403 \(is json in search.formats"):
+        local(base + "/forbidden").search("water")
+    with pytest.raises(SourceUnavailable, match=r"answered HTTP 502$"):
         local(base + "/down").search("water")
     port = _closed_port()
     with pytest.raises(SourceUnavailable, match=rf"the web search at http://127.0.0.1:{port} cannot be reached"):
@@ -311,7 +315,7 @@ def _closed_port() -> int:
 
 def _messages(base: str) -> list[str]:
     out = []
-    for path in ("/broken", "/html", "/down"):
+    for path in ("/broken", "/html", "/forbidden", "/down"):
         try:
             local(base + path).search("water")
         except SourceUnavailable as err:

@@ -172,7 +172,8 @@ class WebSource:
         except (httpx.TimeoutException, _Timeout) as err:
             raise SourceUnavailable(f"the web search at {where} did not answer in {self.timeout_s:g} s") from err
         except _HttpStatus as err:
-            raise SourceUnavailable(f"the web search at {where} answered HTTP {err.status}") from err
+            hint = " (is json in search.formats of its settings.yml?)" if err.status == 403 else ""
+            raise SourceUnavailable(f"the web search at {where} answered HTTP {err.status}{hint}") from err
         except (httpx.HTTPError, httpx.InvalidURL, OSError, _Refused) as err:
             raise SourceUnavailable(f"the web search at {where} cannot be reached: {_one_line(err)}") from err
         if got.truncated and len(got.body) >= MAX_SEARCH_BYTES:
@@ -336,7 +337,7 @@ class _HttpStatus(Exception):
 # -- HTML to text ------------------------------------------------------------------------------
 
 SKIPPED = frozenset({"script", "style", "noscript", "template", "svg", "math", "iframe", "object", "embed",
-                     "canvas", "nav", "header", "footer", "aside", "form", "button", "select", "textarea",
+                     "canvas", "nav", "header", "footer", "aside", "button", "select", "textarea",
                      "dialog", "menu"})
 BLOCKS = frozenset({"p", "div", "section", "article", "main", "li", "ul", "ol", "dl", "dt", "dd", "h1", "h2",
                     "h3", "h4", "h5", "h6", "pre", "blockquote", "table", "tr", "td", "th", "br", "hr",
