@@ -37,7 +37,7 @@ from assistant.research.sources import Passage, SourceUnavailable
 if TYPE_CHECKING:
     from memory.embed import Embedder
 
-__all__ = ["Page", "WebSource", "html_to_text"]
+__all__ = ["Page", "WebSource", "bm25", "html_to_text", "split_passages"]
 
 log = logging.getLogger(__name__)
 
