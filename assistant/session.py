@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from assistant.engine import Engine
 from assistant.events import Done, Error, Event, Transcript
 from assistant.reasoning import wants_thinking
+from assistant.research.loop import wants_research
 from assistant.turns import Message, Request, Turn
 from memory import (
     DEFAULT_PERSONA,
@@ -154,6 +155,12 @@ class Session:
         current = Message("user", turn.text, turn.images, turn.audio)
         asked = reasoning is None and wants_thinking(turn.text)
         mode = reasoning or ("think" if asked else "none")
+        if reasoning is None and wants_research(turn.text):  # "look it up": Deep Search
+            mode, asked = "deep_search", False
+        if mode == "deep_search" and not sources:
+            from assistant.research.setup import research_sources
+
+            sources = research_sources(user_id=self.user, store=self.store)
         return self._request(current, turn.text, speak=speak, voice=voice or self.persona.voice,
                              max_new_tokens=self.max_new_tokens, temperature=temperature, seed=seed,
                              reasoning=mode, attempts=attempts, filler=asked and speak, sources=tuple(sources),

@@ -34,7 +34,7 @@ from assistant.reasoning import _collect, _speak, run_program
 from assistant.research.sources import Passage, SourceUnavailable
 from assistant.turns import Message, Request
 
-__all__ = ["DEPTHS", "NOT_FOUND", "check_citations", "deep_search", "depth_for_context_size", "holds"]
+__all__ = ["DEPTHS", "NOT_FOUND", "check_citations", "deep_search", "depth_for_context_size", "holds", "wants_research"]
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,8 @@ MAX_SUBQUESTIONS = 3
 TIME_BUDGET_S = {"low": 45.0, "medium": 90.0, "high": 180.0}  # past it, no more searching: answer
 EVIDENCE_SENTENCES = 2  # sentences of a passage kept as evidence
 SUPPORT = 0.5  # the share of a claim's content words its cited passage must hold
-PLAN_TOKENS, FACT_TOKENS, CODE_TOKENS, ANSWER_TOKENS = 96, 200, 200, 160
+PLAN_TOKENS, FACT_TOKENS, CODE_TOKENS, ANSWER_TOKENS = 80, 160, 200, 128
+PASSAGE_CHARS = 700  # of a passage, the most the model reads (its opening and relevant sentences)
 
 PLAN_PROMPT = (
     "Question: {question}\n\nTo answer it from an encyclopedia, which facts must be looked up? Write up to "
@@ -75,15 +76,23 @@ can could did do does for from had has have he her his how i if in into is it it
 on one or other our she so some such than that the their them then there these they this those to two up
 was we were what when where which while who whom whose why will with would you your ago across"""
 _STOP = frozenset(_STOP_TEXT.split())
+# a question that combines numbers: "how many metres higher", "by how much", "combined", "years after"
 _ARITHMETIC = re.compile(
-    r"\b(how many (?:more|fewer|years|times)|how much (?:more|less|longer|older|taller|bigger)|difference|"
-    r"combined|total|sum|together|older|younger|taller|shorter|longer|larger|smaller|ratio|times as|"
-    r"add(?:ed)?|minus|plus|subtract|multipl|divid|average|between .* and|apart|elapsed|years after|"
-    r"years before)\b", re.IGNORECASE)
+    r"\b(?:(?:how many|how much|by how)\b.*\b(?:more|less|fewer|higher|lower|longer|shorter|older|younger|"
+    r"taller|bigger|larger|smaller|exceed\w*|after|before|between|passed|apart|times)|difference|combined|"
+    r"in total|sum of|added together|ratio|average of|years separate)\b", re.IGNORECASE)
 _CITE = re.compile(r"\s*\[(\d{1,2}(?:\s*,\s*\d{1,2})*)\]")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 _NAME = re.compile(r"\b(?:[A-Z][\w'-]+(?:\s+(?:of|the|de|von|van|and|la|le|du)\s+|\s+))*[A-Z][\w'-]+")
 _NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
+
+
+_RESEARCH = re.compile(r"\b(look (?:it|that|this) up|look up|deep search)\b", re.IGNORECASE)
+
+
+def wants_research(text: str) -> bool:
+    """The user asked for it in so many words ("look it up", "look up when ...")."""
+    return bool(_RESEARCH.search(text or ""))
 
 
 def depth_for_context_size(size: str | None) -> str:
@@ -320,6 +329,16 @@ def _quote(e: Evidence, claim: str) -> str:
     return best if best in e.passage.text else next((s for s in e.sentences if s in e.passage.text), best)
 
 
+def _excerpt(e: Evidence) -> str:
+    """What the model reads of a passage: its opening and the sentences that bear on the question,
+    at most PASSAGE_CHARS (prefill is most of a small model's time on a CPU)."""
+    if len(e.passage.text) <= PASSAGE_CHARS:
+        return e.passage.text
+    opening = _SENTENCE.split(e.passage.text, 1)[0]
+    parts = [opening, *(s for s in e.sentences if s != opening)]
+    return " ".join(parts)[:PASSAGE_CHARS]
+
+
 def _fallback(evidence: list[Evidence]) -> tuple[str, list[Evidence]]:
     """No usable answer from the model: the best evidence, quoted, with its citation."""
     if not evidence:
@@ -367,10 +386,14 @@ async def deep_search(engine, request: Request) -> AsyncIterator[Event]:
                 async for step in _search(state, sources, q):
                     yield ThinkingDelta(tid, step)
             evidence = _read(state)
-            queries = follow_ups(state, evidence)
-            if not queries or time.perf_counter() - t0 > budget / 2 or round_no == ROUNDS[depth]:
+            if round_no == ROUNDS[depth] or time.perf_counter() - t0 > budget / 2:
                 break
-            yield ThinkingDelta(tid, "Not all of it is found yet; another round.\n")
+            queries = follow_ups(state, evidence)
+            if not queries:
+                break
+            state.queries += [q for q in queries if q not in state.queries]  # what they find is evidence too
+            yield ThinkingDelta(tid, "Not all of it is found yet, or the passages name more to read: "
+                                     "another round.\n")
         for e in evidence:
             yield ThinkingDelta(tid, f"Read [{e.number}] {e.passage.title} ({e.passage.url}): "
                                      f"{' '.join(e.sentences)[:300]}\n")
@@ -379,7 +402,7 @@ async def deep_search(engine, request: Request) -> AsyncIterator[Event]:
             async for ev in _finish(engine, request, NOT_FOUND, [], state, t0, tokens):
                 yield ev
             return
-        passages = "\n".join(f"[{e.number}] {e.passage.title}: {e.passage.text}" for e in evidence)
+        passages = "\n".join(f"[{e.number}] {e.passage.title}: {_excerpt(e)}" for e in evidence)
         kept = parse_facts(await ask(FACTS_PROMPT.format(passages=passages, question=question), FACT_TOKENS),
                            evidence)
         yield ThinkingDelta(tid, f"Facts taken from the passages: {kept} (each checked against its passage).\n")
