@@ -210,3 +210,28 @@ def test_ask_deep_search_prints_the_answer_and_its_sources(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "assistant", "ask", "--profile", "tiny", "--search-url",
                           "http://127.0.0.1:9", "hello"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--search-url goes with --deep-search" in bad.stderr
+
+
+def test_the_chat_tab_shows_the_steps_in_the_thinking_box_and_the_sources_as_links(engine, tmp_path):
+    """ui/web_chat.py's reply(), as the Chat tab runs it with the Deep Search choice."""
+    import asyncio
+
+    from assistant.session import Session
+    from assistant.turns import Turn
+    from memory import open_store
+    from ui.web_chat import REASONING, reply
+
+    async def run(s) -> list:
+        return [out async for out in reply(s, Turn("Which lake is the deepest in the world?"), False, [],
+                                           reasoning=REASONING["Deep Search"])]
+
+    store = open_store(tmp_path)
+    try:
+        history = asyncio.run(run(Session(engine, store, user="alice")))[-1][0]
+    finally:
+        store.close()
+    (thought,) = [m for m in history if m.get("metadata")]
+    assert "Search (round 1)" in thought["content"] and thought["metadata"]["status"] == "done"
+    shown = history[-1]["content"]
+    assert "**Sources**" in shown and "](https://en.wikipedia.org/wiki/Lake_Baikal)" in shown
+    assert "CC BY-SA" in shown
