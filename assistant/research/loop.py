@@ -322,6 +322,23 @@ def check_citations(answer: str, evidence: list[Evidence], computed: str = "") -
     return " ".join(s for s in out if s.strip()).strip(), cited
 
 
+def attribute(answer: str, evidence: list[Evidence], question: str, computed: str = "") -> str:
+    """The answer with each sentence citing the passages that hold it (at most two), for a small
+    model that answered without usable [n]: a passage must hold the sentence's words and the words
+    it adds to the question (the answer itself: "Kilimanjaro"). check_citations runs after it."""
+    exempt = frozenset(words(computed))
+    asked = {_stem(w) for w in words(question)}
+    out = []
+    for sentence in _SENTENCE.split(_CITE.sub("", answer).strip()):
+        novel = [_stem(w) for w in words(sentence) if _stem(w) not in asked and w not in exempt]
+        holders = [e for e in evidence if holds(e.passage.text, sentence, exempt)
+                   and all(w in {_stem(x) for x in words(e.passage.text)} for w in novel[:3])]
+        body = sentence.rstrip()
+        end = body[-1] if body and body[-1] in ".!?" else ""
+        out.append(body[: len(body) - len(end)] + "".join(f" [{e.number}]" for e in holders[:2]) + end)
+    return " ".join(out)
+
+
 def _quote(e: Evidence, claim: str) -> str:
     """The words of the passage to show for a citation: its sentences that hold the claim best."""
     sentences = e.facts + e.sentences
@@ -343,8 +360,7 @@ def _fallback(evidence: list[Evidence]) -> tuple[str, list[Evidence]]:
     """No usable answer from the model: the best evidence, quoted, with its citation."""
     if not evidence:
         return NOT_FOUND, []
-    e = evidence[0]
-    return f"According to {e.passage.title}: \"{e.sentences[0]}\" [1]", [e]
+    return f"According to {evidence[0].passage.title}: \"{evidence[0].sentences[0]}\" [1]", [evidence[0]]
 
 
 async def deep_search(engine, request: Request) -> AsyncIterator[Event]:
@@ -372,6 +388,7 @@ async def deep_search(engine, request: Request) -> AsyncIterator[Event]:
             tokens[1] += done.completion_tokens
         if error:
             raise _ModelFailed(error)
+        log.debug("Deep Search model call:\n%s\n--- replied:\n%s", prompt, text)
         return text
 
     try:
@@ -419,6 +436,10 @@ async def deep_search(engine, request: Request) -> AsyncIterator[Event]:
         answer, cited = check_citations(reply, evidence, computed)
         if NOT_FOUND.lower().rstrip(".") in reply.lower() and not cited:
             answer, cited = NOT_FOUND, []
+        elif not cited and reply.strip():  # no [n] it could keep: cite what holds each sentence
+            answer, cited = check_citations(attribute(reply, evidence, question, computed), evidence, computed)
+            if cited:
+                yield ThinkingDelta(tid, "The answer's citations were set from the passages that hold it.\n")
         elif not cited:
             yield ThinkingDelta(tid, "The model's answer cited nothing the sources hold; the evidence is quoted.\n")
             answer, cited = _fallback(evidence)
