@@ -436,11 +436,13 @@ async def deep_search(engine, request: Request) -> AsyncIterator[Event]:
         answer, cited = check_citations(reply, evidence, computed)
         if NOT_FOUND.lower().rstrip(".") in reply.lower() and not cited:
             answer, cited = NOT_FOUND, []
-        elif not cited and reply.strip():  # no [n] it could keep: cite what holds each sentence
-            answer, cited = check_citations(attribute(reply, evidence, question, computed), evidence, computed)
+        if not cited and answer != NOT_FOUND and reply.strip():  # no [n] it could keep: cite what holds it
+            attributed = attribute(reply, evidence, question, computed)
+            held = " ".join(s for s in _SENTENCE.split(attributed) if _CITE.search(s))  # sentences nothing holds go
+            answer, cited = check_citations(held, evidence, computed)
             if cited:
                 yield ThinkingDelta(tid, "The answer's citations were set from the passages that hold it.\n")
-        elif not cited:
+        if not cited and answer != NOT_FOUND:
             yield ThinkingDelta(tid, "The model's answer cited nothing the sources hold; the evidence is quoted.\n")
             answer, cited = _fallback(evidence)
             if computed:
