@@ -114,10 +114,14 @@ class Engine:
         """Submit `request` and yield its events until Done or Error. Closing the iterator
         early (a closed tab, a barge-in) cancels the turn (and every attempt of a Big Brain one).
 
-        A thinking turn (`request.reasoning`) is run by assistant/reasoning.py, whose model calls
-        come back through `submit`."""
+        A thinking turn (`request.reasoning`) is run by assistant/reasoning.py, a Deep Search one by
+        assistant/research/loop.py; their model calls come back through `submit`."""
         if request.reasoning == "none":
             source = self.submit(request)
+        elif request.reasoning == "deep_search":
+            from assistant.research.loop import deep_search
+
+            source = deep_search(self, request)
         else:
             from assistant import reasoning
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["AudioChunk", "Done", "Error", "Event", "TextDelta", "ThinkingDelta", "Timings", "Transcript"]
+__all__ = ["AudioChunk", "Citation", "Citations", "Done", "Error", "Event", "TextDelta", "ThinkingDelta", "Timings",
+           "Transcript"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,25 @@ class Done:
 
 
 @dataclass(frozen=True, slots=True)
+class Citation:
+    """One source an answer cites as [number]: where to read it and the passage that holds the claim."""
+
+    number: int  # the [n] in the answer's text
+    source: str  # the source's name: "encyclopedia", "documents", "web"
+    title: str
+    url: str
+    quote: str  # the passage's words that hold what the answer says
+
+
+@dataclass(frozen=True, slots=True)
+class Citations:
+    """The sources a Deep Search answer cites, after its text and before its Done."""
+
+    turn_id: str
+    citations: tuple[Citation, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Error:
     """The turn failed; a person can read `message`, a program can branch on `code`."""
 
@@ -88,4 +108,4 @@ class Error:
     message: str
 
 
-Event = TextDelta | ThinkingDelta | AudioChunk | Transcript | Done | Error
+Event = TextDelta | ThinkingDelta | AudioChunk | Transcript | Citations | Done | Error

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from assistant.engine import Engine
 from assistant.events import Done, Error, Event, Transcript
 from assistant.reasoning import wants_thinking
+from assistant.research.loop import wants_research
 from assistant.turns import Message, Request, Turn
 from memory import (
     DEFAULT_PERSONA,
@@ -146,7 +147,7 @@ class Session:
 
     def request_for(self, turn: Turn, speak: bool = True, voice: str | None = None,
                     seed: int | None = None, temperature: float = 0.0, reasoning: str | None = None,
-                    attempts: int | None = None) -> Request:
+                    attempts: int | None = None, sources: tuple = (), search_depth: str = "medium") -> Request:
         """The request the engine gets for `turn`: persona + memories, recent history, the turn.
 
         `reasoning` None: the user's own words decide ("think hard about this" thinks, and a
@@ -154,9 +155,16 @@ class Session:
         current = Message("user", turn.text, turn.images, turn.audio)
         asked = reasoning is None and wants_thinking(turn.text)
         mode = reasoning or ("think" if asked else "none")
+        if reasoning is None and wants_research(turn.text):  # "look it up": Deep Search
+            mode, asked = "deep_search", False
+        if mode == "deep_search" and not sources:
+            from assistant.research.setup import research_sources
+
+            sources = research_sources(user_id=self.user, store=self.store)
         return self._request(current, turn.text, speak=speak, voice=voice or self.persona.voice,
                              max_new_tokens=self.max_new_tokens, temperature=temperature, seed=seed,
-                             reasoning=mode, attempts=attempts, filler=asked and speak)
+                             reasoning=mode, attempts=attempts, filler=asked and speak, sources=tuple(sources),
+                             search_depth=search_depth)
 
     def _request(self, current: Message, text: str, **options) -> Request:
         history = self._history()
@@ -178,15 +186,18 @@ class Session:
     # ------------------------------------------------------------------ a turn
     async def converse(self, turn: Turn, speak: bool = True, voice: str | None = None,
                        seed: int | None = None, record: bool = True, reasoning: str | None = None,
-                       attempts: int | None = None) -> AsyncIterator[Event]:
+                       attempts: int | None = None, sources: tuple = (),
+                       search_depth: str = "medium") -> AsyncIterator[Event]:
         """Submit one turn and yield its events; the exchange is stored when it is done.
+        (`reasoning="deep_search"` researches it in `sources`: see assistant/research/loop.py.)
 
         With `record=False` the caller stores it with `record()` (the voice loop does, once it
         knows how much of the reply was heard)."""
         await self.stored()  # the previous exchange is in the history before this turn reads it
         # recall (embedding, SQLite) off the event loop
         request = await asyncio.to_thread(self.request_for, turn, speak=speak, voice=voice, seed=seed,
-                                          reasoning=reasoning, attempts=attempts)
+                                          reasoning=reasoning, attempts=attempts, sources=sources,
+                                          search_depth=search_depth)
         heard = ""
         async for event in self.engine.stream(request):
             yield event

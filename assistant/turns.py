@@ -69,11 +69,16 @@ class Request:
     # still speaking), so that the turn that follows finds it cached; no reply (see Engine.warm)
     prefix_only: bool = False
     # "none" | "think" (visible reasoning, then the answer) | "big_brain" (several attempts, the
-    # best kept); see assistant/reasoning.py
+    # best kept); see assistant/reasoning.py | "deep_search" (researched in `sources`, cited; see
+    # assistant/research/loop.py)
     reasoning: str = "none"
     attempts: int | None = None  # Big Brain's attempts (None: the default)
     filler: bool = False  # thinking in a voice conversation: say "Let me think about that." first
     say: str | None = None  # speak exactly this (no model); only where the backend `speaks_verbatim`
+    # Deep Search: what it searches (assistant.research.sources.Source objects; never seen by a
+    # backend) and how far ("low" | "medium" | "high": rounds and passages read)
+    sources: tuple = ()
+    search_depth: str = "medium"
     turn_id: str = field(default_factory=new_turn_id)
 
     def system_prompt(self) -> str | None:
@@ -88,7 +93,9 @@ class Request:
             raise BadInput("max_new_tokens must be at least 1")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             raise BadInput("temperature must be >= 0 and top_p in (0, 1]")
-        if self.reasoning not in ("none", "think", "big_brain"):
-            raise BadInput(f"reasoning must be none, think or big_brain (got {self.reasoning!r})")
+        if self.reasoning not in ("none", "think", "big_brain", "deep_search"):
+            raise BadInput(f"reasoning must be none, think, big_brain or deep_search (got {self.reasoning!r})")
+        if self.search_depth not in ("low", "medium", "high"):
+            raise BadInput(f"search_depth must be low, medium or high (got {self.search_depth!r})")
         if self.attempts is not None and not 1 <= self.attempts <= 16:
             raise BadInput("attempts must be between 1 and 16")

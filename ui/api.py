@@ -25,7 +25,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from assistant.engine import MAX_TEXT_CHARS, Engine
 from assistant.errors import BadInput, NotFound
-from assistant.events import AudioChunk, Done, Error, TextDelta, ThinkingDelta
+from assistant.events import AudioChunk, Citations, Done, Error, TextDelta, ThinkingDelta
 from assistant.reasoning import THINK_TOKENS, mode_for_effort
 from assistant.turns import Message
 from assistant.turns import Request as TurnRequest
@@ -60,6 +60,7 @@ class ApiState:
     model_name: str
     store: Store | None = None
     transcriber: object | None = None  # audio.isolated.TranscriberProcess; None: audio.transcribe here
+    search_url: str | None = None  # Deep Search's SearxNG instance (the web); None: offline sources only
 
 
 def make_api_router(state: ApiState, authenticate) -> APIRouter:
@@ -79,6 +80,12 @@ def make_api_router(state: ApiState, authenticate) -> APIRouter:
         req, fmt = await asyncio.to_thread(_chat_request, body, state)  # decodes images and audio
         if body.get("persona") is not None:
             req = await asyncio.to_thread(_as_persona, state, user, body["persona"], req)
+        if req.reasoning == "deep_search":  # the caller's sources only (the user comes from the key)
+            from assistant.research.setup import research_sources
+
+            found = await asyncio.to_thread(research_sources, user_id=user, store=state.store,
+                                            search_url=state.search_url)
+            req = replace(req, sources=tuple(found))
         if body.get("stream"):
             return StreamingResponse(
                 _sse(state, req, fmt, request),
@@ -107,7 +114,7 @@ def make_api_router(state: ApiState, authenticate) -> APIRouter:
             voice=_voice(body.get("voice"), state),
             max_new_tokens=min(MAX_TOKENS, 2 * len(text) + 16),
         )
-        _, _, pcm, rate, _ = await _until_disconnect(request, _collect(state, req))
+        _, _, pcm, rate, _, _ = await _until_disconnect(request, _collect(state, req))
         data = await asyncio.to_thread(encode_audio, pcm, rate, fmt)
         return Response(data, media_type=MEDIA_TYPES[fmt], headers={"X-Sample-Rate": str(rate)})
 
@@ -252,6 +259,15 @@ def _chat_request(body: dict, state: ApiState) -> tuple[TurnRequest, str]:
         reasoning = mode_for_effort(body.get("reasoning_effort"))
     except BadInput as err:
         raise ApiError(400, err.message, "bad_input") from err
+    depth = "medium"
+    search = body.get("web_search_options")
+    if search is not None:  # OpenAI's search convention: Deep Search (assistant/research/loop.py)
+        if not isinstance(search, dict):
+            raise ApiError(400, "`web_search_options` must be an object", "bad_input")
+        size = search.get("search_context_size", "medium")
+        if size not in ("low", "medium", "high"):
+            raise ApiError(400, "web_search_options.search_context_size must be low, medium or high", "bad_input")
+        reasoning, depth = "deep_search", size
     if sum(len(m.text) for m in converted) + sum(map(len, system_parts)) > MAX_TEXT_CHARS:
         raise ApiError(400, f"the messages hold more than {MAX_TEXT_CHARS} characters of text", "context_too_long")
     req = TurnRequest(
@@ -264,6 +280,7 @@ def _chat_request(body: dict, state: ApiState) -> tuple[TurnRequest, str]:
         top_p=top_p,
         seed=seed,
         reasoning=reasoning,
+        search_depth=depth,
     )
     return req, fmt
 
@@ -393,11 +410,14 @@ def _audio(data: str, where: str, budget: _Budget) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- chat output
-async def _collect(state: ApiState, req: TurnRequest) -> tuple[str, str, np.ndarray, int, Done]:
+async def _collect(state: ApiState, req: TurnRequest) -> tuple[str, str, np.ndarray, int, Done, tuple]:
     parts, thoughts, chunks, rate = [], [], [], state.engine.sample_rate
+    cited: tuple = ()
     async with aclosing(state.engine.stream(req)) as events:
         async for ev in events:
-            if isinstance(ev, TextDelta):
+            if isinstance(ev, Citations):
+                cited = ev.citations
+            elif isinstance(ev, TextDelta):
                 parts.append(ev.text)
             elif isinstance(ev, ThinkingDelta):
                 thoughts.append(ev.text)
@@ -413,7 +433,7 @@ async def _collect(state: ApiState, req: TurnRequest) -> tuple[str, str, np.ndar
                 )
             elif isinstance(ev, Done):
                 pcm = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-                return "".join(parts), "".join(thoughts), pcm, rate, ev
+                return "".join(parts), "".join(thoughts), pcm, rate, ev, cited
     raise ApiError(503, "the turn was cancelled", "cancelled", "server_error")
 
 
@@ -426,8 +446,22 @@ def _usage(done: Done) -> dict:
     }
 
 
+def annotations(content: str, citations) -> list[dict]:
+    """OpenAI's `url_citation` annotations: one for each [n] in the content (its span in the string)."""
+    import re
+
+    by_number = {c.number: c for c in citations}
+    out = []
+    for m in re.finditer(r"\[(\d{1,2})\]", content or ""):
+        c = by_number.get(int(m.group(1)))
+        if c is not None:
+            out.append({"type": "url_citation", "url_citation": {
+                "url": c.url, "title": c.title, "start_index": m.start(), "end_index": m.end()}})
+    return out
+
+
 def _finish(done: Done, req: TurnRequest) -> str:
-    if req.reasoning == "big_brain":  # its tokens are several attempts' (each with its own limit)
+    if req.reasoning in ("big_brain", "deep_search"):  # its tokens are several attempts' (each with its own limit)
         return "stop"
     answer_tokens = done.completion_tokens - done.reasoning_tokens
     limit = req.max_new_tokens if req.reasoning == "none" else max(req.max_new_tokens, THINK_TOKENS)
@@ -435,10 +469,12 @@ def _finish(done: Done, req: TurnRequest) -> str:
 
 
 async def _complete(state: ApiState, req: TurnRequest, fmt: str) -> dict:
-    text, thinking, pcm, rate, done = await _collect(state, req)
+    text, thinking, pcm, rate, done, cited = await _collect(state, req)
     message: dict = {"role": "assistant", "content": text}
     if req.reasoning != "none":
         message["reasoning_content"] = thinking
+    if req.reasoning == "deep_search":
+        message["annotations"] = annotations(text, cited)
     if req.speak:
         data = await asyncio.to_thread(encode_audio, pcm, rate, "pcm" if fmt == "pcm16" else fmt)
         message["content"] = None
@@ -472,6 +508,7 @@ async def _sse(state: ApiState, req: TurnRequest, fmt: str, http: Request) -> As
         return f"data: {json.dumps({**base, 'choices': [choice], **extra})}\n\n"
 
     yield chunk({"role": "assistant", "content": ""})
+    content = ""  # the answer so far: annotations index into it
     async with aclosing(state.engine.stream(req)) as events:
         async for ev in events:
             if await http.is_disconnected():
@@ -479,7 +516,10 @@ async def _sse(state: ApiState, req: TurnRequest, fmt: str, http: Request) -> As
                 return
             if isinstance(ev, ThinkingDelta):  # vLLM's and DeepSeek's field: before the answer's content
                 yield chunk({"reasoning_content": ev.text})
+            elif isinstance(ev, Citations):
+                yield chunk({"annotations": annotations(content, ev.citations)})
             elif isinstance(ev, TextDelta):
+                content += ev.text
                 if req.speak:
                     yield chunk({"audio": {"id": f"audio_{req.turn_id}", "transcript": ev.text}})
                 else:

@@ -15,7 +15,7 @@ import gradio as gr
 import numpy as np
 
 from assistant.errors import AssistantError
-from assistant.events import AudioChunk, Done, Error, TextDelta, ThinkingDelta, Transcript
+from assistant.events import AudioChunk, Citations, Done, Error, TextDelta, ThinkingDelta, Transcript
 from assistant.session import Session
 from assistant.turns import Turn
 from ui.web_context import WebContext
@@ -46,7 +46,21 @@ def history_messages(ctx: WebContext, request: gr.Request, persona: str, instanc
     ]
 
 
-REASONING = {"Answer": None, "Think": "think", "Big Brain": "big_brain"}  # None: the message's words decide
+# None: the message's words decide
+REASONING = {"Answer": None, "Think": "think", "Big Brain": "big_brain", "Deep Search": "deep_search"}
+
+
+def sources_markdown(citations) -> str:
+    """A Deep Search answer's sources, as links under it (with the encyclopedia's licence)."""
+    lines = ["", "**Sources**"]
+    for c in citations:
+        quote = c.quote if len(c.quote) <= 240 else c.quote[:240] + "..."
+        lines.append(f"{c.number}. [{c.title}]({c.url}): \"{quote}\"")
+    if any(c.source == "encyclopedia" for c in citations):
+        from assistant.research.encyclopedia import ATTRIBUTION
+
+        lines.append(f"\n<small>{ATTRIBUTION}</small>")
+    return "\n".join(lines)
 
 
 def _thought(text: str, started: float, done: bool) -> dict:
@@ -66,7 +80,14 @@ async def reply(s: Session, turn: Turn, speak: bool, history: list, relay=None, 
     thought, thought_at, started = "", None, time.monotonic()
     history = [*history, {"role": "assistant", "content": ""}]
     try:
-        async for ev in s.converse(turn, speak=speak, reasoning=reasoning):
+        sources = ()
+        if reasoning == "deep_search":
+            import asyncio
+
+            from assistant.research.setup import research_sources
+
+            sources = tuple(await asyncio.to_thread(research_sources, user_id=s.user, store=s.store))
+        async for ev in s.converse(turn, speak=speak, reasoning=reasoning, sources=sources):
             if isinstance(ev, ThinkingDelta):
                 thought += ev.text
                 if thought_at is None:
@@ -79,6 +100,9 @@ async def reply(s: Session, turn: Turn, speak: bool, history: list, relay=None, 
                 if thought_at is not None and history[thought_at]["metadata"]["status"] == "pending":
                     history[thought_at] = _thought(thought, started, done=True)
                 history[-1] = {"role": "assistant", "content": text}
+                yield history, gr.skip()
+            elif isinstance(ev, Citations) and ev.citations:
+                history[-1] = {"role": "assistant", "content": text + "\n" + sources_markdown(ev.citations)}
                 yield history, gr.skip()
             elif isinstance(ev, Transcript) and ev.text.strip() and len(history) >= 2:  # what was heard
                 history[-2] = {"role": "user", "content": ev.text.strip()}
@@ -140,7 +164,8 @@ def chat_pane(ctx: WebContext, pane: str, label: str) -> ChatPane:
         speak = gr.Checkbox(value=True, label="Speak replies", elem_id=f"speak-{pane}", container=False, scale=2)
         how = gr.Radio(list(REASONING), value="Answer", show_label=False, container=False, scale=3,
                        elem_id=f"reasoning-{pane}",
-                       info="Think: reasons step by step, shown apart; Big Brain: several attempts, the best kept")
+                       info="Think: reasons step by step, shown apart; Big Brain: several attempts, the best kept; "
+                            "Deep Search: looked up in the sources, with citations")
         stop = gr.Button("Stop speaking", size="sm", elem_id=f"stop-speaking-{pane}", scale=1, min_width=120)
     spoken = gr.Audio(
         label="Last spoken reply (replay or download)",

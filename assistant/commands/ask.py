@@ -33,8 +33,14 @@ def add_parser(sub, parents) -> None:
                      help="several attempts at once (reasoned and as programs), the best kept")
     how.add_argument("--no-think", action="store_const", const="none", dest="reasoning",
                      help="answer at once even if the question says 'think hard'")
+    how.add_argument("--deep-search", action="store_const", const="deep_search", dest="reasoning",
+                     help="research the question in the sources (the bundled encyclopedia, your documents, "
+                          "the web with --search-url) and answer with numbered citations")
     p.add_argument("--attempts", type=int, default=None, metavar="N",
                    help="Big Brain's attempts (1-16, default 5)")
+    p.add_argument("--search-url", metavar="URL", help="with --deep-search: a SearxNG instance to search the web")
+    p.add_argument("--search-depth", choices=["low", "medium", "high"], default="medium",
+                   help="with --deep-search: how many rounds and passages (default medium)")
     p.set_defaults(run=run)
 
 
@@ -68,7 +74,11 @@ def run(args: argparse.Namespace) -> int:
         raise BadInput("--attempts must be between 1 and 16")
     if args.attempts is not None and args.reasoning != "big_brain":
         raise BadInput("--attempts goes with --big-brain")
+    if args.search_url and args.reasoning != "deep_search":
+        raise BadInput("--search-url goes with --deep-search")
     turn = _turn(args)  # validate input before loading any model
+    if args.reasoning == "deep_search" and not turn.text.strip():
+        raise BadInput("--deep-search needs the question as text")
     from assistant.config import EngineConfig, default_data_dir, resolve_profile
     from assistant.engine import load_engine
     from assistant.session import Session, default_user
@@ -83,26 +93,28 @@ def run(args: argparse.Namespace) -> int:
         session_args = dict(user=args.user or default_user(), persona_name=args.persona,
                             max_new_tokens=args.max_new_tokens)
         Session(None, store, **session_args)  # unknown user/persona: fail before loading the model
+        sources = _sources(args, store, session_args["user"]) if args.reasoning == "deep_search" else ()
         engine = load_engine(config)
         try:
             session = Session(engine, store, **session_args)
-            return asyncio.run(_ask(session, turn, args))
+            return asyncio.run(_ask(session, turn, args, sources))
         finally:
             engine.close()
     finally:
         store.close()
 
 
-async def _ask(session, turn, args) -> int:
-    from assistant.events import AudioChunk, Done, Error, TextDelta, ThinkingDelta
+async def _ask(session, turn, args, sources=()) -> int:
+    from assistant.events import AudioChunk, Citations, Done, Error, TextDelta, ThinkingDelta
     from audio.io import write_wav
 
-    chunks = []
+    chunks, cited = [], ()
     done = None
     thinking = False  # the reasoning goes to stderr, dimmed on a terminal; the answer to stdout
     dim = sys.stderr.isatty()
     async for ev in session.converse(turn, speak=bool(args.speak), voice=args.voice, seed=args.seed,
-                                     reasoning=args.reasoning, attempts=args.attempts):
+                                     reasoning=args.reasoning, attempts=args.attempts,
+                                     sources=sources, search_depth=args.search_depth):
         if args.json:
             print(json.dumps(_event_json(ev)), flush=True)
         elif isinstance(ev, ThinkingDelta):
@@ -115,7 +127,9 @@ async def _ask(session, turn, args) -> int:
                 print("\033[0m\n" if dim else "\n", end="", file=sys.stderr, flush=True)
                 thinking = False
             print(ev.text, end="", flush=True)
-        if isinstance(ev, AudioChunk):
+        if isinstance(ev, Citations):
+            cited = ev.citations
+        elif isinstance(ev, AudioChunk):
             chunks.append(ev)
         elif isinstance(ev, Error):
             if not args.json:
@@ -126,6 +140,12 @@ async def _ask(session, turn, args) -> int:
             done = ev
     if not args.json:
         print()
+        if cited:
+            print(sources_text(cited))
+        if args.reasoning == "deep_search" and any(c.source == "encyclopedia" for c in cited):
+            from assistant.research.encyclopedia import ATTRIBUTION
+
+            print(ATTRIBUTION, file=sys.stderr)
     await session.wait_for_memory()
     if args.speak:
         import numpy as np
@@ -136,6 +156,37 @@ async def _ask(session, turn, args) -> int:
         if not args.json:
             print(f"(spoken answer: {args.speak}, {len(pcm) / rate:.2f} s at {rate} Hz)", file=sys.stderr)
     return 0 if done is not None else 1
+
+
+def _sources(args, store, user: str) -> list:
+    """The Deep Search sources, the encyclopedia's index built first (once, with a progress bar)."""
+    from tqdm import tqdm
+
+    from assistant.research.setup import encyclopedia, research_sources
+
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc="indexing the encyclopedia (once)", unit="article", file=sys.stderr)
+        bar.update(done - bar.n)
+
+    try:
+        encyclopedia(progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    return research_sources(user_id=user, store=store, search_url=args.search_url)
+
+
+def sources_text(citations) -> str:
+    """The numbered source list printed under a Deep Search answer: title, link, quoted passage."""
+    lines = ["", "Sources:"]
+    for c in citations:
+        lines.append(f"[{c.number}] {c.title} <{c.url}>")
+        lines.append(f'    "{c.quote}"')
+    return "\n".join(lines)
 
 
 def _event_json(ev) -> dict:
