@@ -217,7 +217,8 @@ class Documents:
         """{passage id: keyword score, higher is better} for the query's content words (any of them)."""
         words = []
         for word in re.findall(r"\w+", query.casefold()):
-            if (len(word) > 1 or not word.isascii()) and word not in _STOPWORDS and word not in words:
+            # unlike memory recall, a single digit counts: "room 1", "chapter 3"
+            if (len(word) > 1 or word.isdigit() or not word.isascii()) and word not in _STOPWORDS and word not in words:
                 words.append(word)
         if not words:
             return {}
