@@ -272,7 +272,13 @@ def served(tmp_path, database):
     stop_server(proc)
 
 
-def test_the_api_uploads_lists_serves_and_keeps_each_users_documents_apart(served, corpus):
+def test_the_api_and_the_web_ui_upload_list_serve_and_keep_each_users_documents_apart(served, corpus):
+    """One server per store (each takes ~20 s to start): the API, then the Documents tab."""
+    api_uploads_lists_serves_and_keeps_each_users_documents_apart(served, corpus)
+    documents_tab_shows_and_removes_only_the_signed_in_users_documents(served, corpus)
+
+
+def api_uploads_lists_serves_and_keeps_each_users_documents_apart(served: str, corpus: Path) -> None:
     alice = httpx.Client(base_url=served + "/v1", headers={"Authorization": "Bearer alice-key-0001"}, timeout=120)
     bob = httpx.Client(base_url=served + "/v1", headers={"Authorization": "Bearer bob-key-00002"}, timeout=120)
     files = [("file", ("voyager.pdf", (corpus / "sub" / "voyager.pdf").read_bytes(), "application/pdf")),
@@ -301,17 +307,22 @@ def test_the_api_uploads_lists_serves_and_keeps_each_users_documents_apart(serve
     assert httpx.get(served + "/health").json()["status"] == "ok"  # still serving
 
 
-def test_the_documents_tab_shows_and_removes_only_the_signed_in_users_documents(served, corpus):
+def documents_tab_shows_and_removes_only_the_signed_in_users_documents(served: str, corpus: Path) -> None:
     from gradio_client import Client, handle_file
 
     alice = Client(served + "/", auth=("alice", "alice-key-0001"), verbose=False)
     bob = Client(served + "/", auth=("bob", "bob-key-00002"), verbose=False)
-    table, _, status = alice.predict([handle_file(str(corpus / "cats.md")), handle_file(str(corpus / "bridge.txt"))],
-                                     api_name="/on_upload")  # fmt: skip
-    assert sorted(row[1] for row in table["data"]) == ["bridge.txt", "cats.md"] and status.count("added") == 2
-    doc_id = table["data"][0][0]
-    _, _, refused = bob.predict(doc_id, api_name="/on_remove")
-    assert "you have no document" in refused
-    assert bob.predict(api_name="/rows_1")["data"] == []  # bob's table
-    table, _, done = alice.predict(doc_id, api_name="/on_remove")
-    assert f"Removed document {doc_id}" in done and len(table["data"]) == 1
+    try:
+        table, _, status = alice.predict([handle_file(str(corpus / "cats.md")),
+                                          handle_file(str(corpus / "bridge.txt"))], api_name="/on_upload")  # fmt: skip
+        assert status.count("added") == 2, status
+        assert sorted(row[1] for row in table["data"]) == ["Mount Etna", "bridge.txt", "cats.md"]  # + the API's
+        doc_id = table["data"][0][0]
+        _, _, refused = bob.predict(doc_id, api_name="/on_remove")
+        assert "you have no document" in refused
+        assert bob.predict(api_name="/document_rows")["data"] == []  # bob's table
+        table, _, done = alice.predict(doc_id, api_name="/on_remove")
+        assert f"Removed document {doc_id}" in done and len(table["data"]) == 2
+    finally:
+        alice.close()
+        bob.close()

@@ -29,6 +29,7 @@ def documents_tab(ctx: WebContext):
     with gr.Row(equal_height=True):
         doc_id = gr.Number(label="Document id", precision=0, minimum=0, elem_id="document-id", scale=1)
         remove = gr.Button("Remove", variant="stop", elem_id="document-remove", scale=1)
+        refresh = gr.Button("Refresh the list", elem_id="documents-refresh", scale=1)
     status = gr.Markdown(elem_id="documents-status")
     text = gr.Textbox(label="The picked document's text", lines=8, max_lines=20, interactive=False,
                       elem_id="document-text")
@@ -80,4 +81,5 @@ def documents_tab(ctx: WebContext):
     wire(upload.upload, on_upload, [upload], [table, upload, status], "add the documents")
     wire(table.select, on_pick, [], [doc_id, text, status], "open it")
     wire(remove.click, on_remove, [doc_id], [table, text, status], "remove it")
+    refresh.click(rows, None, [table], api_name="document_rows")  # also added by `assistant docs add`
     return table, rows
