@@ -37,17 +37,18 @@ def _add(store, user, args) -> int:
     skipping the files already indexed. A bad file is one line on stderr; the others go on."""
     from tqdm import tqdm
 
-    from assistant.research.documents import add_file, find_files
+    from assistant.research.documents import add_files, find_files
 
     files, failed, other = find_files(args.paths)
     counts = dict.fromkeys(("added", "updated", "skipped", "failed"), 0)
     for result in failed:
         print(f"assistant: {result.line()}", file=sys.stderr)
         counts["failed"] += 1
-    with tqdm(files, unit="file", desc="indexing", disable=None, file=sys.stderr, dynamic_ncols=True) as bar:
-        for path in bar:
-            result = add_file(store, user, path)
+    with tqdm(total=len(files), unit="file", desc="indexing", disable=None, file=sys.stderr,
+              dynamic_ncols=True) as bar:  # fmt: skip
+        for result in add_files(store, user, files):
             counts[result.status] += 1
+            bar.update()
             if result.status == "failed":
                 tqdm.write(f"assistant: {result.line()}", file=sys.stderr)
     summary = ", ".join(f"{n} {status}" for status, n in counts.items() if n)

@@ -15,19 +15,26 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+import numpy as np
 
 from assistant.errors import AssistantError, BadInput
 from assistant.research.readers import MAX_FILE_BYTES, chunk, extract, kind_of
 from assistant.research.sources import Passage
 from memory.documents import Documents, NewDocument
+from memory.embed import DIM
 from memory.types import User
 
-__all__ = ["DocumentSource", "FileResult", "add_bytes", "add_paths", "documents_of", "find_files"]
+__all__ = [
+    "DocumentSource", "FileResult", "add_bytes", "add_file", "add_files", "add_paths", "documents_of", "find_files",
+]
 
 MAX_PASSAGES = 20_000  # passages kept of one document
+BATCH_FILES = 32  # files whose passages are embedded together
+BATCH_PASSAGES = 256  # or fewer files, once their passages reach this many
 UPLOAD_PREFIX = "upload/"  # the path of a document that came as an upload, before its file name
 
 
@@ -87,12 +94,52 @@ def add_paths(store, user: User, paths: Iterable[str | Path]) -> Iterator[FileRe
     """Add files and folders (recursively) to the user's documents, one result per file as it is done."""
     files, failed, _ = find_files(paths)
     yield from failed
-    for path in files:
-        yield add_file(store, user, path)
+    yield from add_files(store, user, files)
+
+
+def add_files(store, user: User, files: Sequence[Path]) -> Iterator[FileResult]:
+    """Add these files, one result each (not quite in order: a skipped or failed file is reported at
+    once). The passages of up to BATCH_FILES files are embedded in one batch (small files one at a
+    time spent most of their time in the embedder's per-call overhead), then each file is committed
+    on its own."""
+    pending: list[_Ready] = []
+    for n, path in enumerate(files, 1):
+        ready = _prepare_file(store, user, path)
+        if isinstance(ready, FileResult):
+            yield ready
+        else:
+            pending.append(ready)
+        if pending and (n == len(files) or len(pending) >= BATCH_FILES
+                        or sum(len(r.document.passages) for r in pending) >= BATCH_PASSAGES):  # fmt: skip
+            yield from _commit(store, user, pending)
+            pending = []
 
 
 def add_file(store, user: User, path: Path) -> FileResult:
     """Add one file (skipped if the user has it unchanged from the same path); never raises a user error."""
+    return next(iter(add_files(store, user, [path])))
+
+
+def add_bytes(store, user: User, name: str, data: bytes, mtime: float = 0.0) -> FileResult:
+    """Add an uploaded file called `name` (its suffix says its type); a second upload of the same
+    name replaces the first, or is skipped when it is the same."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    if not base:
+        return FileResult(name, "failed", error="the upload has no file name")
+    ready = _prepare(store, user, UPLOAD_PREFIX + base, base, data, mtime)
+    return ready if isinstance(ready, FileResult) else next(_commit(store, user, [ready]))
+
+
+@dataclass(frozen=True, slots=True)
+class _Ready:
+    """A file read and cut into passages, to embed and store."""
+
+    shown: str
+    document: NewDocument  # its vectors still empty
+    replaces: bool  # the user had another version from this path
+
+
+def _prepare_file(store, user: User, path: Path) -> FileResult | _Ready:
     shown = str(path)
     try:
         key = str(path.resolve())
@@ -103,8 +150,7 @@ def add_file(store, user: User, path: Path) -> FileResult:
             extract(b"", path.name)  # says which types are read
         if st.st_size > MAX_FILE_BYTES:
             raise BadInput(f"too large ({st.st_size / 2**20:.0f} MiB > {MAX_FILE_BYTES // 2**20} MiB)")
-        docs = documents_of(store)
-        known = docs.by_path(user, key)
+        known = documents_of(store).by_path(user, key)
         if known is not None and known.size == st.st_size and known.mtime == st.st_mtime:
             return FileResult(shown, "skipped", known.id)
         data = path.read_bytes()
@@ -112,19 +158,10 @@ def add_file(store, user: User, path: Path) -> FileResult:
         return FileResult(shown, "failed", error=f"cannot read it: {err.strerror or err}")
     except AssistantError as err:
         return FileResult(shown, "failed", error=err.message)
-    return _add(store, user, key, shown, data, st.st_mtime)
+    return _prepare(store, user, key, shown, data, st.st_mtime)
 
 
-def add_bytes(store, user: User, name: str, data: bytes, mtime: float = 0.0) -> FileResult:
-    """Add an uploaded file called `name` (its suffix says its type); a second upload of the same
-    name replaces the first, or is skipped when it is the same."""
-    base = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
-    if not base:
-        return FileResult(name, "failed", error="the upload has no file name")
-    return _add(store, user, UPLOAD_PREFIX + base, base, data, mtime)
-
-
-def _add(store, user: User, key: str, shown: str, data: bytes, mtime: float) -> FileResult:
+def _prepare(store, user: User, key: str, shown: str, data: bytes, mtime: float) -> FileResult | _Ready:
     docs = documents_of(store)
     digest = hashlib.sha256(data).hexdigest()
     try:
@@ -134,13 +171,32 @@ def _add(store, user: User, key: str, shown: str, data: bytes, mtime: float) -> 
                 docs.touch(user, known.id, mtime)
             return FileResult(shown, "skipped", known.id)
         doc = extract(data, shown)
-        passages = tuple(chunk(doc.text)[:MAX_PASSAGES])
-        vectors = store.embedder.embed(list(passages))
-        doc_id = docs.put(user, NewDocument(key, doc.title, doc.kind, len(data), mtime, digest, doc.text,
-                                            passages, vectors))  # fmt: skip
     except AssistantError as err:
         return FileResult(shown, "failed", error=err.message)
-    return FileResult(shown, "added" if known is None else "updated", doc_id, len(passages))
+    passages = tuple(chunk(doc.text)[:MAX_PASSAGES])
+    new = NewDocument(key, doc.title, doc.kind, len(data), mtime, digest, doc.text, passages, np.zeros((0, DIM)))
+    return _Ready(shown, new, known is not None)
+
+
+def _commit(store, user: User, ready: list[_Ready]) -> Iterator[FileResult]:
+    """Embed the passages of these files in one batch, then store each file in its own transaction."""
+    try:
+        vectors = store.embedder.embed([p for r in ready for p in r.document.passages])
+    except AssistantError as err:
+        for r in ready:
+            yield FileResult(r.shown, "failed", error=err.message)
+        return
+    start = 0
+    for r in ready:
+        n = len(r.document.passages)
+        doc = replace(r.document, vectors=vectors[start : start + n])
+        start += n
+        try:
+            doc_id = documents_of(store).put(user, doc)
+        except AssistantError as err:
+            yield FileResult(r.shown, "failed", error=err.message)
+            continue
+        yield FileResult(r.shown, "updated" if r.replaces else "added", doc_id, n)
 
 
 class DocumentSource:
