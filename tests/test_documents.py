@@ -261,6 +261,38 @@ def test_docs_command_adds_lists_and_removes(tmp_path, corpus, database):
     assert len(__import__("json").loads(left.stdout)) == 3
 
 
+def test_docs_add_stopped_by_ctrl_c_resumes_where_it_stopped(tmp_path):
+    import signal
+    import sqlite3
+    import time
+
+    folder, data = tmp_path / "folder", tmp_path / "cli"
+    for i in range(200):
+        (folder / f"d{i // 50}").mkdir(parents=True, exist_ok=True)
+        (folder / f"d{i // 50}" / f"page{i:03}.md").write_text(f"# Page {i}\n\nPage {i} lists {i * 7} apples.\n")
+    proc = subprocess.Popen([sys.executable, "-m", "assistant", "--data-dir", str(data), "docs", "add", str(folder),
+                             "--user", "erin"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline, done = time.monotonic() + 120, 0
+    while done < 10 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        try:
+            with sqlite3.connect(f"file:{data / 'assistant.sqlite3'}?mode=ro", uri=True, timeout=5) as db:
+                done = db.execute("SELECT count(*) FROM documents").fetchone()[0]
+        except sqlite3.Error:
+            pass  # not made yet
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("it finished before it could be interrupted")
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    rerun = assistant("docs", "add", str(folder), "--user", "erin", data_dir=data, database=None)
+    assert rerun.returncode == 0, rerun.stderr
+    added, skipped = (int(re.search(rf"(\d+) {w}", rerun.stdout).group(1)) for w in ("added", "skipped"))
+    assert skipped >= 10 and added + skipped == 200, rerun.stdout
+    listed = assistant("docs", "list", "--user", "erin", data_dir=data, database=None).stdout.splitlines()
+    assert len(listed) == 200 and len({line.split("\t")[4] for line in listed}) == 200
+
+
 @pytest.fixture
 def served(tmp_path, database):
     args = ["--profile", "tiny", "--data-dir", str(tmp_path / "served"), "--api-key", "alice-key-0001=alice",
