@@ -54,7 +54,8 @@ class FileResult:
             return f"failed: {self.path}: {self.error}"
         if self.status == "skipped":
             return f"skipped (already added as {self.document_id}): {self.path}"
-        return f"{self.status} {self.document_id} ({self.passages} passages): {self.path}"
+        counted = f"{self.passages} passage{'' if self.passages == 1 else 's'}"
+        return f"{self.status} {self.document_id} ({counted}): {self.path}"
 
 
 def documents_of(store) -> Documents:
