@@ -17,7 +17,7 @@ from assistant.errors import AssistantError
 __all__ = ["build_parser", "main"]
 
 # Command modules under assistant/commands, in the order `--help` lists them.
-COMMANDS = ("serve", "talk", "ask", "transcribe", "persona", "memory")
+COMMANDS = ("serve", "talk", "ask", "transcribe", "persona", "memory", "docs")
 
 
 def _global_options(sub: bool = False) -> argparse.ArgumentParser:

@@ -100,6 +100,43 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX memories_by_speaker ON memories (user_id, speaker) WHERE speaker IS NOT NULL;
     """,
+    # 5: the user's own documents for Deep Search (assistant/research/documents.py): each file once
+    # per user and path, with the size, mtime and hash that let a rerun skip it; its text cut into
+    # passages, each embedded (float32[384], as memories) and in passages_fts. The triggers keep the
+    # keyword index in step with the rows, also when a document or a user is deleted (cascades fire them).
+    """
+    CREATE TABLE documents (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        path TEXT NOT NULL,       -- where it was added from: an absolute path, or upload/NAME
+        title TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('txt', 'md', 'html', 'pdf')),
+        size INTEGER NOT NULL,    -- bytes of the file
+        mtime REAL NOT NULL,      -- the file's modification time (unix seconds)
+        sha256 TEXT NOT NULL,
+        text TEXT NOT NULL,       -- the extracted text, as /v1/documents/{id} serves it
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        UNIQUE (user_id, path)
+    );
+    CREATE TABLE passages (
+        id INTEGER PRIMARY KEY,
+        document_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,     -- its place in the document, from 0
+        text TEXT NOT NULL,
+        embedding BLOB            -- float32[384], L2-normalised
+    );
+    CREATE INDEX passages_by_document ON passages (document_id, seq);
+    CREATE INDEX passages_by_user ON passages (user_id, id);
+    CREATE VIRTUAL TABLE passages_fts USING fts5(body, tokenize = 'unicode61 remove_diacritics 2');
+    CREATE TRIGGER passages_index AFTER INSERT ON passages BEGIN
+        INSERT INTO passages_fts (rowid, body) VALUES (NEW.id, NEW.text);
+    END;
+    CREATE TRIGGER passages_unindex AFTER DELETE ON passages BEGIN
+        DELETE FROM passages_fts WHERE rowid = OLD.id;
+    END;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -160,6 +160,7 @@ class Store:
             )
             db.execute("DELETE FROM users WHERE id = ?", (user.id,))  # cascades to every table
             db.execute("INSERT INTO memories_fts (memories_fts) VALUES ('optimize')")  # drop old index segments
+            db.execute("INSERT INTO passages_fts (passages_fts) VALUES ('optimize')")  # (the documents' too)
         self._vectors.pop(user.id, None)
         shutil.rmtree(self.user_files_dir(user), ignore_errors=True)
         with self._lock:
@@ -513,6 +514,7 @@ class Store:
 
     def export_user(self, user: User) -> dict:
         """Everything stored about a user, as JSON-ready data (embeddings left out)."""
+        from memory.documents import Documents
         from memory.personas import list_personas
 
         messages = self.read("SELECT * FROM messages WHERE user_id = ? ORDER BY id", (user.id,))
@@ -523,6 +525,7 @@ class Store:
             "messages": [_message_json(_message(r)) for r in messages],
             "memories": [m.to_json() for m in self.memories(user, include_inactive=True)],
             "memory_history": self.history_of_memories(user),
+            "documents": [d.to_json() for d in Documents(self).documents(user)],  # their text: GET /v1/documents/{id}
             "files": sorted(
                 str(p.relative_to(self.data_dir)) for p in self.user_files_dir(user).rglob("*") if p.is_file()
             ),

@@ -33,6 +33,7 @@ from audio.encode import FORMATS as SPEECH_FORMATS
 from audio.encode import MEDIA_TYPES, encode_audio, pcm16_bytes
 from audio.io import MAX_TURN_AUDIO_S
 from ui.bodies import read_body
+from ui.documents import make_documents_router
 from ui.errors import ApiError, assistant_error_response, error_body, status_for
 from ui.transcriptions import MAX_UPLOAD_BYTES, transcribe_upload
 
@@ -49,7 +50,8 @@ MAX_IMAGES = 16  # images in one chat request (each is decoded, capped at vision
 INPUT_AUDIO_FORMATS = ("wav", "mp3", "flac", "ogg", "opus", "webm", "m4a", "mp4", "aac")  # input_audio.format
 JSON_TYPES = ("application/json",)  # and any application/*+json
 CHAT_AUDIO_FORMATS = ("wav", "pcm16", "mp3", "flac", "opus", "aac")  # streamed audio is always pcm16
-ENDPOINTS = {"models": "GET", "chat/completions": "POST", "audio/speech": "POST", "audio/transcriptions": "POST"}
+ENDPOINTS = {"models": "GET", "chat/completions": "POST", "audio/speech": "POST", "audio/transcriptions": "POST",
+             "documents": "GET or POST"}  # and GET or DELETE /v1/documents/{id}
 
 
 @dataclass
@@ -121,6 +123,8 @@ def make_api_router(state: ApiState, authenticate) -> APIRouter:
     @router.post("/audio/transcriptions")
     async def transcriptions(request: Request, user: str = Depends(authenticate)):
         return await transcribe_upload(request, state.transcriber)
+
+    router.include_router(make_documents_router(state, authenticate))  # before the catch-all below
 
     @router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
     async def unknown(path: str, request: Request):

@@ -1,7 +1,8 @@
 """The web UI (Gradio 6 Blocks), mounted at `/` on the same FastAPI app as the API.
 
 Tabs: Chat (one or two instances side by side: text and images in, streamed text and speech out),
-Voice (record, get a spoken reply), Transcribe, Personas, Memory. Handlers are thin: input ->
+Voice (record, get a spoken reply), Transcribe, Personas, Memory, Documents (the user's own, for Deep
+Search). Handlers are thin: input ->
 Turn/store call -> render. Speech reaches the page through ui/speech.py and ui/static/web.js.
 """
 
@@ -18,6 +19,7 @@ from memory import Store
 from ui.speech import SpeechRelay, make_speech_router
 from ui.web_chat import chat_pane, history_messages, reply
 from ui.web_context import WebContext, fail
+from ui.web_documents import documents_tab
 from ui.web_memory import memory_tab
 from ui.web_personas import personas_tab, voice_choices
 from ui.web_transcribe import transcribe_tab
@@ -108,6 +110,8 @@ def build_ui(ctx: WebContext) -> gr.Blocks:
             table, voice_picker, refresh_personas = personas_tab(ctx, [first.persona, second.persona, vpersona])
         with gr.Tab("Memory"):
             memories, load_memories = memory_tab(ctx)
+        with gr.Tab("Documents"):
+            documents, load_documents = documents_tab(ctx)
 
         async def voice(recording, history: list, persona: str, request: gr.Request):
             import asyncio
@@ -150,6 +154,7 @@ def build_ui(ctx: WebContext) -> gr.Blocks:
                 history_messages(ctx, request, "Grok", "Grok"),
                 voice_choices(ctx),
                 load_memories(request),
+                load_documents(request),
             )
 
         mic.stop_recording(voice, [mic, vbot, vpersona], [vbot, vreply], concurrency_limit=None)
@@ -162,6 +167,7 @@ def build_ui(ctx: WebContext) -> gr.Blocks:
         ui.load(
             load,
             None,
-            [table, first.persona, second.persona, vpersona, first.instance, first.bot, voice_picker, memories],
+            [table, first.persona, second.persona, vpersona, first.instance, first.bot, voice_picker, memories,
+             documents],
         )
     return ui
