@@ -126,6 +126,11 @@ class Talker3:
         self.next_pos += 1
         self._accept(out)
 
+    def close(self) -> None:
+        """The turn is over (finished or cancelled): a batch it sits in drops its rows next sync."""
+        self.done = True
+        self.cache = None
+
     def _accept(self, out) -> None:
         tcfg = self.model.config.talker_config
         vocab = tcfg.text_config.vocab_size
