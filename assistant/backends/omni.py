@@ -321,7 +321,7 @@ class OmniBackend:
         if texting:
             self._decode_step()
         speaking = [s for s in streams if isinstance(s, OmniStream) and s.talker is not None and not s.done]
-        if self.batch_speech and self.arch.name == "qwen2_5_omni":
+        if self.batch_speech:
             self._speech.step(speaking)
             return
         for s in speaking:

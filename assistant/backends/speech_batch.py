@@ -29,12 +29,21 @@ log = logging.getLogger(__name__)
 
 
 class SpeechBatch:
-    """The talker batch and the vocoder calls of one OmniBackend (Qwen2.5-Omni)."""
+    """The talker batch and the vocoder calls of one OmniBackend (Qwen2.5-Omni or Qwen3-Omni)."""
 
     def __init__(self, backend) -> None:
         self.backend = backend
-        talker_cfg = backend.model.config.talker_config if backend.has_talker else None
-        self.batch = KVBatch(talker_cfg, talker_cfg.num_hidden_layers, backend.device) if talker_cfg else None
+        self.qwen3 = backend.arch.name == "qwen3_omni"
+        self.batch = None
+        if backend.has_talker:
+            cfg = backend.model.config.talker_config
+            cfg = cfg.text_config if self.qwen3 else cfg
+            self.batch = KVBatch(cfg, cfg.num_hidden_layers, backend.device)
+        if self.qwen3:
+            from assistant.backends import speech3 as speech
+        else:
+            from assistant.backends import speech25 as speech
+        self.speech = speech
         self.sizes: Counter = Counter()  # (stage, rows) -> calls
 
     def step(self, streams: list) -> None:
@@ -48,7 +57,7 @@ class SpeechBatch:
             for s in talking:
                 if s.done or s.talker.done or not budget[id(s)]:
                     continue
-                part = b._reply_part(s, len(s.talker.codes))
+                part = self._part(s)
                 if part is not None:
                     rows.append(s)
                     parts.append(part)
@@ -62,8 +71,23 @@ class SpeechBatch:
         self._vocode([s for s in streams if not s.done])
 
     # -------------------------------------------------------------- talker
+    def _part(self, s):
+        """The conditioning of the talker's next step; None: the thinker has not made it yet."""
+        if self.qwen3:
+            return self.backend._text_part3(s, len(s.talker.frames) - 1)
+        return self.backend._reply_part(s, len(s.talker.codes))
+
     def _start(self, s) -> None:
         b, talker = self.backend, s.talker
+        if self.qwen3:
+            if talker.done or talker.started:
+                return
+            if not s.tokens:
+                if s.phase != "text":
+                    talker.done = True  # the reply is empty: nothing to say
+                return
+            talker.start(s.inputs, s.prompt_states, s.tokens[0], s.voice)
+            return
         if talker.done or talker.codes:  # started (its cache may sit in the batch)
             return
         if not s.step_states and s.phase == "text":
@@ -74,8 +98,7 @@ class SpeechBatch:
         talker.start(s.inputs, s.prompt_states, b._reply_part(s, 0), s.tokens[0], b.model.speaker_map[s.voice])
 
     def _talker_step(self, rows: list, parts: list) -> None:
-        from assistant.backends.speech25 import step_talkers
-
+        step_talkers = self.speech.step_talkers
         try:
             step_talkers([s.talker for s in rows], parts, self.batch, self.sizes)
             return
@@ -90,12 +113,16 @@ class SpeechBatch:
             self._guard(s, step_talkers, [s.talker], [part], self.batch, self.sizes)
 
     # -------------------------------------------------------------- vocoder
-    def _vocode(self, streams: list) -> None:
-        from assistant.backends.speech25 import pull_streams
+    def _ready(self, s) -> list:
+        """The talker's output the vocoder can take: codes (Qwen2.5), complete frames (Qwen3)."""
+        return s.talker.complete_frames() if self.qwen3 else s.talker.codes
 
+    def _vocode(self, streams: list) -> None:
+        pull_streams = self.speech.pull_streams
         b = self.backend
         for s in streams:
-            s.vocoder.push(s.talker.codes[len(s.vocoder.codes):])
+            ready = self._ready(s)
+            s.vocoder.push(ready[len(s.vocoder.frames if self.qwen3 else s.vocoder.codes):])
         finals = [s.talker.done and s.phase != "text" for s in streams]
         if b.stream_speech:
             try:
@@ -115,7 +142,7 @@ class SpeechBatch:
         else:
             for s, final in zip(streams, finals, strict=True):
                 if final:
-                    pcm = self._guard(s, s.vocoder.decode_all, s.talker.codes)
+                    pcm = self._guard(s, s.vocoder.decode_all, self._ready(s))
                     if pcm is not None:
                         s.emit_audio(pcm, b.sample_rate)
         for s, final in zip(streams, finals, strict=True):
