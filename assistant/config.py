@@ -91,6 +91,7 @@ class EngineConfig:
     max_audio_tokens: int = 2048  # talker codec tokens per reply
     batch_window_ms: int = 5  # how long the scheduler waits for more arrivals before a step
     stream_speech: bool = True  # speech chunks as they are made (False: one chunk at the end)
+    batch_speech: bool = True  # talker and vocoder steps of concurrent turns share forward passes
     seed: int | None = None
 
     def __post_init__(self) -> None:

@@ -421,12 +421,14 @@ def load_backend(config: EngineConfig) -> Backend:
 
         path = config.model or str(tiny_model_path(config.architecture))
         return load_omni_backend(path, device=config.device or "cpu", dtype=torch.float32,
-                                 max_context_tokens=config.max_context_tokens, stream_speech=config.stream_speech)
+                                 max_context_tokens=config.max_context_tokens, stream_speech=config.stream_speech,
+                                 batch_speech=config.batch_speech)
     if config.profile == Profile.OMNI:
         from assistant.backends.omni import load_omni_backend
 
         return load_omni_backend(config.model or DEFAULT_OMNI_MODEL, device=config.device,
-                                 max_context_tokens=config.max_context_tokens, stream_speech=config.stream_speech)
+                                 max_context_tokens=config.max_context_tokens, stream_speech=config.stream_speech,
+                                 batch_speech=config.batch_speech)
     if config.profile == Profile.REMOTE:
         import os
 

@@ -14,6 +14,7 @@ import re
 import statistics
 import subprocess
 import sys
+import time
 import wave
 from pathlib import Path
 
@@ -554,12 +555,17 @@ def test_a_prompt_prefilled_in_chunks_gives_the_same_reply(backend):
 
 
 def test_a_turn_cancelled_while_it_was_heard_costs_no_prefill(backend, tmp_path):
-    """A reply prepared in a pause is dropped when the user goes on. Its speech is heard at the start,
-    but its prompt is computed only by the first step: the engine, which checks for a cancel between
-    the two, drops it before a prefill. Stepped, it answers as before."""
+    """A reply prepared in a pause is dropped when the user goes on. Its speech is heard beside the
+    decode loop (the other turns go on decoding meanwhile); the step that finds it heard builds its
+    prompt, and only the next one computes it: the engine, which checks for a cancel between steps,
+    drops it before a prefill. Stepped, it answers as before."""
     pcm = espeak_speech("What is two plus two?", tmp_path)
     request = Request((Message("user", audio=pcm),), speak=False, max_new_tokens=8)
+    backend._transcripts.clear()  # heard by an earlier test: this one must hear it again
     stream = backend.start(request)
+    assert stream.hearing is not None and stream.gen is None  # start only queued the speech
+    while stream.hearing is not None:
+        backend.step([stream])
     heard = [e.text for e in stream.drain() if isinstance(e, Transcript)]
     assert heard and "plus" in heard[0].lower(), heard
     assert stream.gen.pending and not stream.gen.tokens  # heard, nothing computed
@@ -570,6 +576,29 @@ def test_a_turn_cancelled_while_it_was_heard_costs_no_prefill(backend, tmp_path)
         backend.step([stream])
     stream.close()
     assert "4" in stream.text or "four" in stream.text.lower(), stream.text
+
+
+def test_a_turn_being_heard_does_not_hold_up_the_others(backend, tmp_path):
+    """Speech is heard beside the decode loop: `start` only queues it, and the turns already
+    replying go on decoding (and speaking) while it is heard."""
+    pcm = espeak_speech("What is the capital of Italy?", tmp_path)
+    talking = backend.start(Request((Message("user", "Count from one to twenty."),), max_new_tokens=24))
+    backend.step([talking])  # its prefill
+    t0 = time.perf_counter()
+    heard = backend.start(Request((Message("user", audio=pcm),), speak=False, max_new_tokens=8))
+    start_s = time.perf_counter() - t0
+    before = len(talking.gen.tokens)
+    backend.step([talking, heard])
+    assert len(talking.gen.tokens) == before + 1
+    while not (talking.done and heard.done):
+        backend.step([s for s in (talking, heard) if not s.done])
+    assert heard.error is None and heard.text, heard.error
+    said = [e.text.lower() for e in heard.drain() if isinstance(e, Transcript)]
+    assert said and "capital" in said[0], said
+    assert start_s < heard.stages["asr_s"] / 2, (start_s, heard.stages)
+    assert any(isinstance(e, AudioChunk) for e in talking.drain())
+    talking.close()
+    heard.close()
 
 
 def test_a_user_turn_does_not_wait_for_a_background_prompt(backend):

