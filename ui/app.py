@@ -39,6 +39,7 @@ class ServeConfig:
     database: str | None = None  # a postgresql:// URL; None: SQLite in the data dir
     web_ui: bool = True
     allowed_origins: tuple[str, ...] = ()  # web pages besides the server's own that may use /v1 ("*": any)
+    search_url: str | None = None  # a SearxNG instance Deep Search also searches; None: offline sources only
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -78,7 +79,7 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
     origins = OriginPolicy(config.allowed_origins)
     guard_origins(app, origins)
     state = ApiState(engine=engine, model_name=config.model_name, store=store,  # engine set at start-up
-                     transcriber=transcriber)
+                     transcriber=transcriber, search_url=config.search_url)
 
     async def authenticate(request: Request) -> str:
         auth = request.headers.get("authorization", "")

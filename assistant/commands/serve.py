@@ -69,6 +69,8 @@ def add_parser(sub, parents) -> None:
         help="let web pages of ORIGIN (scheme://host:port; * for any) use the API and the realtime socket "
         "(repeatable; default: only the server's own pages)",
     )
+    p.add_argument("--search-url", metavar="URL",
+                   help="a SearxNG instance that Deep Search also searches (the web; default: offline sources only)")
     p.add_argument("--no-anonymous-loopback", action="store_true", help=argparse.SUPPRESS)  # the default now
     p.set_defaults(run=run)
 
@@ -172,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
                 data_dir=args.data_dir,
                 database=args.database,
                 allowed_origins=origins,
+                search_url=args.search_url,
             ),
             engine=loaded,
         )

@@ -29,4 +29,13 @@ def encyclopedia(progress: Callable[[int, int], None] | None = None):
 def research_sources(*, user_id: str, store=None, search_url: str | None = None) -> list[Source]:
     """The sources for one request: the bundled encyclopedia; the user's documents (`store`, for
     `user_id`) and the web (`search_url`, a SearxNG instance) are added where they are set up."""
-    return [encyclopedia()]
+    sources: list[Source] = [encyclopedia()]
+    if store is not None:
+        from assistant.research.documents import DocumentSource
+
+        sources.append(DocumentSource(store, store.user(user_id)))
+    if search_url:
+        from assistant.research.web import WebSource
+
+        sources.append(WebSource(search_url))
+    return sources
