@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import start_server, stop_server
+from playwright.sync_api import Error as PlaywrightError
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")
@@ -237,8 +238,16 @@ def toast(page, text: str, timeout_ms: float = 90_000) -> str:
 
 
 def close_toasts(page) -> None:
-    for button in page.locator(".toast-close").all():
-        button.click()
+    """Close every toast shown. One by one from the first: a toast that closes by itself meanwhile
+    shifts the others (clicking a listed one then waited 90 s for a button no longer there)."""
+    for _ in range(50):
+        buttons = page.locator(".toast-close")
+        if not buttons.count():
+            return
+        try:
+            buttons.first.click(timeout=2_000)
+        except PlaywrightError:
+            pass  # it closed itself first
 
 
 def test_paste_one_image_and_drop_another_into_one_message(page):
