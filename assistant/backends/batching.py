@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["KVBatch", "sample_token", "sample_tokens"]
+__all__ = ["KVBatch", "group_indices", "sample_token", "sample_tokens"]
 
 
 class KVBatch:
@@ -123,3 +123,11 @@ def sample_tokens(logits: torch.Tensor, temperatures: list[float], top_ps: list[
     if any(greedy):
         tokens = torch.where(torch.tensor(greedy, device=device), logits.argmax(-1), tokens)
     return tokens.tolist()
+
+
+def group_indices(items: list, key) -> dict:
+    """The indices of `items` grouped by `key(item)`, in order (items that can share one call)."""
+    out: dict = {}
+    for i, item in enumerate(items):
+        out.setdefault(key(item), []).append(i)
+    return out

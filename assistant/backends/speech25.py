@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from assistant.backends.batching import group_indices
+
 __all__ = ["Talker25", "Token2WavStream", "pull_streams", "step_talkers"]
 
 FRAMES_PER_CODE = 2  # DiT `repeats`: mel frames per codec code (50 codes/s, 100 frames/s)
@@ -161,13 +163,6 @@ class _Chunk:
     v0: int = 0  # the BigVGAN window starts at mel frame v0
 
 
-def _groups(items: list, key) -> dict:
-    out: dict = {}
-    for i, item in enumerate(items):
-        out.setdefault(key(item), []).append(i)
-    return out
-
-
 def pull_streams(streams: list[Token2WavStream], finals: list[bool], sizes: Counter | None = None) -> list[np.ndarray]:
     """`Token2WavStream.pull` for several streams at once: the chunks that are ready go through
     the DiT and BigVGAN together, one call per group of equal-shaped windows."""
@@ -180,7 +175,8 @@ def pull_streams(streams: list[Token2WavStream], finals: list[bool], sizes: Coun
             break
         chunks = [job for _, job in jobs]
         mels: list = [None] * len(chunks)
-        for idx in _groups(chunks, lambda c: (c.codes.shape[1], c.stream.cond.shape, c.stream.ref_mel.shape)).values():
+        shape = lambda c: (c.codes.shape[1], c.stream.cond.shape, c.stream.ref_mel.shape)  # noqa: E731
+        for idx in group_indices(chunks, shape).values():
             group = [chunks[k] for k in idx]
             mel = _sample(group[0].stream.dit, torch.cat([c.codes for c in group]), torch.cat([c.noise for c in group]),
                           torch.cat([c.stream.cond for c in group]), torch.cat([c.stream.ref_mel for c in group]))
@@ -190,7 +186,7 @@ def pull_streams(streams: list[Token2WavStream], finals: list[bool], sizes: Coun
                 sizes["dit", len(group)] += 1
         windows = [c.stream._place(c, m) for c, m in zip(chunks, mels, strict=True)]
         wavs: list = [None] * len(chunks)
-        for idx in _groups(windows, lambda w: w.shape[-1]).values():
+        for idx in group_indices(windows, lambda w: w.shape[-1]).values():
             bigvgan = chunks[idx[0]].stream.bigvgan
             device = next(bigvgan.parameters()).device
             wav = bigvgan(torch.cat([windows[k] for k in idx]).to(device)).reshape(len(idx), -1).float().cpu().numpy()

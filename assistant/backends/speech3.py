@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from assistant.backends.batching import group_indices
+
 __all__ = ["Code2WavStream", "Talker3", "pull_streams", "step_talkers"]
 
 
@@ -323,10 +325,7 @@ def pull_streams(streams: list[Code2WavStream], finals: list[bool], sizes: Count
         if not plans:
             break
         windows = [streams[i]._window(p) for i, p in plans]
-        groups: dict[int, list[int]] = {}
-        for k, w in enumerate(windows):
-            groups.setdefault(len(w), []).append(k)
-        for idx in groups.values():
+        for idx in group_indices(windows, len).values():
             net = streams[plans[idx[0]][0]].net
             device = next(net.parameters()).device
             codes = torch.tensor([windows[k] for k in idx], device=device).transpose(1, 2)  # (B, groups, frames)
