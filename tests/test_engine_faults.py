@@ -68,6 +68,61 @@ def test_one_turns_fault_fails_only_that_turn(engine):
     assert isinstance(asyncio.run(_events(engine, _request("still there?", 3)))[-1], Done)
 
 
+class MidForwardFault:
+    """The real backend, with a fault inside the thinker's forward pass: its last decoder layer
+    raises on a step that has the POISON turn in it (after it made two tokens), once the layers
+    before it have written this step's keys and values into the batch's KV cache."""
+
+    def __init__(self, real) -> None:
+        self.real = real
+        self.stepping: list = []
+        self.faults = 0
+        layers = real.thinker.model.language_model.layers
+        assert len(layers) >= 2  # a layer before the faulty one writes the cache first
+        layers[-1].register_forward_pre_hook(self._fault)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def _fault(self, module, args) -> None:
+        if any(s.request.messages[-1].text == POISON and s.phase == "text" and s.completion_tokens >= 2
+               for s in self.stepping):
+            self.faults += 1
+            raise RuntimeError("a fault in the middle of the forward pass")
+
+    def start(self, request):
+        self.stepping = []
+        return self.real.start(request)
+
+    def step(self, streams) -> None:
+        self.stepping = list(streams)
+        self.real.step(streams)
+
+
+@pytest.mark.parametrize("architecture", ["qwen2_5_omni", "qwen3_omni"])
+def test_a_fault_mid_forward_fails_only_that_turn(architecture):
+    """The batch's cache is left half-written by the failed step (the first layer has the new token,
+    the last does not): the other turns still finish, with the very text they give without the fault."""
+    config = EngineConfig(profile=Profile.TINY, architecture=architecture, max_context_tokens=2048)
+    backend = MidForwardFault(load_backend(config))
+    eng = Engine(backend, config)
+    try:
+        alone = {t: asyncio.run(_events(eng, _request(t)))[-1].text for t in ("hello", "how are you?")}
+        assert backend.faults == 0
+
+        async def go():
+            return await asyncio.gather(*(_events(eng, _request(t)) for t in ("hello", POISON, "how are you?")))
+
+        first, poisoned, third = asyncio.run(go())
+        assert backend.faults >= 1 and eng.metrics.max_batch >= 2  # it failed inside a shared step
+        assert isinstance(poisoned[-1], Error) and poisoned[-1].code == "model_error"
+        for text, events in (("hello", first), ("how are you?", third)):
+            assert isinstance(events[-1], Done), events[-1]
+            assert events[-1].completion_tokens == 12 and events[-1].text == alone[text]
+    finally:
+        eng.close()
+
+
 def test_background_turns_wait_in_a_bounded_queue(engine):
     async def go():
         engine.defer_background(3.0)  # a user is speaking: background turns are held
