@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
 
 from assistant.config import EngineConfig, Profile
 from assistant.engine import MAX_HELD, Engine, load_backend
-from assistant.events import Done, Error, TextDelta
+from assistant.events import AudioChunk, Done, Error, TextDelta
 from assistant.turns import Message, Request
 
 POISON = "this turn breaks the model"
@@ -47,8 +48,8 @@ def engine():
     eng.close()
 
 
-def _request(text: str, tokens: int = 12, background: bool = False) -> Request:
-    return Request((Message("user", text),), speak=False, max_new_tokens=tokens, seed=0, background=background)
+def _request(text: str, tokens: int = 12, background: bool = False, speak: bool = False) -> Request:
+    return Request((Message("user", text),), speak=speak, max_new_tokens=tokens, seed=0, background=background)
 
 
 async def _events(engine, request) -> list:
@@ -69,24 +70,41 @@ def test_one_turns_fault_fails_only_that_turn(engine):
 
 
 class MidForwardFault:
-    """The real backend, with a fault inside the thinker's forward pass: its last decoder layer
-    raises on a step that has the POISON turn in it (after it made two tokens), once the layers
-    before it have written this step's keys and values into the batch's KV cache."""
+    """The real backend, with a fault inside a forward pass: the last decoder layer of the thinker
+    (or of the talker, for speech) raises on a step that has the POISON turn in it, once it made
+    two tokens (or two speech codes), after the layers before it have written this step's keys and
+    values into the batch's KV cache."""
 
-    def __init__(self, real) -> None:
+    def __init__(self, real, part: str) -> None:
         self.real = real
+        self.part = part
         self.stepping: list = []
         self.faults = 0
-        layers = real.thinker.model.language_model.layers
-        assert len(layers) >= 2  # a layer before the faulty one writes the cache first
-        layers[-1].register_forward_pre_hook(self._fault)
+        module = real.thinker.model.language_model if part == "thinker" else real.model.talker.model
+        assert len(module.layers) >= 2  # a layer before the faulty one writes the cache first
+        module.layers[-1].register_forward_pre_hook(self._fault)
 
     def __getattr__(self, name):
         return getattr(self.real, name)
 
+    def _poisoned(self, s) -> bool:
+        if s.request.messages[-1].text != POISON:
+            return False
+        if self.part == "thinker":
+            return s.phase == "text" and s.completion_tokens >= 2
+        return s.talker is not None and len(s.talker.codes) >= 2
+
+    def _in_this_pass(self) -> list:
+        """The streams whose rows this forward pass computes: the thinker's are the engine's step
+        (it retries a failed one turn by turn); the talkers' are those in the speech batch now (it
+        retries a failed talker step talker by talker)."""
+        if self.part == "thinker":
+            return self.stepping
+        rows = {id(r) for r in self.real._speech.batch.rows}
+        return [s for s in self.stepping if id(s.talker) in rows]
+
     def _fault(self, module, args) -> None:
-        if any(s.request.messages[-1].text == POISON and s.phase == "text" and s.completion_tokens >= 2
-               for s in self.stepping):
+        if any(self._poisoned(s) for s in self._in_this_pass()):
             self.faults += 1
             raise RuntimeError("a fault in the middle of the forward pass")
 
@@ -99,26 +117,41 @@ class MidForwardFault:
         self.real.step(streams)
 
 
-@pytest.mark.parametrize("architecture", ["qwen2_5_omni", "qwen3_omni"])
-def test_a_fault_mid_forward_fails_only_that_turn(architecture):
+def _outcome(events) -> tuple:
+    """What a user gets from a turn: its text and its audio."""
+    audio = [ev.pcm for ev in events if isinstance(ev, AudioChunk)]
+    return events[-1].text, np.concatenate(audio) if audio else None
+
+
+@pytest.mark.parametrize(("architecture", "part"), [("qwen2_5_omni", "thinker"), ("qwen3_omni", "thinker"),
+                                                    ("qwen2_5_omni", "talker")])
+def test_a_fault_mid_forward_fails_only_that_turn(architecture, part):
     """The batch's cache is left half-written by the failed step (the first layer has the new token,
-    the last does not): the other turns still finish, with the very text they give without the fault."""
+    the last does not): the other turns still finish, with the very text (and speech) they give
+    without the fault."""
     config = EngineConfig(profile=Profile.TINY, architecture=architecture, max_context_tokens=2048)
-    backend = MidForwardFault(load_backend(config))
+    backend = MidForwardFault(load_backend(config), part)
     eng = Engine(backend, config)
+    speak = part == "talker"
     try:
-        alone = {t: asyncio.run(_events(eng, _request(t)))[-1].text for t in ("hello", "how are you?")}
+        alone = {t: _outcome(asyncio.run(_events(eng, _request(t, speak=speak)))) for t in ("hello", "how are you?")}
         assert backend.faults == 0
 
         async def go():
-            return await asyncio.gather(*(_events(eng, _request(t)) for t in ("hello", POISON, "how are you?")))
+            return await asyncio.gather(*(_events(eng, _request(t, speak=speak))
+                                          for t in ("hello", POISON, "how are you?")))
 
         first, poisoned, third = asyncio.run(go())
         assert backend.faults >= 1 and eng.metrics.max_batch >= 2  # it failed inside a shared step
         assert isinstance(poisoned[-1], Error) and poisoned[-1].code == "model_error"
         for text, events in (("hello", first), ("how are you?", third)):
             assert isinstance(events[-1], Done), events[-1]
-            assert events[-1].completion_tokens == 12 and events[-1].text == alone[text]
+            assert events[-1].completion_tokens == 12
+            got, want = _outcome(events), alone[text]
+            assert got[0] == want[0]
+            if speak:
+                assert got[1] is not None and got[1].shape == want[1].shape  # the same speech, to batching round-off
+                assert np.allclose(got[1], want[1], atol=1e-4)
     finally:
         eng.close()
 

@@ -8,6 +8,8 @@ every step reuses it. Positions are given explicitly per row, so padding never s
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -65,22 +67,24 @@ class KVBatch:
         self.mask = torch.cat([self.mask, self.mask.new_ones(len(self.rows), 1)], dim=1)
         return self.mask
 
-    def checkpoint(self) -> tuple[int, torch.Tensor | None]:
-        """What `rollback` returns to: the cache's length now, and the mask. Free: a DynamicCache
-        layer grows by concatenation into a new tensor, so the old entries are never overwritten."""
-        return (self.cache.get_seq_length() if self.cache is not None else 0), self.mask
-
-    def rollback(self, state: tuple[int, torch.Tensor | None]) -> None:
-        """Undo a step that failed part way: a forward that raised after some layers had written
-        their new keys and values leaves the layers of unequal lengths (and the mask one longer),
-        so no row's cache could be taken out again; cut every layer back to the checkpoint."""
-        length, self.mask = state
-        if self.cache is None:
-            return
-        for lay in self.cache.layers:
-            if getattr(lay, "keys", None) is not None and lay.keys.dim() == 4 and lay.keys.shape[-2] > length:
-                lay.keys = lay.keys[..., :length, :]
-                lay.values = lay.values[..., :length, :]
+    @contextmanager
+    def undone_on_error(self) -> Iterator[None]:
+        """Around a step (`grow` and the forward pass): if it raises, the cache and the mask are put
+        back as they were before it. A forward that fails after some layers wrote their new keys
+        and values leaves the layers of unequal lengths (and the mask one longer), and then no row's
+        cache could be taken out again (each turn's retry alone would fail too). Free when nothing
+        fails: a DynamicCache layer grows by concatenation into new tensors, never in place."""
+        length = self.cache.get_seq_length() if self.cache is not None else 0
+        mask = self.mask
+        try:
+            yield
+        except BaseException:
+            self.mask = mask
+            for lay in self.cache.layers if self.cache is not None else ():
+                if getattr(lay, "keys", None) is not None and lay.keys.dim() == 4 and lay.keys.shape[-2] > length:
+                    lay.keys = lay.keys[..., :length, :]
+                    lay.values = lay.values[..., :length, :]
+            raise
 
     def _row_cache(self, row: int):
         if len(self.rows) == 1:

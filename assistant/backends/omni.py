@@ -348,20 +348,16 @@ class OmniBackend:
         input_ids = torch.tensor([[s.tokens[-1]] for s in streams], device=self.device)
         positions = torch.tensor([s.next_pos for s in streams], device=self.device)
         position_ids = positions.view(1, n, 1).expand(3, n, 1)
-        before = batch.checkpoint()
-        mask = batch.grow()
         # Qwen2.5's talker is conditioned on the thinker's last hidden states; Qwen3's on embeddings only.
         speak = self.arch.name == "qwen2_5_omni" and any(s.request.speak for s in streams)
-        try:
+        # a fault undoes the step whole (no row has taken a token yet), so the engine can take it
+        # again without the faulty turn
+        with batch.undone_on_error():
+            mask = batch.grow()
             out = self.thinker(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
                                past_key_values=batch.cache, use_cache=True, output_hidden_states=speak)
             tokens = sample_tokens(out.logits[:, -1, :], [s.request.temperature for s in streams],
                                    [s.request.top_p for s in streams], [s.generator for s in streams])
-        except BaseException:
-            # the step is undone whole (no row took a token), so the engine can take it again
-            # without the faulty turn: its rows' caches are as they were before it
-            batch.rollback(before)
-            raise
         batch.cache = out.past_key_values
         for i, (s, token) in enumerate(zip(streams, tokens, strict=True)):
             s.next_pos += 1

@@ -139,8 +139,9 @@ def step_talkers(talkers: list[Talker25], parts: list[torch.Tensor], batch, size
     codes = torch.tensor([[x.codes[-1]] for x in talkers], device=device)
     x = t.get_input_embeddings()(codes) + torch.cat(parts, dim=0)
     pos = torch.tensor([x_.next_pos for x_ in talkers], device=device).view(1, n, 1).expand(3, n, 1)
-    mask = batch.grow()
-    out = t(inputs_embeds=x, position_ids=pos, attention_mask=mask, past_key_values=batch.cache, use_cache=True)
+    with batch.undone_on_error():  # a fault mid-forward: each talker can still step alone
+        mask = batch.grow()
+        out = t(inputs_embeds=x, position_ids=pos, attention_mask=mask, past_key_values=batch.cache, use_cache=True)
     batch.cache = out.past_key_values
     for i, talker in enumerate(talkers):
         talker.next_pos += 1

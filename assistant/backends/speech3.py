@@ -191,9 +191,10 @@ def step_talkers(talkers: list[Talker3], parts: list[torch.Tensor], batch, sizes
         talker.frames[-1] = [talker.frames[-1][0], *codes]
     x = last_embed + embeds + torch.cat(parts, dim=0)
     pos = torch.tensor([x_.next_pos for x_ in talkers], device=device).view(1, n, 1).expand(3, n, 1)
-    mask = batch.grow()
-    out = t(inputs_embeds=x, position_ids=pos, attention_mask=mask, past_key_values=batch.cache,
-            use_cache=True, output_hidden_states=True, generation_step=0)
+    with batch.undone_on_error():  # a fault mid-forward: each talker can still step alone
+        mask = batch.grow()
+        out = t(inputs_embeds=x, position_ids=pos, attention_mask=mask, past_key_values=batch.cache,
+                use_cache=True, output_hidden_states=True, generation_step=0)
     batch.cache = out.past_key_values
     hidden = out.hidden_states[0][-1]
     for i, talker in enumerate(talkers):
