@@ -9,6 +9,7 @@ import functools
 import io
 import json
 import subprocess
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -219,11 +220,16 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def served(tmp_path_factory):
     proc, url = start_server("--profile", "tiny", "--api-key", f"{KEY}=alice", "--max-new-tokens", "2",
                              "--data-dir", str(tmp_path_factory.mktemp("bad-input-data")))
-    yield url
+    yield proc, url
     stop_server(proc)
+
+
+@pytest.fixture(scope="module")
+def server(served):
+    return served[1]
 
 
 def test_the_matrix_covers_at_least_60_kinds():
@@ -251,3 +257,40 @@ def test_bad_input_is_a_clear_4xx_and_the_server_stays_up(server, method, path, 
 def test_the_audio_cap_is_named(server):
     r = httpx.post(server + CHAT, headers=JSON, timeout=120, **_user(_audio_part(_silence_10h(), "flac")))
     assert r.status_code == 400 and "300 s" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(("path", "head", "tail", "content_type"), [
+    (TRANSCRIBE, b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\n", b"\r\n--b--\r\n",
+     "multipart/form-data; boundary=b"),
+    (CHAT, b'{"messages": [{"role": "user", "content": "', b'"}]}', "application/json"),
+], ids=["transcriptions", "chat"])
+def test_a_chunked_upload_is_cut_off_at_the_limit(served, path, head, tail, content_type):
+    """400 MiB sent without a Content-Length: the server answers 413 once the limit (25 MiB of
+    audio, 64 MiB of chat) has arrived, holds no more than that, and closes the connection, so the
+    client gets to send little more than the limit (before, a transcription upload was spooled
+    whole to disk, then read into memory, and only then refused)."""
+    proc, server = served
+    sent = 0
+
+    def body():
+        nonlocal sent
+        yield head
+        for _ in range(400):
+            sent += 2**20
+            yield b"x" * 2**20
+        yield tail
+
+    before = _rss_kib(proc.pid, "VmRSS")
+    Path(f"/proc/{proc.pid}/clear_refs").write_text("5")  # the peak RSS (VmHWM) starts again from now
+    r = httpx.post(server + path, content=body(), timeout=120, headers={**AUTH, "Content-Type": content_type})
+    grew_mib = (_rss_kib(proc.pid, "VmHWM") - before) / 1024
+    assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
+    assert sent < 100 * 2**20, f"the server read {sent / 2**20:.0f} MiB of a body it refused"
+    assert grew_mib < 200, f"the server's peak RSS grew by {grew_mib:.0f} MiB for a refused body"
+    assert httpx.get(server + "/v1/models", headers=AUTH, timeout=30).status_code == 200
+
+
+def _rss_kib(pid: int, field: str) -> int:
+    """VmRSS (now) or VmHWM (the peak) of a process, in KiB."""
+    line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith(field + ":"))
+    return int(line.split()[1])

@@ -112,7 +112,10 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, err: ApiError) -> JSONResponse:
-        return JSONResponse(error_body(err.message, err.code, err.type), status_code=err.status)
+        # A body refused for its size is not read further: closing the connection stops the client
+        # sending it (kept open, the server would have to read the rest, up to any size, to drop it).
+        headers = {"Connection": "close"} if err.status == 413 else None
+        return JSONResponse(error_body(err.message, err.code, err.type), status_code=err.status, headers=headers)
 
     @app.exception_handler(AssistantError)
     async def assistant_error(_: Request, err: AssistantError) -> JSONResponse:
