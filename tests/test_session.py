@@ -213,3 +213,85 @@ def test_storing_an_exchange_never_blocks_the_event_loop(engine, tmp_path):
     texts = [m.text for m in store.history(s._instance, limit=10)]
     assert "Remember that my car is red." in texts
     store.close()
+
+
+def _hold_write_lock(store, hold_s: float):
+    """Another connection (a second serve, an import) takes the database's write lock for `hold_s`."""
+    import sqlite3
+    import threading
+
+    other = sqlite3.connect(str(store.path), check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+
+    def release():
+        other.rollback()
+        other.close()
+
+    threading.Timer(hold_s, release).start()
+
+
+def test_writes_waiting_for_a_lock_leave_the_default_executor_free(engine, tmp_path):
+    """More sessions than the loop's default executor has threads store an exchange while another
+    connection holds the write lock: the writes wait on the store's own writer thread, so
+    `asyncio.to_thread` (recall, uploads, encoding: every other conversation) still runs at once;
+    once the lock is gone every exchange is on disk, each session's in the order recorded (before,
+    each write held a default-executor thread, and recall waited for the lock)."""
+    import os
+    import time
+
+    store = open_store(tmp_path)
+    n = min(32, (os.cpu_count() or 1) + 4) + 4  # more than asyncio's default executor has threads
+    sessions = [Session(engine, store, user=f"user{i}", extract_with_model=False) for i in range(n)]
+    hold_s = 2.0
+
+    async def go() -> float:
+        _hold_write_lock(store, hold_s)
+        writes = [s.record(Turn(text=f"Note {k} of {s.user}."), f"Reply {k}.") for k in range(3) for s in sessions]
+        await asyncio.sleep(0.3)  # the writes have started and wait for the lock
+        t0 = time.monotonic()
+        await asyncio.wait_for(asyncio.to_thread(lambda: None), timeout=30)
+        waited = time.monotonic() - t0
+        await asyncio.gather(*writes)
+        for s in sessions:
+            await s.wait_for_memory()
+        return waited
+
+    waited = asyncio.run(go())
+    assert waited < hold_s / 4, waited
+    store.close()
+    with open_store(tmp_path) as again:  # durable: a new connection reads them from the file
+        for s in sessions:
+            texts = [m.text for m in again.history(s._instance, limit=10)]
+            assert texts == [t for k in range(3) for t in (f"Note {k} of {s.user}.", f"Reply {k}.")], texts
+
+
+def test_a_failed_write_is_logged_and_the_conversation_goes_on(engine, tmp_path, caplog):
+    """A write that fails (here the instance was deleted by another connection: a foreign key) is not
+    lost silently: the future `record` returns raises it, it is logged as an error, and the next
+    exchange is stored."""
+    import sqlite3
+
+    store = open_store(tmp_path)
+    s = Session(engine, store, user="gone", extract_with_model=False)
+    other = sqlite3.connect(str(store.path))
+    other.execute("PRAGMA foreign_keys = ON")
+    other.execute("DELETE FROM instances WHERE id = ?", (s._instance.id,))
+    other.commit()
+    other.close()
+
+    async def go():
+        failed = s.record(Turn(text="This cannot be stored."), "No.")
+        with pytest.raises(sqlite3.IntegrityError):
+            await failed
+        await s.wait_for_memory()
+        again = Session(engine, store, user="gone", extract_with_model=False)  # makes the instance again
+        await again.record(Turn(text="This can."), "Yes.")  # on the same writer thread
+        await again.wait_for_memory()
+        return again
+
+    with caplog.at_level("ERROR", logger="assistant.session"):
+        again = asyncio.run(go())
+    assert any("could not be stored" in r.getMessage() and "FOREIGN KEY" in r.getMessage() for r in caplog.records)
+    instance = store.open_instance(store.user("gone"), again.persona.name)
+    assert [m.text for m in store.history(instance, limit=10)] == ["This can.", "Yes."]
+    store.close()
