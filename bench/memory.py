@@ -18,6 +18,11 @@ After the merge with the PostgreSQL store (--database local): the same figures o
 Search at 100k (SQLite, --sizes 100000, one after another on 2 shared cores): p95 36.6 ms (load
 0.4-1.7), main 44.5 ms (load 1.6-3.3), ours again 101.2 ms (load 3.3+): too noisy to settle the
 <= 20 ms goal or the 1.4x of main noted before the merge; it wants a quiet machine.
+Side by side (bench/memory_search_ab.py --against <main 0216ae6> --rounds 5, 100k, the two revisions
+taking turns on one store, load 13-17 on 2 cores): p95 118.8 ms against main's 299.6 (2.52x), p50 46.8
+against 108.5 (2.32x). What went: fts5vocab look-ups (40 ms a recall at load ~5; now capped FTS5
+matches) and half of the float32 scan (a 128-axis sketch first, see memory/vectors.py). Recall@10
+unchanged: dev 0.944, held-out 0.960. The 20 ms goal still wants a quiet machine to settle.
 
 With --database (`local`: a throwaway pgserver PostgreSQL, memory.pg_local; else use a scratch
 database: the bench rebuilds its HNSW index): the PostgreSQL store at each size: the insert rate of

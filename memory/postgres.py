@@ -380,8 +380,9 @@ class PgStore(Store):
 
     # searches -----------------------------------------------------------------------------------
 
-    def term_documents(self, terms: Sequence[str]) -> dict[str, int]:
-        """How many indexed memories (of all users) hold each term, counted up to DF_CAP."""
+    def term_documents(self, terms: Sequence[str], cap: int = DF_CAP) -> dict[str, int]:
+        """How many indexed memories (of all users) hold each term, counted up to DF_CAP (BM25's idf
+        needs them) and given up to `cap`."""
         out, now = {}, time.monotonic()
         for term in terms:
             norm = fts_tokens(term)
@@ -396,7 +397,7 @@ class PgStore(Store):
                 cached = self._df[norm[0]] = (now, int(rows[0][0]))
                 if len(self._df) > 100_000:
                     self._df.clear()
-            out[term] = cached[1]
+            out[term] = min(cached[1], cap)
         return out
 
     def _corpus(self) -> tuple[int, float]:

@@ -198,7 +198,7 @@ def _hops(store: Store, user: User, seeds: list[Memory], query: str, speakers: l
         best = sorted(words, key=lambda w: (not words[w], -len(w)))[:HOP_WORDS]  # names, then long words
         per_seed.append({w: words[w] for w in best})
     every = list(dict.fromkeys(w for words in per_seed for w in words))
-    counts = store.term_documents(every) if every else {}  # one look-up: the vocabulary table is slow
+    counts = store.term_documents(every, HOP_MAX_DOCS + 1) if every else {}
     out: dict[int, float] = {}
     for seed, words in zip(seeds, per_seed, strict=True):
         rare = sorted((not name, counts[w], w) for w, name in words.items() if 0 < counts.get(w, 0) <= HOP_MAX_DOCS)
@@ -211,7 +211,7 @@ def _hops(store: Store, user: User, seeds: list[Memory], query: str, speakers: l
     return out
 
 
-def fts_query(text: str, term_documents: Callable[[list[str]], dict[str, int]] | None = None) -> str:
+def fts_query(text: str, term_documents: Callable[[list[str], int], dict[str, int]] | None = None) -> str:
     """An FTS5 query OR-ing the content words of `text`; '' when there are none.
 
     Given `term_documents` (term -> how many memories hold it), terms in more than MAX_TERM_DOCS
@@ -224,7 +224,7 @@ def fts_query(text: str, term_documents: Callable[[list[str]], dict[str, int]] |
             words.append(word)
     words = words[:24]
     if term_documents is not None and words:
-        counts = term_documents(words)
+        counts = term_documents(words, MAX_TERM_DOCS + 1)
         words = [w for w in words if counts.get(w, 0) <= MAX_TERM_DOCS]
     return " OR ".join(f'"{w}"' for w in words)
 

@@ -429,13 +429,17 @@ class Store:
                 found.append(name)
         return found
 
-    def term_documents(self, terms: Sequence[str]) -> dict[str, int]:
-        """How many indexed memories (of all users) hold each term."""
+    def term_documents(self, terms: Sequence[str], cap: int = 20_001) -> dict[str, int]:
+        """How many indexed memories (of all users) hold each term, counted up to `cap` (terms held
+        by none are left out)."""
         out = {}
-        with self._lock:  # one term at a time: fts5vocab seeks "term = ?" but scans for "term IN (...)"
-            for term in dict.fromkeys(terms):  # (10 terms in 100k rows: 0.7 ms against 1.8 ms)
-                row = self._conn.execute("SELECT doc FROM memories_fts_vocab WHERE term = ?", (term,)).fetchone()
-                if row is not None:
+        with self._lock:  # a capped keyword match stops after `cap` postings: ~0.05 ms a term at 100k
+            for term in dict.fromkeys(terms):  # (fts5vocab took 0.4-5 ms a term, even for a missing one)
+                row = self._conn.execute(
+                    "SELECT count(*) FROM (SELECT 1 FROM memories_fts WHERE memories_fts MATCH ? LIMIT ?)",
+                    ('"' + term.replace('"', '""') + '"', cap),
+                ).fetchone()
+                if row[0]:
                     out[term] = row[0]
         return out
 

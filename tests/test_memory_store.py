@@ -326,6 +326,7 @@ def test_a_large_index_ranks_exactly_like_a_full_float32_scan():
     index.apply([(i + 1, "deleted", 0, None) for i in range(0, n, 7)])  # some memories forgotten
     alive = np.ones(n, bool)
     alive[::7] = False
+    assert index._arrays.sketch is not None  # above SKETCH_MIN: the sketch-then-exact path is what ranks
     for q in range(10):
         query = vecs[q * 101] + 0.1 * rng.standard_normal(384).astype(np.float32)
         query /= np.linalg.norm(query)
