@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 from assistant.events import Citation, Citations, Done, Error, Event, TextDelta, ThinkingDelta, Timings
 from assistant.reasoning import _collect, _speak, run_program
+from assistant.research.answers import expected_kind, gives
 from assistant.research.arithmetic import combine, disagreement
 from assistant.research.numbers import mentions
 from assistant.research.sources import Passage, SourceUnavailable
@@ -378,15 +379,19 @@ def _excerpt(e: Evidence) -> str:
 
 def _fallback(evidence: list[Evidence], question: str) -> tuple[str, list[Evidence]]:
     """No usable answer from the model: the evidence sentence that bears on the question most
-    (its words, and an article the question names first), quoted with its citation."""
+    (its words, and an article the question names first) among those that give the kind of answer
+    it asks for (a year, a nationality) where one does, quoted with its citation."""
     if not evidence:
         return NOT_FOUND, []
     asked = {_stem(w) for w in words(question)}
+    kind = expected_kind(question)
+    if not any(gives(s, kind) for e in evidence for s in e.sentences):
+        kind = None
 
     def score(pair: tuple[int, Evidence, str]) -> tuple:
         i, e, sentence = pair
         shared = len({_stem(w) for w in words(sentence)} & asked)
-        return (shared + 0.5 * (mentions(question, e.passage.title) >= 0), -i)
+        return (gives(sentence, kind), shared + 0.5 * (mentions(question, e.passage.title) >= 0), -i)
 
     _, best, sentence = max(((i, e, s) for i, e in enumerate(evidence) for s in e.sentences), key=score)
     return f"According to {best.passage.title}: \"{sentence}\" [1]", [best]
@@ -500,7 +505,11 @@ async def _answer_by_model(engine, ask, state: _State, evidence: list[Evidence])
         answer, cited = check_citations(held, evidence, computed, question)
         if cited:
             yield "The answer's citations were set from the passages that hold it.\n"
-    if not cited:  # "not found", or nothing the passages hold, although a passage bears on the question
+    kind = expected_kind(question)
+    if cited and not gives(_CITE.sub("", answer), kind):
+        yield f"The answer gives no {kind}, which the question asks for.\n"
+        cited = []
+    if not cited:  # "not found", nothing the passages hold, or no answer of the kind asked, while a passage bears on it
         yield "The model's answer cited nothing the sources hold; the evidence that bears on it most is quoted.\n"
         answer, cited = _fallback(evidence, question)
         if computed:
