@@ -92,15 +92,16 @@ def _name_words(title: str) -> list[str]:
 
 def mentions(question: str, title: str) -> int:
     """Where `question` names the article `title` (its name without a parenthesis, or a person's
-    surname / a place's last word of 4+ letters): the character offset, or -1."""
+    surname / a place's last word of 4+ letters, capitalised as a name is): the character offset,
+    or -1."""
     q = question.lower()
     name = re.sub(r"\s*\(.*?\)", "", title).strip().lower()
     m = re.search(r"(?<!\w)" + re.escape(name) + r"(?!\w)", q)
     if m:
         return m.start()
-    last = _name_words(title)[-1:] if len(_name_words(title)) > 1 else []
-    if last and len(last[0]) >= 4 and last[0] not in _STOP:
-        m = re.search(r"\b" + re.escape(last[0]) + r"\b", q)
+    last = _WORD.findall(re.sub(r"\s*\(.*?\)", "", title))[-1:] if len(_name_words(title)) > 1 else []
+    if last and len(last[0]) >= 4 and last[0][0].isupper():  # "Newton's", not "lake" for Great Slave Lake
+        m = re.search(r"\b" + re.escape(last[0]) + r"\b", question)
         if m:
             return m.start()
     return -1
