@@ -30,7 +30,6 @@ from deep_search_set import HELD_OUT, SET
 from assistant.config import EngineConfig, resolve_profile
 from assistant.engine import load_engine
 from assistant.events import Citations, Done, Error
-from assistant.research.setup import encyclopedia
 from assistant.turns import Message, Request
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
@@ -85,8 +84,8 @@ def main() -> int:
     ap.add_argument("--verbose", action="store_true", help="print every answer")
     args = ap.parse_args()
     items = pick(args.limit, args.part)
-    sources = [encyclopedia()]
     engine = load_engine(EngineConfig(profile=resolve_profile(args.profile), model=args.model))
+    sources = [engine.encyclopedia()]
     results: dict[str, list[bool]] = defaultdict(list)
     by_part: dict[tuple[str, str], list[bool]] = defaultdict(list)
     cited_right = cited_all = sources_found = sources_all = 0

@@ -18,18 +18,13 @@ from assistant.engine import load_engine
 from assistant.events import Citations, Done, Error, TextDelta, ThinkingDelta
 from assistant.research.encyclopedia import corpus_path, wikipedia_url
 from assistant.research.loop import NOT_FOUND, Evidence, check_citations, holds, parse_queries
-from assistant.research.setup import encyclopedia, research_sources
-from assistant.research.sources import Passage
+from assistant.research.setup import research_sources
+from assistant.research.sources import Passage, Source
 from assistant.turns import Message, Request
 
 KEY = "test-key-deep-search-0123"
 NONSENSE = "What is the flurbex quotient of the zorvaxian grendlops?"
 CITE = re.compile(r"\[(\d+)\]")
-
-
-@pytest.fixture(scope="module")
-def corpus():
-    return encyclopedia()  # built into the cache folder once, then reused
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +34,18 @@ def engine():
     eng.close()
 
 
+@pytest.fixture(scope="module")
+def corpus(engine):
+    return engine.encyclopedia()  # built into the cache folder once, then reused (the engine keeps it)
+
+
 # ------------------------------------------------------------------------------- the corpus
-def test_the_corpus_is_the_bundled_data_file_only(corpus):
+def test_the_corpus_is_the_bundled_data_file_only(engine, corpus):
     path = corpus_path()
     assert path.name == "summaries_en-us.json" and path.parent.name == "data"
     assert 9_000 < len(corpus) < 11_000
-    assert research_sources(user_id="alice") == [corpus]
+    assert research_sources(engine, user_id="alice") == [corpus]
+    assert isinstance(corpus, Source)  # the one search-tool interface, checked at run time
     everest = corpus.article("Mount Everest")
     assert everest.url == "https://en.wikipedia.org/wiki/Mount_Everest"
     assert "highest mountain" in everest.text
@@ -88,9 +89,11 @@ def test_a_claim_that_only_repeats_the_question_or_adds_words_its_passage_lacks_
     question = "What is the highest mountain in Africa?"
     answer, cited = check_citations("The highest mountain in Africa is the highest mountain in Africa [1]. "
                                     "The highest mountain in Africa is the Atlas Mountains [1]. "
-                                    "It is Mount Kilimanjaro [1] [2].", ev, question=question)
+                                    "It is Mount Kilimanjaro [1] [2]. Mount Kenya is the highest mountain in "
+                                    "Africa [1].", ev, question=question)
     assert answer == ("The highest mountain in Africa is the highest mountain in Africa. "
-                      "The highest mountain in Africa is the Atlas Mountains. It is Mount Kilimanjaro [1].")
+                      "The highest mountain in Africa is the Atlas Mountains. It is Mount Kilimanjaro [1]. "
+                      "Mount Kenya is the highest mountain in Africa.")
     assert [e.passage.title for e in cited] == ["T0"]
 
 
@@ -166,10 +169,10 @@ def test_numbers_to_combine_run_code_in_the_sandbox(engine, corpus):
     assert answer.startswith("253 m") and [c.title for c in cites] == ["Mount Kilimanjaro", "Mount Elbrus"]
 
 
-def test_years_are_read_from_each_article_the_question_names():
+def test_years_are_read_from_each_article_the_question_names(corpus):
     from assistant.research.numbers import named, pick, question_unit
 
-    corpus_ = encyclopedia()
+    corpus_ = corpus
     q = "How many years after George Washington's presidency ended did Abraham Lincoln's begin?"
     (wa, about_w), (li, about_l) = named(q, ["Abraham Lincoln", "George Washington", "Isaac Newton"])
     assert (wa, li) == ("George Washington", "Abraham Lincoln") and question_unit(q) == "year"

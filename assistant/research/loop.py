@@ -126,7 +126,8 @@ def holds(passage_text: str, claim: str, exempt: frozenset[str] = frozenset(),
     (stemmed) are in it, and every number of the claim (but those in `exempt`: computed ones) is.
     With `asked` (the question's stemmed words), the words the claim adds to the question (its
     answer: "Kilimanjaro", "1886") must be there too, half of them at least and one at the least: a
-    claim that only repeats the question's words (or a phrase of the passage) holds nothing."""
+    claim that only repeats the question's words (or a phrase of the passage) holds nothing, and
+    every name the claim spells with a capital (after its first word) must be in the passage."""
     have = {_stem(w) for w in words(passage_text)}
     claim_words = list(dict.fromkeys(w for w in words(claim) if w not in exempt))
     if not claim_words:
@@ -139,6 +140,9 @@ def holds(passage_text: str, claim: str, exempt: frozenset[str] = frozenset(),
         return False
     if asked is None:
         return True
+    names = {w.lower() for w in re.findall(r"(?<=[\w,;:)] )[A-Z][a-z]+", claim)} - _STOP  # "... in Africa"
+    if any(_stem(w) not in have for w in names):  # a name the claim gives must be its passage's too
+        return False
     novel = [_stem(w) for w in claim_words if _stem(w) not in asked]
     if not novel:  # nothing beyond the question: held only when it states a computed number
         return any(w in exempt for w in words(claim))
