@@ -88,6 +88,7 @@ class Engine:
         self._turns: dict[str, _Turn] = {}
         self._lock = threading.Lock()
         self._sandbox = None  # see sandbox()
+        self._encyclopedia = None  # see encyclopedia()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
         # Sessions' memory extraction runs here, not in the default executor that asyncio.to_thread
@@ -139,6 +140,17 @@ class Engine:
 
                 self._sandbox = Sandbox(cache_dir())  # kept in <cache>/sandbox/
             return self._sandbox
+
+    def encyclopedia(self, progress=None):
+        """Deep Search's bundled encyclopedia, opened on first use and then kept (built into the cache
+        folder the first time, `progress(done, total)` called as it goes)."""
+        with self._lock:
+            if self._encyclopedia is None:
+                from assistant.config import cache_dir
+                from assistant.research.encyclopedia import Encyclopedia
+
+                self._encyclopedia = Encyclopedia(cache_dir(), progress=progress)
+            return self._encyclopedia
 
     async def submit(self, request: Request) -> AsyncIterator[Event]:
         """One model turn as it is (no thinking orchestration): its events until Done or Error."""

@@ -162,7 +162,7 @@ class Session:
         if mode == "deep_search" and not sources:
             from assistant.research.setup import research_sources
 
-            sources = research_sources(user_id=self.user, store=self.store)
+            sources = research_sources(self.engine, user_id=self.user, store=self.store)
         return self._request(current, turn.text, speak=speak, voice=voice or self.persona.voice,
                              max_new_tokens=self.max_new_tokens, temperature=temperature, seed=seed,
                              reasoning=mode, attempts=attempts, filler=asked and speak, sources=tuple(sources),

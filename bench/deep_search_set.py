@@ -7,6 +7,10 @@ is (kind, question, accepted answers, source titles). Kinds:
   is in B;
 - "arithmetic": a number from each of two articles, combined.
 An answer is right when it contains one of the accepted answers (numbers compared as numbers).
+
+HELD_OUT: every third question of each kind (the 3rd, 6th, ...), never looked at while tuning Deep
+Search: `bench/deep_search.py --part held` measures them alone, and a figure on `dev` that `held`
+does not repeat is overfitting.
 """
 
 from __future__ import annotations
@@ -105,3 +109,13 @@ SET = [
     ("arithmetic", "How many years passed between the start of the Sistine Chapel's construction and Copernicus's "
                    "death?", ["70"], ["Sistine Chapel", "Nicolaus Copernicus"]),
 ]
+
+
+def _held_out() -> frozenset[str]:
+    out = set()
+    for kind in ("fact", "two_hop", "arithmetic"):
+        out |= {q for i, (_, q, _, _) in enumerate(x for x in SET if x[0] == kind) if i % 3 == 2}
+    return frozenset(out)
+
+
+HELD_OUT = _held_out()  # questions

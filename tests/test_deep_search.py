@@ -18,18 +18,13 @@ from assistant.engine import load_engine
 from assistant.events import Citations, Done, Error, TextDelta, ThinkingDelta
 from assistant.research.encyclopedia import corpus_path, wikipedia_url
 from assistant.research.loop import NOT_FOUND, Evidence, check_citations, holds, parse_queries
-from assistant.research.setup import encyclopedia, research_sources
-from assistant.research.sources import Passage
+from assistant.research.setup import research_sources
+from assistant.research.sources import Passage, Source
 from assistant.turns import Message, Request
 
 KEY = "test-key-deep-search-0123"
 NONSENSE = "What is the flurbex quotient of the zorvaxian grendlops?"
 CITE = re.compile(r"\[(\d+)\]")
-
-
-@pytest.fixture(scope="module")
-def corpus():
-    return encyclopedia()  # built into the cache folder once, then reused
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +34,18 @@ def engine():
     eng.close()
 
 
+@pytest.fixture(scope="module")
+def corpus(engine):
+    return engine.encyclopedia()  # built into the cache folder once, then reused (the engine keeps it)
+
+
 # ------------------------------------------------------------------------------- the corpus
-def test_the_corpus_is_the_bundled_data_file_only(corpus):
+def test_the_corpus_is_the_bundled_data_file_only(engine, corpus):
     path = corpus_path()
     assert path.name == "summaries_en-us.json" and path.parent.name == "data"
     assert 9_000 < len(corpus) < 11_000
-    assert research_sources(user_id="alice") == [corpus]
+    assert research_sources(engine, user_id="alice") == [corpus]
+    assert isinstance(corpus, Source)  # the one search-tool interface, checked at run time
     everest = corpus.article("Mount Everest")
     assert everest.url == "https://en.wikipedia.org/wiki/Mount_Everest"
     assert "highest mountain" in everest.text
@@ -80,6 +81,36 @@ def test_a_citation_to_a_passage_without_the_claim_is_dropped_and_the_rest_renum
     assert answer == "Mount Elbrus rises 5,642 m [1]. K2 is 8,611 metres high [2]."
     assert [e.passage.title for e in cited] == ["T1", "T0"]
     assert not holds(ev[0].passage.text, "K2 is 8,600 metres high")  # a number it does not hold
+
+
+def test_a_claim_that_only_repeats_the_question_or_adds_words_its_passage_lacks_loses_its_citation():
+    ev = _evidence("Mount Kilimanjaro is the highest mountain in Africa, at 5,895 m above sea level.",
+                   "The Atlas Mountains are a mountain range in the Maghreb in North Africa.")
+    question = "What is the highest mountain in Africa?"
+    answer, cited = check_citations("The highest mountain in Africa is the highest mountain in Africa [1]. "
+                                    "The highest mountain in Africa is the Atlas Mountains [1]. "
+                                    "It is Mount Kilimanjaro [1] [2]. Mount Kenya is the highest mountain in "
+                                    "Africa [1].", ev, question=question)
+    assert answer == ("The highest mountain in Africa is the highest mountain in Africa. "
+                      "The highest mountain in Africa is the Atlas Mountains. It is Mount Kilimanjaro [1]. "
+                      "Mount Kenya is the highest mountain in Africa.")
+    assert [e.passage.title for e in cited] == ["T0"]
+
+
+def test_two_encyclopedia_articles_that_give_one_height_two_values_are_both_cited(corpus):
+    from assistant.research.arithmetic import disagreement
+
+    everest, k2 = corpus.article("Mount Everest"), corpus.article("K2")  # 8,848.86 m, and "Everest at 8,849 metres"
+    ev = [Evidence(1, everest, [everest.text]), Evidence(2, k2, [k2.text])]
+    note, cited = disagreement("Mount Everest is 8,848.86 m high [1].", [ev[0]], ev)
+    assert note == ("The sources disagree on Mount Everest. Mount Everest: 8,848.86\xa0m [1]. "
+                    "K2: Mount Everest at 8,849 metres [2].")
+    assert cited == ev
+    for sentence in re.split(r"(?<=\.)\s+", note):  # each value is its own passage's words
+        for n in CITE.findall(sentence):
+            assert holds(cited[int(n) - 1].passage.text, CITE.sub("", sentence))
+    elbrus = [Evidence(1, corpus.article("Mount Elbrus"), []), Evidence(2, k2, [])]  # no other value for it
+    assert disagreement("It rises 5,642\xa0m [1].", elbrus[:1], elbrus) == ("", elbrus[:1])
 
 
 def test_the_plan_is_parsed_robustly():
@@ -132,8 +163,21 @@ def test_numbers_to_combine_run_code_in_the_sandbox(engine, corpus):
     events = asyncio.run(_run(engine, "How many metres higher is Mount Kilimanjaro than Mount Elbrus?", corpus,
                               depth="low"))
     thinking = "".join(e.text for e in events if isinstance(e, ThinkingDelta))
-    assert "Code run in the sandbox" in thinking
-    _assert_honest(events, corpus)
+    assert "Code run in the sandbox" in thinking and "print(round(abs(a - b), 2))" in thinking
+    answer, cites = _assert_honest(events, corpus)
+    # the numbers come from the passages by code, not from the (random) model: the answer is right
+    assert answer.startswith("253 m") and [c.title for c in cites] == ["Mount Kilimanjaro", "Mount Elbrus"]
+
+
+def test_years_are_read_from_each_article_the_question_names(corpus):
+    from assistant.research.numbers import named, pick, question_unit
+
+    corpus_ = corpus
+    q = "How many years after George Washington's presidency ended did Abraham Lincoln's begin?"
+    (wa, about_w), (li, about_l) = named(q, ["Abraham Lincoln", "George Washington", "Isaac Newton"])
+    assert (wa, li) == ("George Washington", "Abraham Lincoln") and question_unit(q) == "year"
+    assert pick(q, corpus_.article(wa).text, wa, about_w, "year").value == 1797  # "from 1789 to 1797": ended
+    assert pick(q, corpus_.article(li).text, li, about_l, "year").value == 1861  # "from 1861 until 1865": began
 
 
 def test_a_question_the_sources_do_not_answer_is_not_found(engine, corpus):

@@ -85,7 +85,7 @@ def make_api_router(state: ApiState, authenticate) -> APIRouter:
         if req.reasoning == "deep_search":  # the caller's sources only (the user comes from the key)
             from assistant.research.setup import research_sources
 
-            found = await asyncio.to_thread(research_sources, user_id=user, store=state.store,
+            found = await asyncio.to_thread(research_sources, state.engine, user_id=user, store=state.store,
                                             search_url=state.search_url)
             req = replace(req, sources=tuple(found))
         if body.get("stream"):

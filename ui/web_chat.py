@@ -86,7 +86,7 @@ async def reply(s: Session, turn: Turn, speak: bool, history: list, relay=None, 
 
             from assistant.research.setup import research_sources
 
-            sources = tuple(await asyncio.to_thread(research_sources, user_id=s.user, store=s.store))
+            sources = tuple(await asyncio.to_thread(research_sources, s.engine, user_id=s.user, store=s.store))
         async for ev in s.converse(turn, speak=speak, reasoning=reasoning, sources=sources):
             if isinstance(ev, ThinkingDelta):
                 thought += ev.text

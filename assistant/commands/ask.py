@@ -93,9 +93,9 @@ def run(args: argparse.Namespace) -> int:
         session_args = dict(user=args.user or default_user(), persona_name=args.persona,
                             max_new_tokens=args.max_new_tokens)
         Session(None, store, **session_args)  # unknown user/persona: fail before loading the model
-        sources = _sources(args, store, session_args["user"]) if args.reasoning == "deep_search" else ()
         engine = load_engine(config)
         try:
+            sources = _sources(args, store, session_args["user"], engine) if args.reasoning == "deep_search" else ()
             session = Session(engine, store, **session_args)
             return asyncio.run(_ask(session, turn, args, sources))
         finally:
@@ -158,11 +158,11 @@ async def _ask(session, turn, args, sources=()) -> int:
     return 0 if done is not None else 1
 
 
-def _sources(args, store, user: str) -> list:
+def _sources(args, store, user: str, engine) -> list:
     """The Deep Search sources, the encyclopedia's index built first (once, with a progress bar)."""
     from tqdm import tqdm
 
-    from assistant.research.setup import encyclopedia, research_sources
+    from assistant.research.setup import research_sources
 
     bar = None
 
@@ -173,11 +173,11 @@ def _sources(args, store, user: str) -> list:
         bar.update(done - bar.n)
 
     try:
-        encyclopedia(progress=progress)
+        engine.encyclopedia(progress=progress)
     finally:
         if bar is not None:
             bar.close()
-    return research_sources(user_id=user, store=store, search_url=args.search_url)
+    return research_sources(engine, user_id=user, store=store, search_url=args.search_url)
 
 
 def sources_text(citations) -> str:

@@ -47,6 +47,7 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 _STOP_TEXT = """a an and are as at be by for from has have how in is it its of on or that the
 this to was were what when where which who whom whose why with did does do many much"""
 _STOP = frozenset(_STOP_TEXT.split())
+_TOKEN = re.compile(r"\w+(?:[.:]\w+)*")  # "2001", "C.", "Chang" ("Fuji's" is "Fuji" and "s")
 
 
 def corpus_path() -> Path:
@@ -59,6 +60,10 @@ def corpus_path() -> Path:
         if file.name == DATA_FILE:
             return Path(dist.locate_file(file))
     raise MissingDependency(f"{PACKAGE} is installed but has no {DATA_FILE}")
+
+
+def _title_key(title: str) -> str:
+    return " ".join(_TOKEN.findall(re.sub(r"\s*\(.*?\)", "", title).lower()))
 
 
 def wikipedia_url(title: str) -> str:
@@ -100,7 +105,10 @@ class Encyclopedia:
         if not self._complete():
             self._build(progress)
         self._db = sqlite3.connect(self.path, check_same_thread=False)
-        rows = self._db.execute("SELECT id, vector FROM articles ORDER BY id").fetchall()
+        rows = self._db.execute("SELECT id, vector, title FROM articles ORDER BY id").fetchall()
+        self._titles: dict[str, int] = {}  # a title's name, lower case, without a parenthesis -> its row
+        for rowid, _, title in rows:
+            self._titles.setdefault(_title_key(title), rowid)
         self._ids = np.array([r[0] for r in rows], np.int64)
         self._vectors = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), -1)
 
@@ -169,8 +177,30 @@ class Encyclopedia:
         for rank, i in enumerate(top):
             rowid = int(self._ids[i])
             scores[rowid] = scores.get(rowid, 0.0) + 1.0 / (RRF_K + rank)
+        for rank, rowid in enumerate(self._named(query)):  # an article the query names by its title first
+            scores[rowid] = scores.get(rowid, 0.0) + 2.0 / (RRF_K + rank)
         best = sorted(scores, key=scores.get, reverse=True)[:k]
         return [self._passage(rowid, scores[rowid]) for rowid in best]
+
+    def _named(self, query: str) -> list[int]:
+        """The articles whose title (without its parenthesis) the query spells out, longest first: a
+        run of 1-6 of its words that holds a capitalised word or a number ("Mount Fuji's", "K2"), and
+        that is not inside a longer one ("2001: A Space Odyssey" is not "Space")."""
+        tokens = _TOKEN.findall(query)
+        found: dict[int, int] = {}
+        covered: set[int] = set()
+        for n in range(min(6, len(tokens)), 0, -1):
+            for i in range(len(tokens) - n + 1):
+                run = tokens[i : i + n]
+                if not any(t[0].isupper() or t[0].isdigit() for t in run) or (n == 1 and run[0].lower() in _STOP):
+                    continue
+                if covered & set(range(i, i + n)):
+                    continue
+                rowid = self._titles.get(_title_key(" ".join(run)))
+                if rowid is not None and rowid not in found:
+                    found[rowid] = n
+                    covered |= set(range(i, i + n))
+        return sorted(found, key=found.get, reverse=True)
 
     def article(self, title: str) -> Passage | None:
         """One article by its exact title (None when there is none)."""

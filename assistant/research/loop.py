@@ -31,6 +31,9 @@ from dataclasses import dataclass, field
 
 from assistant.events import Citation, Citations, Done, Error, Event, TextDelta, ThinkingDelta, Timings
 from assistant.reasoning import _collect, _speak, run_program
+from assistant.research.answers import expected_kind, gives
+from assistant.research.arithmetic import combine, disagreement
+from assistant.research.numbers import mentions
 from assistant.research.sources import Passage, SourceUnavailable
 from assistant.turns import Message, Request
 
@@ -117,18 +120,33 @@ def _stem(w: str) -> str:
     return w
 
 
-def holds(passage_text: str, claim: str, exempt: frozenset[str] = frozenset()) -> bool:
-    """Whether a passage holds a claim: at least SUPPORT of the claim's content words (stemmed)
-    are in it, and every number of the claim (but those in `exempt`: computed ones) is."""
+def holds(passage_text: str, claim: str, exempt: frozenset[str] = frozenset(),
+          asked: frozenset[str] | None = None) -> bool:
+    """Whether a passage holds a claim: at least SUPPORT of the claim's distinct content words
+    (stemmed) are in it, and every number of the claim (but those in `exempt`: computed ones) is.
+    With `asked` (the question's stemmed words), the words the claim adds to the question (its
+    answer: "Kilimanjaro", "1886") must be there too, half of them at least and one at the least: a
+    claim that only repeats the question's words (or a phrase of the passage) holds nothing, and
+    every name the claim spells with a capital (after its first word) must be in the passage."""
     have = {_stem(w) for w in words(passage_text)}
-    claim_words = [w for w in words(claim) if w not in exempt]
+    claim_words = list(dict.fromkeys(w for w in words(claim) if w not in exempt))
     if not claim_words:
         return False
     numbers = [w for w in claim_words if w[0].isdigit()]
     if any(n not in have for n in numbers):
         return False
     found = sum(_stem(w) in have for w in claim_words)
-    return found >= max(1, SUPPORT * len(claim_words))
+    if found < max(1, SUPPORT * len(claim_words)):
+        return False
+    if asked is None:
+        return True
+    names = {w.lower() for w in re.findall(r"(?<=[\w,;:)] )[A-Z][a-z]+", claim)} - _STOP  # "... in Africa"
+    if any(_stem(w) not in have for w in names):  # a name the claim gives must be its passage's too
+        return False
+    novel = [_stem(w) for w in claim_words if _stem(w) not in asked]
+    if not novel:  # nothing beyond the question: held only when it states a computed number
+        return any(w in exempt for w in words(claim))
+    return sum(w in have for w in novel) >= max(1, SUPPORT * len(novel))
 
 
 @dataclass
@@ -229,7 +247,11 @@ async def _search(state: _State, sources, query: str) -> AsyncIterator[str]:
 def _read(state: _State) -> list[Evidence]:
     """The best passages so far, numbered, with the sentences that bear on the question."""
     question_words = set(words(" ".join([state.question, *state.queries])))
-    ranked = sorted(state.fused, key=state.fused.get, reverse=True)[: READ[state.depth]]
+
+    def rank(key: tuple[str, str]) -> float:  # an article the question names comes first
+        return state.fused[key] + (1.0 if mentions(state.question, state.passages[key].title) >= 0 else 0.0)
+
+    ranked = sorted(state.fused, key=rank, reverse=True)[: READ[state.depth]]
     out = []
     for key in ranked:
         p = state.passages[key]
@@ -293,12 +315,15 @@ def follow_ups(state: _State, evidence: list[Evidence]) -> list[str]:
     return [q for q in dict.fromkeys(out) if q.lower() not in state.searched][:3]
 
 
-def check_citations(answer: str, evidence: list[Evidence], computed: str = "") -> tuple[str, list[Evidence]]:
+def check_citations(answer: str, evidence: list[Evidence], computed: str = "",
+                    question: str | None = None) -> tuple[str, list[Evidence]]:
     """Drop every [n] whose passage does not hold its sentence's words (numbers computed in the
-    sandbox are exempt), renumber the rest 1, 2, ... in order of first use; returns the answer and
-    the evidence it cites, in that order."""
+    sandbox are exempt; with the `question`, the words the sentence adds to it must be there too),
+    renumber the rest 1, 2, ... in order of first use; returns the answer and the evidence it
+    cites, in that order."""
     by_number = {e.number: e for e in evidence}
     exempt = frozenset(words(computed))
+    asked = None if question is None else frozenset(_stem(w) for w in words(question))
     new_numbers: dict[int, int] = {}
     cited: list[Evidence] = []
     out = []
@@ -309,7 +334,7 @@ def check_citations(answer: str, evidence: list[Evidence], computed: str = "") -
             keep = []
             for n in (int(x) for x in m.group(1).split(",")):
                 e = by_number.get(n)
-                if e is None or not holds(e.passage.text, claim, exempt):
+                if e is None or not holds(e.passage.text, claim, exempt, asked):
                     continue
                 if n not in new_numbers:
                     new_numbers[n] = len(new_numbers) + 1
@@ -356,11 +381,24 @@ def _excerpt(e: Evidence) -> str:
     return " ".join(parts)[:PASSAGE_CHARS]
 
 
-def _fallback(evidence: list[Evidence]) -> tuple[str, list[Evidence]]:
-    """No usable answer from the model: the best evidence, quoted, with its citation."""
+def _fallback(evidence: list[Evidence], question: str) -> tuple[str, list[Evidence]]:
+    """No usable answer from the model: the evidence sentence that bears on the question most
+    (its words, and an article the question names first) among those that give the kind of answer
+    it asks for (a year, a nationality) where one does, quoted with its citation."""
     if not evidence:
         return NOT_FOUND, []
-    return f"According to {evidence[0].passage.title}: \"{evidence[0].sentences[0]}\" [1]", [evidence[0]]
+    asked = {_stem(w) for w in words(question)}
+    kind = expected_kind(question)
+    if not any(gives(s, kind) for e in evidence for s in e.sentences):
+        kind = None
+
+    def score(pair: tuple[int, Evidence, str]) -> tuple:
+        i, e, sentence = pair
+        shared = len({_stem(w) for w in words(sentence)} & asked)
+        return (gives(sentence, kind), shared + 0.5 * (mentions(question, e.passage.title) >= 0), -i)
+
+    _, best, sentence = max(((i, e, s) for i, e in enumerate(evidence) for s in e.sentences), key=score)
+    return f"According to {best.passage.title}: \"{sentence}\" [1]", [best]
 
 
 async def deep_search(engine, request: Request) -> AsyncIterator[Event]:
@@ -419,34 +457,25 @@ async def deep_search(engine, request: Request) -> AsyncIterator[Event]:
             async for ev in _finish(engine, request, NOT_FOUND, [], state, t0, tokens):
                 yield ev
             return
-        passages = "\n".join(f"[{e.number}] {e.passage.title}: {_excerpt(e)}" for e in evidence)
-        kept = parse_facts(await ask(FACTS_PROMPT.format(passages=passages, question=question), FACT_TOKENS),
-                           evidence)
-        yield ThinkingDelta(tid, f"Facts taken from the passages: {kept} (each checked against its passage).\n")
-        computed = ""
-        if needs_numbers(question, evidence) and time.perf_counter() - t0 < budget:
-            facts = _evidence_text(evidence)
-            reply = await ask(CODE_PROMPT.format(facts=facts, question=question), CODE_TOKENS)
-            result, detail, error = await asyncio.to_thread(run_program, engine.sandbox(), reply)
-            yield ThinkingDelta(tid, f"Code run in the sandbox:\n{detail}\n" + (f"({error})\n" if error else ""))
-            computed = "" if error else result
-        note = f"Computed from the evidence: {computed}\n" if computed else ""
-        reply = await ask(ANSWER_PROMPT.format(evidence=_evidence_text(evidence), computed=note,
-                                               question=question), ANSWER_TOKENS)
-        answer, cited = check_citations(reply, evidence, computed)
-        if NOT_FOUND.lower().rstrip(".") in reply.lower() and not cited:
-            answer, cited = NOT_FOUND, []
-        if not cited and answer != NOT_FOUND and reply.strip():  # no [n] it could keep: cite what holds it
-            attributed = attribute(reply, evidence, question, computed)
-            held = " ".join(s for s in _SENTENCE.split(attributed) if _CITE.search(s))  # sentences nothing holds go
-            answer, cited = check_citations(held, evidence, computed)
-            if cited:
-                yield ThinkingDelta(tid, "The answer's citations were set from the passages that hold it.\n")
-        if not cited and answer != NOT_FOUND:
-            yield ThinkingDelta(tid, "The model's answer cited nothing the sources hold; the evidence is quoted.\n")
-            answer, cited = _fallback(evidence)
-            if computed:
-                answer = f"{computed} (computed from the sources). {answer}"
+        combined = None
+        if needs_numbers(question, evidence):
+            combined = await asyncio.to_thread(combine, question, evidence, engine.sandbox())
+        if combined is not None:
+            yield ThinkingDelta(tid, f"Code run in the sandbox (on the numbers read from the passages):\n"
+                                     f"{combined.code}# printed: {combined.printed}\n")
+            answer, cited = check_citations(combined.answer, evidence, combined.printed, question)
+        else:
+            answer, cited = None, []
+            async for step in _answer_by_model(engine, ask, state, evidence):
+                if isinstance(step, tuple):
+                    answer, cited = step
+                else:
+                    yield ThinkingDelta(tid, step)
+        if cited:
+            note, cited = disagreement(answer, cited, evidence)
+            if note:
+                yield ThinkingDelta(tid, "Two sources give different values: both are cited.\n")
+                answer = f"{answer} {note}"
         async for ev in _finish(engine, request, answer, cited, state, t0, tokens):
             yield ev
     except _ModelFailed as err:
@@ -455,6 +484,41 @@ async def deep_search(engine, request: Request) -> AsyncIterator[Event]:
 
 class _ModelFailed(Exception):
     pass
+
+
+async def _answer_by_model(engine, ask, state: _State, evidence: list[Evidence]) -> AsyncIterator[str | tuple]:
+    """The model's facts, program (numbers it combines) and answer, its citations checked; yields the
+    steps to show, then (answer, cited)."""
+    question = state.question
+    passages = "\n".join(f"[{e.number}] {e.passage.title}: {_excerpt(e)}" for e in evidence)
+    kept = parse_facts(await ask(FACTS_PROMPT.format(passages=passages, question=question), FACT_TOKENS), evidence)
+    yield f"Facts taken from the passages: {kept} (each checked against its passage).\n"
+    computed = ""
+    if needs_numbers(question, evidence) and time.perf_counter() - state.t0 < TIME_BUDGET_S[state.depth]:
+        reply = await ask(CODE_PROMPT.format(facts=_evidence_text(evidence), question=question), CODE_TOKENS)
+        result, detail, error = await asyncio.to_thread(run_program, engine.sandbox(), reply)
+        yield f"Code run in the sandbox:\n{detail}\n" + (f"({error})\n" if error else "")
+        computed = "" if error else result
+    note = f"Computed from the evidence: {computed}\n" if computed else ""
+    reply = await ask(ANSWER_PROMPT.format(evidence=_evidence_text(evidence), computed=note, question=question),
+                      ANSWER_TOKENS)
+    answer, cited = check_citations(reply, evidence, computed, question)
+    if not cited and reply.strip() and NOT_FOUND.lower().rstrip(".") not in reply.lower():
+        attributed = attribute(reply, evidence, question, computed)  # no [n] it could keep: cite what holds it
+        held = " ".join(s for s in _SENTENCE.split(attributed) if _CITE.search(s))  # sentences nothing holds go
+        answer, cited = check_citations(held, evidence, computed, question)
+        if cited:
+            yield "The answer's citations were set from the passages that hold it.\n"
+    kind = expected_kind(question)
+    if cited and not gives(_CITE.sub("", answer), kind):
+        yield f"The answer gives no {kind}, which the question asks for.\n"
+        cited = []
+    if not cited:  # "not found", nothing the passages hold, or no answer of the kind asked, while a passage bears on it
+        yield "The model's answer cited nothing the sources hold; the evidence that bears on it most is quoted.\n"
+        answer, cited = _fallback(evidence, question)
+        if computed:
+            answer = f"{computed} (computed from the sources). {answer}"
+    yield answer, cited
 
 
 async def _finish(engine, request: Request, answer: str, cited: list[Evidence], state: _State, t0: float,

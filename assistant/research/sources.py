@@ -10,7 +10,7 @@ query they cannot answer: they return no passages (and log why); a source that i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 __all__ = ["Passage", "Source", "SourceUnavailable"]
 
@@ -29,6 +29,7 @@ class Passage:
     score: float = 0.0  # the source's own relevance (higher is better); comparable within one source only
 
 
+@runtime_checkable
 class Source(Protocol):
     name: str
 
