@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["KVBatch", "group_indices", "sample_token", "sample_tokens"]
+__all__ = ["KVBatch", "group_indices", "sample_codes", "sample_token", "sample_tokens"]
 
 
 class KVBatch:
@@ -144,6 +144,33 @@ def sample_tokens(logits: torch.Tensor, temperatures: list[float], top_ps: list[
     if any(greedy):
         tokens = torch.where(torch.tensor(greedy, device=device), logits.argmax(-1), tokens)
     return tokens.tolist()
+
+
+def sample_codes(logits: torch.Tensor, seen: torch.Tensor, banned: list[int], temperatures: list[float],
+                 top_ks: list[int], top_ps: list[float], penalties: list[float],
+                 generators: list[torch.Generator | None]) -> list[int]:
+    """One codec code per row of (rows, vocab) logits, as Qwen's talker samples them (repetition
+    penalty on the codes a row has `seen` (rows, vocab) bool, `banned` codes never, temperature,
+    top-k, top-p), all rows in one pass of tensor ops. Each row draws one uniform number from its
+    own generator (inverse CDF), so a seeded turn makes the same codes alone or in any batch.
+    (One row at a time, the sort and multinomial per row were a fixed cost per code and per turn.)"""
+    logits = logits.float().cpu()
+    vocab = logits.shape[-1]
+    pen = torch.tensor(penalties).unsqueeze(1)
+    logits = torch.where(seen, torch.where(logits < 0, logits * pen, logits / pen), logits)
+    if banned:
+        logits[:, banned] = float("-inf")
+    logits = logits / torch.tensor(temperatures).unsqueeze(1)
+    ks = torch.tensor([min(k, vocab) for k in top_ks])
+    top = torch.topk(logits, int(ks.max()), dim=-1).values
+    kth = top.gather(1, (ks - 1).unsqueeze(1))
+    logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs, order = torch.sort(torch.softmax(logits, dim=-1), dim=-1, descending=True)
+    probs = probs * (torch.cumsum(probs, -1) - probs < torch.tensor(top_ps).unsqueeze(1))
+    cdf = torch.cumsum(probs, -1)
+    u = torch.cat([torch.rand(1, generator=gen) for gen in generators])
+    picks = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True).clamp_max(vocab - 1)
+    return order.gather(1, picks).squeeze(1).tolist()
 
 
 def group_indices(items: list, key) -> dict:
