@@ -153,24 +153,25 @@ def sample_codes(logits: torch.Tensor, seen: torch.Tensor, banned: list[int], te
     penalty on the codes a row has `seen` (rows, vocab) bool, `banned` codes never, temperature,
     top-k, top-p), all rows in one pass of tensor ops. Each row draws one uniform number from its
     own generator (inverse CDF), so a seeded turn makes the same codes alone or in any batch.
+    Computed where the logits are; only the top k of each row is sorted (topk sorts them).
     (One row at a time, the sort and multinomial per row were a fixed cost per code and per turn.)"""
-    logits = logits.float().cpu()
-    vocab = logits.shape[-1]
-    pen = torch.tensor(penalties).unsqueeze(1)
-    logits = torch.where(seen, torch.where(logits < 0, logits * pen, logits / pen), logits)
+    logits = logits.float()
+    device, vocab = logits.device, logits.shape[-1]
+    pen = torch.tensor(penalties, device=device).unsqueeze(1)
+    logits = torch.where(seen.to(device), torch.where(logits < 0, logits * pen, logits / pen), logits)
     if banned:
         logits[:, banned] = float("-inf")
-    logits = logits / torch.tensor(temperatures).unsqueeze(1)
-    ks = torch.tensor([min(k, vocab) for k in top_ks])
-    top = torch.topk(logits, int(ks.max()), dim=-1).values
-    kth = top.gather(1, (ks - 1).unsqueeze(1))
-    logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs, order = torch.sort(torch.softmax(logits, dim=-1), dim=-1, descending=True)
-    probs = probs * (torch.cumsum(probs, -1) - probs < torch.tensor(top_ps).unsqueeze(1))
+    logits = logits / torch.tensor(temperatures, device=device).unsqueeze(1)
+    ks = torch.tensor([min(k, vocab) for k in top_ks], device=device)
+    # only the top k can be drawn: softmax, top-p and the draw over (rows, k), already sorted
+    top, order = torch.topk(logits, int(ks.max()), dim=-1)
+    top = top.masked_fill(torch.arange(top.shape[1], device=device) >= ks.unsqueeze(1), float("-inf"))
+    probs = torch.softmax(top, dim=-1)
+    probs = probs * (torch.cumsum(probs, -1) - probs < torch.tensor(top_ps, device=device).unsqueeze(1))
     cdf = torch.cumsum(probs, -1)
-    u = torch.cat([torch.rand(1, generator=gen) for gen in generators])
-    picks = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True).clamp_max(vocab - 1)
-    return order.gather(1, picks).squeeze(1).tolist()
+    u = torch.cat([torch.rand(1, generator=gen) for gen in generators]).to(device)
+    picks = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True).clamp_max(top.shape[1] - 1)
+    return order.gather(1, picks).squeeze(1).tolist()  # the one transfer back: (rows,) codes
 
 
 def group_indices(items: list, key) -> dict:
