@@ -166,7 +166,10 @@ def sample_codes(logits: torch.Tensor, seen: torch.Tensor, banned: list[int], te
     # only the top k can be drawn: softmax, top-p and the draw over (rows, k), already sorted
     top, order = torch.topk(logits, int(ks.max()), dim=-1)
     top = top.masked_fill(torch.arange(top.shape[1], device=device) >= ks.unsqueeze(1), float("-inf"))
-    probs = torch.softmax(top, dim=-1)
+    # softmax by hand (top is sorted: column 0 is the row's max): torch.softmax splits even (8, 40)
+    # over its threads, and on a loaded 2-core machine that took 17 ms a call instead of 15 us
+    probs = torch.exp(top - top[:, :1])
+    probs = probs / probs.sum(-1, keepdim=True)
     probs = probs * (torch.cumsum(probs, -1) - probs < torch.tensor(top_ps, device=device).unsqueeze(1))
     cdf = torch.cumsum(probs, -1)
     u = torch.cat([torch.rand(1, generator=gen) for gen in generators]).to(device)
