@@ -16,7 +16,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import pstats
 import statistics
+import sys
+import threading
 import time
 from dataclasses import dataclass, field, replace
 
@@ -130,7 +134,10 @@ def main() -> None:
     ap.add_argument("--no-batch-speech", action="store_true",
                     help="talker and vocoder one turn at a time (the baseline before batching)")
     ap.add_argument("--compare", action="store_true", help="run unbatched and batched speech, one after the other")
+    ap.add_argument("--cprofile", metavar="OUT", default=None,
+                    help="profile the engine's worker thread (cProfile) and print where its time went")
     args = ap.parse_args()
+    prof = _profile_engine_thread() if args.cprofile else None
 
     config = EngineConfig(profile=Profile(args.profile), model=args.model, architecture=args.architecture,
                           max_batch=max(args.sessions), max_new_tokens=args.tokens,
@@ -143,6 +150,24 @@ def main() -> None:
         print(f"thinker batch sizes (size: steps): {sizes}")
         if speech_sizes:
             print(f"speech batch sizes (stage, size: calls): {speech_sizes}")
+    if prof is not None:
+        prof.dump_stats(args.cprofile)
+        pstats.Stats(args.cprofile).sort_stats("tottime").print_stats(25)
+
+
+def _profile_engine_thread() -> cProfile.Profile:
+    """A profiler that each thread named "engine" started from now on switches on for itself (the
+    engine's work runs there, not in the main thread that cProfile would see)."""
+    prof = cProfile.Profile()
+
+    def hook(*_):
+        if threading.current_thread().name == "engine":
+            prof.enable()  # replaces this hook with cProfile's, for this thread
+        else:
+            sys.setprofile(None)
+
+    threading.setprofile(hook)
+    return prof
 
 
 if __name__ == "__main__":

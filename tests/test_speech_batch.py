@@ -40,7 +40,7 @@ class FaultyTalker:
             talker = s.talker
             if s.request.messages[-1].text != POISON or talker is None or talker.done:
                 continue
-            if getattr(talker, "codes", None) and len(talker.codes) >= 5:
+            if getattr(talker, "codes", None) and len(talker.codes) >= 3:  # seed 2 makes 4 codes, then eos
                 talker.codes[-1] = 10**9
             elif getattr(talker, "frames", None) and len(talker.frames) >= 5:
                 talker.frames[-1][0] = 10**9

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from assistant.backends.batching import group_indices
+from assistant.backends.batching import group_indices, sample_codes
 
 __all__ = ["Talker25", "Token2WavStream", "pull_streams", "step_talkers"]
 
@@ -45,7 +45,7 @@ class Talker25:
     cache: object = None
     next_pos: int = 0
     codes: list[int] = field(default_factory=list)
-    history: list[int] = field(default_factory=list)  # for the repetition penalty (prompt codes + generated)
+    seen: torch.Tensor | None = None  # (vocab,) bool: codes in the prompt or made, for the repetition penalty
     done: bool = False
     top_k: int = 40
     top_p: float = 0.8
@@ -82,7 +82,8 @@ class Talker25:
         out = t(inputs_embeds=x, position_ids=positions, attention_mask=mask, use_cache=True)
         self.cache = out.past_key_values
         self.next_pos = text_ids.shape[1] + int(deltas.reshape(-1)[0])
-        self.history = [t.codec_mask_token] * input_ids.shape[1] + [t.codec_pad_token, t.codec_bos_token]
+        self.seen = torch.zeros(out.logits.shape[-1], dtype=torch.bool)
+        self.seen[[t.codec_mask_token, t.codec_pad_token, t.codec_bos_token]] = True
         self._accept(out.logits[:, -1, :])
 
     def step(self, part: torch.Tensor) -> None:
@@ -104,26 +105,26 @@ class Talker25:
         self.cache = None
 
     def _accept(self, logits: torch.Tensor) -> None:
+        _accept_rows([self], logits)
+
+    def _take(self, code: int) -> None:
         t = self.talker
-        logits = logits.float().cpu()[0]
-        seen = torch.tensor(sorted(set(self.history)), dtype=torch.long)
-        picked = logits[seen]
-        logits[seen] = torch.where(picked < 0, picked * self.repetition_penalty, picked / self.repetition_penalty)
-        logits[t.codec_bos_token] = float("-inf")
-        logits = logits / self.temperature
-        kth = torch.topk(logits, min(self.top_k, logits.numel())).values[-1]
-        logits[logits < kth] = float("-inf")
-        probs = torch.softmax(logits, dim=-1)
-        sorted_p, idx = torch.sort(probs, descending=True)
-        keep = torch.cumsum(sorted_p, 0) - sorted_p < self.top_p
-        probs = torch.zeros_like(probs).scatter(0, idx[keep], sorted_p[keep])
-        code = int(torch.multinomial(probs, 1, generator=self.generator))
-        self.history.append(code)
+        self.seen[code] = True
         if code in (t.codec_eos_token, t.codec_pad_token) or len(self.codes) >= self.max_codes:
             self.done = True
             self.cache = None
             return
         self.codes.append(code)
+
+
+def _accept_rows(talkers: list[Talker25], logits: torch.Tensor) -> None:
+    """Sample each talker's next code from its row of (rows, vocab) logits, all rows at once."""
+    t = talkers[0].talker
+    codes = sample_codes(logits, torch.stack([x.seen for x in talkers]), [t.codec_bos_token],
+                         [x.temperature for x in talkers], [x.top_k for x in talkers], [x.top_p for x in talkers],
+                         [x.repetition_penalty for x in talkers], [x.generator for x in talkers])
+    for talker, code in zip(talkers, codes, strict=True):
+        talker._take(code)
 
 
 def step_talkers(talkers: list[Talker25], parts: list[torch.Tensor], batch, sizes: Counter | None = None) -> None:
@@ -143,9 +144,9 @@ def step_talkers(talkers: list[Talker25], parts: list[torch.Tensor], batch, size
         mask = batch.grow()
         out = t(inputs_embeds=x, position_ids=pos, attention_mask=mask, past_key_values=batch.cache, use_cache=True)
     batch.cache = out.past_key_values
-    for i, talker in enumerate(talkers):
+    for talker in talkers:
         talker.next_pos += 1
-        talker._accept(out.logits[i:i + 1, -1, :])
+    _accept_rows(talkers, out.logits[:, -1, :])
     if sizes is not None:
         sizes["talker", n] += 1
 
