@@ -66,8 +66,11 @@ THINK_INSTRUCTION = (
 )
 PROGRAM_INSTRUCTION = (
     "Solve the user's question by writing a short Python program that computes the answer and "
-    "prints only the final answer. Reply with just the program in one ```python code block."
+    "prints only the final answer. Reply with just the program in one ```python code block: one "
+    "variable a line for each number in the question, named for what it is, then the calculation "
+    "step by step, then one print. No functions, no input(), no comments."
 )
+PROGRAM_TOKENS = 200  # a program as asked for takes 40-120 tokens
 JUDGE_PROMPT = (
     "Question:\n{question}\n\nCandidate answers:\n{options}\n\nRe-read the question carefully and "
     "work out which candidate is right. Reply with the letter of the right candidate only."
@@ -364,12 +367,14 @@ def _plan(request: Request) -> list[Request]:
     tokens = max(request.max_new_tokens, THINK_TOKENS)
     for i in range(n):
         sampled = {"temperature": 0.7, "top_p": 0.95, "seed": base + i} if i >= 2 else {"temperature": 0.0}
+        # on the larger model where the backend has one; attempts of a kind share their whole prompt
+        shared = {"speak": False, "thinker": True, "keep_prompt": True}
         if i % 2 == 1:  # programs first: short, and computed
-            plans.append(with_instruction(request, THINK_INSTRUCTION, reasoning="think", speak=False,
-                                          max_new_tokens=tokens, **sampled))
+            plans.append(with_instruction(request, THINK_INSTRUCTION, reasoning="think", max_new_tokens=tokens,
+                                          **shared, **sampled))
         else:
-            plans.append(with_instruction(request, PROGRAM_INSTRUCTION, reasoning="none", speak=False,
-                                          max_new_tokens=min(tokens, 512), **sampled))
+            plans.append(with_instruction(request, PROGRAM_INSTRUCTION, reasoning="none",
+                                          max_new_tokens=PROGRAM_TOKENS, **shared, **sampled))
     return plans
 
 
@@ -397,7 +402,7 @@ async def _judge(engine, request: Request, leaders: list[str], by_key: dict[str,
     letters = "ABCDEFGHIJKLMNOP"
     options = "\n".join(f"{letters[i]}) {by_key[k].answer}" for i, k in enumerate(leaders))
     prompt = JUDGE_PROMPT.format(question=_question(request), options=options)
-    judge = Request((Message("user", prompt),), speak=False, max_new_tokens=8, temperature=0.0)
+    judge = Request((Message("user", prompt),), speak=False, max_new_tokens=8, temperature=0.0, thinker=True)
     answer, _, _, error = await _collect(engine, judge)
     found = re.search(rf"\b([{letters[:len(leaders)]}])\b", answer.upper())
     return leaders[letters.index(found.group(1))] if found and not error else None

@@ -157,6 +157,8 @@ class OfflineLLM:
         the first token is sampled. `chunk` 0 does nothing."""
         if not gen.pending or chunk == 0:
             return
+        if gen.prefilled == gen.prompt_tokens == len(gen.pending):  # nothing reused at start: look again,
+            self._reuse_now(gen)  # a prompt started beside it (Big Brain's attempts) may be kept by now
         take = gen.pending[:chunk] if chunk else gen.pending
         done = gen.prompt_tokens - len(gen.pending)
         out = self.model(
@@ -176,6 +178,12 @@ class OfflineLLM:
             gen.finished = True
             return
         self._accept(gen, out.logits[0, -1])
+
+    def _reuse_now(self, gen: Generation) -> None:
+        """Take the longest kept prefix of a prompt not yet prefilled at all."""
+        cache, done = self._reusable(gen.pending)
+        if done:
+            gen.cache, gen.pending, gen.prefilled = cache, gen.pending[done:], gen.prefilled - done
 
     def warm(self, ids: list[int], chunk: int | None = None) -> Generation | None:
         """Compute the KV cache of `ids`, the start of a prompt whose end is not known yet (a turn
