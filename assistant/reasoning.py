@@ -65,12 +65,13 @@ THINK_INSTRUCTION = (
     "final answer (a number, or a short sentence)."
 )
 PROGRAM_INSTRUCTION = (
-    "Solve the user's question by writing a short Python program that computes the answer and "
-    "prints only the final answer. Reply with just the program in one ```python code block: one "
-    "variable a line for each number in the question, named for what it is, then the calculation "
-    "step by step, then one print. No functions, no input(), no comments."
+    "Solve the user's question with a short Python program that computes the answer and prints only "
+    "the final answer. Reply with just the program in one ```python code block, in this style:\n"
+    "```python\nbooks = 4\nprice_each = 6\npaid = 30\ncost = books * price_each\nchange = paid - cost\n"
+    "print(change)\n```\nOne line for each number the question gives, named for what it is, then each "
+    "step of the calculation, then one print. No comments, no functions, no input()."
 )
-PROGRAM_TOKENS = 200  # a program as asked for takes 40-120 tokens
+PROGRAM_TOKENS = 160  # a program in that style takes 30-80 tokens
 JUDGE_PROMPT = (
     "Question:\n{question}\n\nCandidate answers:\n{options}\n\nRe-read the question carefully and "
     "work out which candidate is right. Reply with the letter of the right candidate only."
@@ -373,7 +374,7 @@ def _plan(request: Request) -> list[Request]:
             plans.append(with_instruction(request, THINK_INSTRUCTION, reasoning="think", max_new_tokens=tokens,
                                           **shared, **sampled))
         else:
-            plans.append(with_instruction(request, PROGRAM_INSTRUCTION, reasoning="none",
+            plans.append(with_instruction(request, PROGRAM_INSTRUCTION, reasoning="none", ends_with_code=True,
                                           max_new_tokens=PROGRAM_TOKENS, **shared, **sampled))
     return plans
 

@@ -438,6 +438,8 @@ class CascadeBackend:
     # ------------------------------------------------------------------ text and speech
     def _after_token(self, stream: CascadeStream) -> None:
         gen = stream.gen
+        if stream.request.ends_with_code and not gen.finished and gen._text.count("```") >= 2:
+            gen.finished = True  # the program is whole
         stream.emit_text(gen.take_text(), final=gen.finished)
         stream.completion_tokens = len(gen.tokens)
         if stream.request.speak:
