@@ -326,7 +326,8 @@ async def _speak(engine, request: Request, answer: str) -> AsyncIterator[AudioCh
 async def think(engine, request: Request) -> AsyncIterator[Event]:
     """One visible chain of thought, then the answer (see the module docstring)."""
     t0 = time.perf_counter()
-    inner = with_instruction(request, THINK_INSTRUCTION, max_new_tokens=max(request.max_new_tokens, THINK_TOKENS))
+    inner = with_instruction(request, THINK_INSTRUCTION, max_new_tokens=max(request.max_new_tokens, THINK_TOKENS),
+                             thinker=True)  # on the larger model where the backend has one
     inner = replace(inner, turn_id=request.turn_id)
     if request.speak and request.filler:
         async for chunk in _speak(engine, request, FILLER):
