@@ -115,6 +115,7 @@ class ThoughtSplitter:
         self.buf = ""
         self.thought = ""
         self._line_is_thought = False  # the current line was let out as reasoning already
+        self.answered = False  # some of the answer was let out
 
     def feed(self, delta: str, final: bool = False) -> list[tuple[str, str]]:
         self.buf += delta
@@ -132,8 +133,9 @@ class ThoughtSplitter:
         elif self.state == "lines":
             self._lines(out, final)
         if self.state == "answer" and self.buf:
-            out.append(("answer", self.buf.lstrip() if not any(k == "answer" for k, _ in out) else self.buf))
-            self.buf = ""
+            # only the answer's start loses its spaces: a later delta's leading space joins two words
+            out.append(("answer", self.buf if self.answered else self.buf.lstrip()))
+            self.answered, self.buf = self.answered or bool(self.buf.strip()), ""
         if final and self.state != "answer":
             self._fallback(out)
         return [(k, t) for k, t in out if t]
