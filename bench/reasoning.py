@@ -6,8 +6,7 @@
 
 Problems come from bench/reasoning_set.py (generated, integer answers). An answer is right when
 its normalised form (the last number in it) equals the expected integer. Each problem is asked
-on its own, one at a time, so the times are a user's waits. Ctrl+C prints the figures of the
-problems every mode has finished.
+on its own, one at a time, so the times are a user's waits.
 """
 
 from __future__ import annotations
