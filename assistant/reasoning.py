@@ -65,9 +65,13 @@ THINK_INSTRUCTION = (
     "final answer (a number, or a short sentence)."
 )
 PROGRAM_INSTRUCTION = (
-    "Solve the user's question by writing a short Python program that computes the answer and "
-    "prints only the final answer. Reply with just the program in one ```python code block."
+    "Solve the user's question with a short Python program that computes the answer and prints only "
+    "the final answer. Reply with just the program in one ```python code block, in this style:\n"
+    "```python\nbooks = 4\nprice_each = 6\npaid = 30\ncost = books * price_each\nchange = paid - cost\n"
+    "print(change)\n```\nOne line for each number the question gives, named for what it is, then each "
+    "step of the calculation, then one print. No comments, no functions, no input()."
 )
+PROGRAM_TOKENS = 160  # a program in that style takes 30-80 tokens
 JUDGE_PROMPT = (
     "Question:\n{question}\n\nCandidate answers:\n{options}\n\nRe-read the question carefully and "
     "work out which candidate is right. Reply with the letter of the right candidate only."
@@ -111,6 +115,7 @@ class ThoughtSplitter:
         self.buf = ""
         self.thought = ""
         self._line_is_thought = False  # the current line was let out as reasoning already
+        self.answered = False  # some of the answer was let out
 
     def feed(self, delta: str, final: bool = False) -> list[tuple[str, str]]:
         self.buf += delta
@@ -128,8 +133,9 @@ class ThoughtSplitter:
         elif self.state == "lines":
             self._lines(out, final)
         if self.state == "answer" and self.buf:
-            out.append(("answer", self.buf.lstrip() if not any(k == "answer" for k, _ in out) else self.buf))
-            self.buf = ""
+            # only the answer's start loses its spaces: a later delta's leading space joins two words
+            out.append(("answer", self.buf if self.answered else self.buf.lstrip()))
+            self.answered, self.buf = self.answered or bool(self.buf.strip()), ""
         if final and self.state != "answer":
             self._fallback(out)
         return [(k, t) for k, t in out if t]
@@ -322,7 +328,8 @@ async def _speak(engine, request: Request, answer: str) -> AsyncIterator[AudioCh
 async def think(engine, request: Request) -> AsyncIterator[Event]:
     """One visible chain of thought, then the answer (see the module docstring)."""
     t0 = time.perf_counter()
-    inner = with_instruction(request, THINK_INSTRUCTION, max_new_tokens=max(request.max_new_tokens, THINK_TOKENS))
+    inner = with_instruction(request, THINK_INSTRUCTION, max_new_tokens=max(request.max_new_tokens, THINK_TOKENS),
+                             thinker=True)  # on the larger model where the backend has one
     inner = replace(inner, turn_id=request.turn_id)
     if request.speak and request.filler:
         async for chunk in _speak(engine, request, FILLER):
@@ -364,12 +371,14 @@ def _plan(request: Request) -> list[Request]:
     tokens = max(request.max_new_tokens, THINK_TOKENS)
     for i in range(n):
         sampled = {"temperature": 0.7, "top_p": 0.95, "seed": base + i} if i >= 2 else {"temperature": 0.0}
+        # on the larger model where the backend has one; attempts of a kind share their whole prompt
+        shared = {"speak": False, "thinker": True, "keep_prompt": True}
         if i % 2 == 1:  # programs first: short, and computed
-            plans.append(with_instruction(request, THINK_INSTRUCTION, reasoning="think", speak=False,
-                                          max_new_tokens=tokens, **sampled))
+            plans.append(with_instruction(request, THINK_INSTRUCTION, reasoning="think", max_new_tokens=tokens,
+                                          **shared, **sampled))
         else:
-            plans.append(with_instruction(request, PROGRAM_INSTRUCTION, reasoning="none", speak=False,
-                                          max_new_tokens=min(tokens, 512), **sampled))
+            plans.append(with_instruction(request, PROGRAM_INSTRUCTION, reasoning="none", ends_with_code=True,
+                                          max_new_tokens=PROGRAM_TOKENS, **shared, **sampled))
     return plans
 
 
@@ -397,7 +406,7 @@ async def _judge(engine, request: Request, leaders: list[str], by_key: dict[str,
     letters = "ABCDEFGHIJKLMNOP"
     options = "\n".join(f"{letters[i]}) {by_key[k].answer}" for i, k in enumerate(leaders))
     prompt = JUDGE_PROMPT.format(question=_question(request), options=options)
-    judge = Request((Message("user", prompt),), speak=False, max_new_tokens=8, temperature=0.0)
+    judge = Request((Message("user", prompt),), speak=False, max_new_tokens=8, temperature=0.0, thinker=True)
     answer, _, _, error = await _collect(engine, judge)
     found = re.search(rf"\b([{letters[:len(leaders)]}])\b", answer.upper())
     return leaders[letters.index(found.group(1))] if found and not error else None

@@ -74,6 +74,15 @@ class Request:
     reasoning: str = "none"
     attempts: int | None = None  # Big Brain's attempts (None: the default)
     filler: bool = False  # thinking in a voice conversation: say "Let me think about that." first
+    # run on the backend's larger model where it has one (the offline 1.5B: Big Brain, thinking);
+    # quick answers stay on the fast one
+    thinker: bool = False
+    # keep the KV cache of this whole prompt: more requests with the same prompt follow at once
+    # (Big Brain's attempts), and each of them then prefills only its last token
+    keep_prompt: bool = False
+    # the reply is done once its first code block closes (Big Brain's programs: what a model adds
+    # after the program is never read); a backend that cannot stop there reads the block alone
+    ends_with_code: bool = False
     say: str | None = None  # speak exactly this (no model); only where the backend `speaks_verbatim`
     # Deep Search: what it searches (assistant.research.sources.Source objects; never seen by a
     # backend) and how far ("low" | "medium" | "high": rounds and passages read)

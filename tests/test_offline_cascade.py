@@ -710,3 +710,40 @@ def test_big_brain_on_the_offline_model_gets_a_word_problem_right(backend):
     assert "(program)" in thinking and "Kept" in thinking
     assert max(batches) >= 2  # attempts decoded side by side
     assert re.search(r"\b2\b", done.text), (done.text, thinking[-600:])
+
+
+def run_together(backend, requests: list[Request]) -> list:
+    """Drive several turns side by side through start/step until all are done; their streams."""
+    streams = [backend.start(r) for r in requests]
+    while not all(s.done for s in streams):
+        backend.step(streams)
+    for s in streams:
+        s.drain()
+        s.close()
+    return streams
+
+
+def test_a_thinking_turn_runs_on_the_larger_model_beside_a_quick_one(backend):
+    """Request.thinker: the turn runs on the bundled 1.5B while a quick turn beside it stays on the
+    fast 0.5B; each model decodes its own streams, and both answers are right."""
+    quick = Request((Message("user", "What is the capital of France? One word."),), speak=False, max_new_tokens=16)
+    slow = Request((Message("user", "What is 17 times 3? Reply with the number only."),), speak=False,
+                   max_new_tokens=16, thinker=True)
+    fast, large = run_together(backend, [quick, slow])
+    assert fast.llm is backend.llm
+    assert large.llm is not backend.llm
+    assert large.llm.config.num_hidden_layers > backend.llm.config.num_hidden_layers  # the 1.5B
+    assert "Paris" in fast.text
+    assert re.search(r"\b51\b", large.text), large.text
+
+
+def test_attempts_sharing_a_prompt_prefill_it_once(backend):
+    """Big Brain's attempts (keep_prompt, one prompt): the first prefills the prompt, the ones started
+    beside it only its last token; sampled with their own seeds, they still differ where they may."""
+    question = "Write a short poem about a cat and a moon."
+    requests = [Request((Message("user", question),), speak=False, max_new_tokens=24, thinker=True, keep_prompt=True,
+                        temperature=0.9, top_p=0.95, seed=i) for i in range(3)]
+    streams = run_together(backend, requests)
+    prefilled = [s.gen.prefilled for s in streams]
+    assert prefilled[0] > 10 and prefilled[1:] == [1, 1], prefilled
+    assert len({s.text for s in streams}) > 1  # the same prompt, different samples

@@ -47,6 +47,8 @@ def split(chunks: list[str]) -> tuple[str, str]:
          "Step 1: 6 x 7 = 42.\nSo the answer is 42.", "So the answer is 42."),
         (["The word answer: appears mid-line here\nAnswer: yes", ""],
          "The word answer: appears mid-line here\n", "yes"),
+        (["Step.\n", "Answer:", " Farah", " gets", " $", "2", " in", " change.", ""], "Step.\n",
+         "Farah gets $2 in change."),  # token by token: the words keep their spaces
     ],
 )
 def test_the_reasoning_and_the_answer_are_told_apart_as_they_stream(chunks, thinking, answer):

@@ -33,13 +33,13 @@ import torch
 from assistant.backends.base import Stream
 from assistant.backends.beside import Beside
 from assistant.config import EngineConfig
-from assistant.errors import AssistantError, BadInput, Code, ModelNotFound
+from assistant.errors import AssistantError, BadInput, Code, MissingDependency, ModelNotFound
 from assistant.events import Transcript
 from assistant.offline.guard import preserve_threads
 from assistant.offline.llm import Generation, OfflineLLM, load_llm
 from assistant.offline.ocr import ImageFacts
 from assistant.offline.tts import trim_lead, trim_tail
-from assistant.offline.weights import DEFAULT_LLM_SIZE, LLM_WEIGHTS, llm_path
+from assistant.offline.weights import DEFAULT_LLM_SIZE, LLM_WEIGHTS, gguf_parts, llm_path
 from assistant.reasoning import FILLER, THINK_INSTRUCTION, THINK_TOKENS, wants_thinking
 from assistant.turns import Message, Request
 
@@ -68,6 +68,7 @@ _PHRASE_START = re.compile(
     r"|though)\s)", re.IGNORECASE)
 _TRANSCRIPT_CACHE_SIZE = 64
 MAX_VOICE_JOBS = 8  # pieces of speech queued for Piper at once (all streams); more wait for a later step
+THINKER_LLM_SIZE = "1.5b"  # thinking turns (Big Brain) run on it: more right, ~3x slower a token
 VOICE_WAIT_S = 0.05  # s: a step with nothing to decode waits this long at most for a piece's audio
 
 
@@ -76,6 +77,7 @@ class CascadeStream(Stream):
     """One reply: its LLM generation and how much of its text has been spoken."""
 
     gen: Generation | None = field(default=None, repr=False)
+    llm: OfflineLLM | None = field(default=None, repr=False)  # the model generating it (see Request.thinker)
     spoken_chars: int = 0
     spoken_pieces: int = 0
     batch_size: int = 1
@@ -115,11 +117,13 @@ class CascadeBackend:
 
     def __init__(self, llm: OfflineLLM, recognizer, speaker, reader, max_context_tokens: int = 8192,
                  sample_rate: int | None = None, weight_bits: int | None = None,
-                 keep_conversation: bool = True) -> None:  # fmt: skip
+                 keep_conversation: bool = True, thinker=None) -> None:  # fmt: skip
         self.llm = llm
         self.keep_conversation = keep_conversation  # False: keep only the system prompt's cache
         self._weight_bits = weight_bits  # give the LLM its low-bit decode weights at warm-up
-        self._parts = {"recognizer": recognizer, "speaker": speaker, "reader": reader}
+        # thinker: the larger LLM for Request.thinker turns (a loader or a future, like the parts;
+        # None: those turns run on `llm` too)
+        self._parts = {"recognizer": recognizer, "speaker": speaker, "reader": reader, "thinker": thinker}
         self._loader = ThreadPoolExecutor(1, thread_name_prefix="offline-load")  # parts loaded on demand
         self._parts_lock = threading.Lock()
         self.sample_rate = sample_rate or self.speaker.sample_rate
@@ -141,6 +145,12 @@ class CascadeBackend:
     @property
     def reader(self):
         return self._part("reader")
+
+    def _llm_for(self, request: Request) -> OfflineLLM:
+        """The larger model for a thinking turn where there is one (loaded on first use), else the fast one."""
+        if not request.thinker or self._parts["thinker"] is None:
+            return self.llm
+        return self._part("thinker")
 
     def _part(self, name: str):
         part = self._prefetch(name)
@@ -259,11 +269,12 @@ class CascadeBackend:
             known = " ".join(f"in image {i}, {f.summary()}" for i, f in enumerate(facts, 1))
         return f"I can't see pictures in offline mode, but {known}"
 
-    def _fit(self, chat: list[dict[str, str]], max_new_tokens: int, keep: int) -> tuple[list[int], int]:
+    def _fit(self, llm: OfflineLLM, chat: list[dict[str, str]], max_new_tokens: int,
+             keep: int) -> tuple[list[int], int]:  # fmt: skip
         """Token ids of the chat, dropping the oldest turns until prompt + reply fit the context,
         and how many of them are the same next turn (the first `keep` messages; see _chat)."""
         while True:
-            ids, prefix = self.llm.encode(chat, keep)
+            ids, prefix = llm.encode(chat, keep)
             if len(ids) + max_new_tokens <= self.max_context_tokens:
                 return ids, prefix
             if keep <= 1:
@@ -317,19 +328,23 @@ class CascadeBackend:
             stream.emit_transcript(heard)
             if request.reasoning == "none" and wants_thinking(heard):  # "think hard about this", said
                 request = self._think_aloud(stream, chat)
-        ids, prefix = self._fit(chat, request.max_new_tokens, keep=stable if self.keep_conversation else 1)
+        llm = stream.llm = self._llm_for(request)
+        ids, prefix = self._fit(llm, chat, request.max_new_tokens, keep=stable if self.keep_conversation else 1)
         if facts:
             preface = self._image_preface(facts)
-            ids = ids + self.llm.tokens(preface)
+            ids = ids + llm.tokens(preface)
             stream.emit_text(preface)
-        self._finish_warming(ids)
+        if request.keep_prompt:  # the attempts beside it share all of it
+            prefix = len(ids)
+        if llm is self.llm:
+            self._finish_warming(ids)
         # nothing is prefilled yet: the first step does it (all at once; a background turn's a chunk
         # a step), so a turn cancelled while it was being heard (a reply prepared in a pause, and the
         # user went on) is dropped by the engine before it costs a prefill
-        stream.gen = self.llm.start(ids, prefix, request.max_new_tokens, request.temperature, request.top_p,
-                                    request.seed, chunk=0)  # fmt: skip
+        stream.gen = llm.start(ids, prefix, request.max_new_tokens, request.temperature, request.top_p,
+                               request.seed, chunk=0)  # fmt: skip
         stream.stages["prefill_tokens"] = stream.gen.prefilled
-        stream._release = self.llm.release
+        stream._release = llm.release
         stream.prompt_tokens = len(ids)
         return stream
 
@@ -356,7 +371,7 @@ class CascadeBackend:
         if gen is None:  # kept already, or too long to be a prompt's start
             stream.done = True
             return stream
-        stream.gen, stream._release = gen, self.llm.release
+        stream.gen, stream.llm, stream._release = gen, self.llm, self.llm.release
         stream.stages["prefill_tokens"] = gen.prefilled
         self._warming.append((ids, stream))  # dropped by the next turn's _finish_warming once done
         return stream
@@ -386,19 +401,24 @@ class CascadeBackend:
             return
         decoding = [s for s in mine if not s.gen.finished]
         if decoding:
-            t0 = time.perf_counter()
-            self.llm.decode([s.gen for s in decoding])
-            took = time.perf_counter() - t0
-            for s in decoding:
-                s.batch_size = max(s.batch_size, len(decoding))
-                s.stages["decode_s"] = s.stages.get("decode_s", 0.0) + took
-                s.stages["decode_steps"] = s.stages.get("decode_steps", 0) + 1
+            for llm in dict.fromkeys(s.llm or self.llm for s in decoding):  # one batched pass per model
+                self._decode(llm, [s for s in decoding if (s.llm or self.llm) is llm])
         else:  # only speech left to wait for: wait for it here rather than spin against Piper for the CPU
             waits = [s.voicing[0][1] for s in mine if s.voicing] + [s.hearing for s in hearing if s.hearing]
             self._voice.wait_any(waits, VOICE_WAIT_S)
         self.last_batch_size = max(1, len(decoding))
         for s in mine:
             self._after_token(s)
+
+    @staticmethod
+    def _decode(llm: OfflineLLM, streams: list[CascadeStream]) -> None:
+        t0 = time.perf_counter()
+        llm.decode([s.gen for s in streams])
+        took = time.perf_counter() - t0
+        for s in streams:
+            s.batch_size = max(s.batch_size, len(streams))
+            s.stages["decode_s"] = s.stages.get("decode_s", 0.0) + took
+            s.stages["decode_steps"] = s.stages.get("decode_steps", 0) + 1
 
     @staticmethod
     def _chunked(stream: CascadeStream) -> bool:
@@ -408,7 +428,7 @@ class CascadeBackend:
     def _prefill(self, stream: CascadeStream) -> None:
         chunked = self._chunked(stream)
         t0 = time.perf_counter()
-        self.llm.prefill_chunk(stream.gen, PREFILL_CHUNK if chunked else None)
+        (stream.llm or self.llm).prefill_chunk(stream.gen, PREFILL_CHUNK if chunked else None)
         if not chunked:
             stream.stages["llm_first_token_s"] = time.perf_counter() - t0
             log.debug("turn %s prefilled: %s", stream.turn_id, ", ".join(
@@ -418,6 +438,8 @@ class CascadeBackend:
     # ------------------------------------------------------------------ text and speech
     def _after_token(self, stream: CascadeStream) -> None:
         gen = stream.gen
+        if stream.request.ends_with_code and not gen.finished and gen._text.count("```") >= 2:
+            gen.finished = True  # the program is whole
         stream.emit_text(gen.take_text(), final=gen.finished)
         stream.completion_tokens = len(gen.tokens)
         if stream.request.speak:
@@ -563,4 +585,22 @@ def load_cascade_backend(
         llm = load_llm(path, dtype=dtype)
     recognizer.result(), speaker.result()  # their errors (a missing package) now, not at the first turn
     return CascadeBackend(llm, recognizer, speaker, load_reader, config.max_context_tokens, voice_sample_rate(),
-                          weight_bits)  # fmt: skip
+                          weight_bits, thinker=_thinker_loader(config.model, dtype, weight_bits))  # fmt: skip
+
+
+def _thinker_loader(model: str | None, dtype: torch.dtype, weight_bits: int | None):
+    """A loader of the larger bundled LLM for thinking turns, when the quick one is the default 0.5B
+    and the 1.5B is installed; None otherwise (thinking runs on the model given)."""
+    if (model or DEFAULT_LLM_SIZE) != DEFAULT_LLM_SIZE or THINKER_LLM_SIZE not in LLM_WEIGHTS:
+        return None
+    try:
+        gguf_parts(LLM_WEIGHTS[THINKER_LLM_SIZE])
+    except MissingDependency as err:
+        log.info("thinking runs on the %s model: %s", DEFAULT_LLM_SIZE, err.message)
+        return None
+
+    def load() -> OfflineLLM:
+        with preserve_threads():
+            return load_llm(llm_path(THINKER_LLM_SIZE), dtype=dtype, bits=weight_bits)
+
+    return load

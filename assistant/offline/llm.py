@@ -53,6 +53,7 @@ class Generation:
     prefilled: int = 0  # prompt tokens computed at the start (the rest came from a kept cache)
     pending: list[int] = field(default_factory=list)  # prompt tokens still to prefill (see prefill_chunk)
     keep: tuple[int, ...] = ()  # the prompt prefix whose cache is kept for later turns once prefilled
+    prompt_ids: list[int] = field(default_factory=list, repr=False)  # the whole prompt, until prefilled
     _emitted_chars: int = 0
     _text: str = ""
 
@@ -142,7 +143,7 @@ class OfflineLLM:
         generator = None
         if temperature > 0:
             generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
-        gen = Generation(len(ids), max_new_tokens, temperature, top_p, generator)
+        gen = Generation(len(ids), max_new_tokens, temperature, top_p, generator, prompt_ids=list(ids))
         gen.cache, done = self._reusable(ids)
         gen.prefilled = len(ids) - done
         gen.pending = list(ids[done:])
@@ -157,6 +158,8 @@ class OfflineLLM:
         the first token is sampled. `chunk` 0 does nothing."""
         if not gen.pending or chunk == 0:
             return
+        if gen.prompt_ids and gen.prefilled == len(gen.pending):  # none of it computed yet: look again, a
+            self._reuse_now(gen)  # prompt started beside it (Big Brain's attempts) may be kept by now
         take = gen.pending[:chunk] if chunk else gen.pending
         done = gen.prompt_tokens - len(gen.pending)
         out = self.model(
@@ -170,12 +173,19 @@ class OfflineLLM:
         gen.pending = gen.pending[len(take):]
         if gen.pending:
             return
+        gen.prompt_ids = []
         if gen.keep:
             self._keep(gen.keep, gen.cache)
         if gen.max_new_tokens == 0:  # a prompt's start computed ahead (see warm): nothing to sample
             gen.finished = True
             return
         self._accept(gen, out.logits[0, -1])
+
+    def _reuse_now(self, gen: Generation) -> None:
+        """Take the longest kept prefix of a prompt not yet prefilled at all."""
+        cache, done = self._reusable(gen.prompt_ids)
+        if done > gen.prompt_tokens - len(gen.pending):
+            gen.cache, gen.pending, gen.prefilled = cache, gen.prompt_ids[done:], gen.prompt_tokens - done
 
     def warm(self, ids: list[int], chunk: int | None = None) -> Generation | None:
         """Compute the KV cache of `ids`, the start of a prompt whose end is not known yet (a turn
