@@ -77,10 +77,11 @@ def disagreement(answer: str, cited: list[Evidence], evidence: list[Evidence]) -
     and `cited` with the other passage added (the answer's [n] are positions in `cited`, and so are
     the new ones); ("", cited) when the sources agree."""
     others = [(e.number, e.passage.title, e.passage.text) for e in evidence]
+    said = " ".join(answer.split())  # a passage's "8,848.86\xa0m" is the answer's "8,848.86 m"
     for e in cited:
         name = _name(e.passage.title)
         for q in numbers.quantities(e.passage.text):
-            if not q.unit or q.unit == "year" or q.text not in answer:
+            if not q.unit or q.unit == "year" or " ".join(q.text.split()) not in said:
                 continue
             found = numbers.disagreements(others, name, q.unit, q.value)
             if not found:
