@@ -7,7 +7,8 @@ on the stored memories at the end (what is active, what was superseded or never 
 the share of checks right, each failure, and the time per turn (first audio, whole reply) and of
 the background fact extraction.
 
-    python bench/conversation.py [--limit N] [--every N] [--only NAME] [--model 0.5b|1.5b] [--code DIR] [--json OUT]
+    python bench/conversation.py [--limit N] [--every N] [--only NAME] [--set dev|heldout|all]
+        [--model 0.5b|1.5b] [--code DIR] [--json OUT]
 
 `--code /work/main` runs another checkout's code (today's) with the same scripts: the baseline.
 """
@@ -171,6 +172,65 @@ SCRIPTS: list[Script] = [
 ]
 
 
+# Held out: written after the scripts above were tuned on, and never tuned on themselves (other
+# names, places and phrasings of the same kinds, and kinds the dev set lacks). Report both.
+HELDOUT: list[Script] = [
+    Script("h-name-sorry", (S("My name is Dmitri."), S("Sorry, my name is actually Dmitry."),
+                            QY("What is my name?", ["Dmitry"])), active=("Dmitry",), inactive=("Dmitri.",)),
+    Script("h-name-this-is", (S("Hello, I'm Priya."), RESTART, QY("Do you know my name?", ["Priya"])),
+           active=("Priya",)),
+    Script("h-relocated", (S("I live in Chicago."), S("I moved to Austin in June."), RESTART,
+                           QY("Where do I live now?", ["Austin"], ["Chicago"])),
+           active=("Austin",), inactive=("Chicago",)),
+    Script("h-city", (S("I live in Warsaw."), QY("Which city do I live in?", ["Warsaw"])),
+           active=("Warsaw",)),
+    Script("h-son-job", (S("My son Leo works as a chef."), Q("What does my son do for a living?", ["chef"],
+                                                             ["You are Grok"])), active=("chef",)),
+    Script("h-daughter", (S("My daughter's name is Maya."), RESTART, Q("What is my daughter's name?", ["Maya"])),
+           active=("Maya",)),
+    Script("h-brother-fix", (S("My brother is called Max."), S("No, my brother is called Alex."),
+                             Q("What is my brother's name?", ["Alex"], ["Max"])), active=("Alex",)),
+    Script("h-milk", (S("I'm allergic to milk."), RESTART,
+                         Q("Is a milkshake a good idea for me?", ["allerg|no|not|avoid"], ["Yes."])),
+           active=("milk",)),
+    Script("h-birthday-june", (S("My birthday is on June 12."), RESTART, Q("When is my birthday?", ["June"])),
+           active=("June",)),
+    Script("h-music", (S("I love jazz music."), Q("What music do I love?", ["jazz"])), active=("jazz",)),
+    Script("h-pref-tea", (S("My favorite drink is green tea."), RESTART, Q("What is my favorite drink?", ["tea"])),
+           active=("tea",)),
+    Script("h-job-restart", (S("I work as an engineer."), RESTART, QY("What do I do for work?", ["engineer"])),
+           active=("engineer",)),
+    Script("h-job-swap", (S("I work as a waiter."), S("Actually, I work as a baker now."),
+                          QY("What is my job?", ["baker"], ["waiter"])), active=("baker",), inactive=("waiter",)),
+    Script("h-lucky", (S("Remember that my lucky number is 7."), S("What is the capital of Spain?"),
+                       Q("What is my lucky number?", ["7"])), active=("7",)),
+    Script("h-no-name", (S("What is two plus two?"), S("Nice."), QY("Do you know my name?", [], ["Igor", "Egor"])),
+           inactive=("name is",)),
+    Script("h-no-fact", (S("Give me a tip for sleeping better."), S("Thank you.")),
+           inactive=("lives in", "name is", "works as")),
+    Script("h-forget-job", (S("I work as a lawyer."), Forget("lawyer"), S("Tell me a short joke."),
+                            S("What is a good book?")), inactive=("lawyer",)),
+    Script("h-butler", (Q("What is the tallest mountain?", ["Everest", "sir|madam"]),
+                        Q("Name a fruit.", ["sir|madam"])),
+           persona={"name": "Jeeves", "style": "You are a formal butler: call the user 'sir' in every reply."}),
+    Script("h-persona-name", (Q("Who are you?", ["Iris"], ["Grok"]), S("My name is Omar."),
+                              QY("What is my name?", ["Omar"], ["Iris is"])),
+           persona={"name": "Iris", "style": "Cheerful and brief."}),
+    Script("h-spoken-name", (S("My name is Hannah.", spoken=True), RESTART, QY("What is my name?", ["Hannah"])),
+           active=("Hannah",)),
+    Script("h-spoken-job", (S("I work as a dentist.", spoken=True), QY("What is my job?", ["dentist"])),
+           active=("dentist",)),
+    Script("h-spoken-ask", (S("I live in Toronto."), QY("Where do I live?", ["Toronto"], spoken=True)),
+           active=("Toronto",)),
+    Script("h-two-facts", (S("I'm Rosa and I work as a pharmacist."), RESTART,
+                           QY("What is my name?", ["Rosa"]), QY("What is my job?", ["pharmacist"])),
+           active=("Rosa", "pharmacist")),
+    Script("h-pet", (S("I have a parrot named Kiwi."), RESTART, Q("What is my parrot's name?", ["Kiwi"])),
+           active=("Kiwi",)),
+]
+SETS = {"dev": SCRIPTS, "heldout": HELDOUT, "all": SCRIPTS + HELDOUT}
+
+
 # ------------------------------------------------------------------ running
 @dataclass
 class Tally:
@@ -288,6 +348,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="run only the first N scripts")
     ap.add_argument("--only", default=None, help="run only scripts whose name holds this")
     ap.add_argument("--every", type=int, default=1, help="run every Nth script (a spread sample)")
+    ap.add_argument("--set", choices=sorted(SETS), default="dev",
+                    help="dev: the scripts tuned on; heldout: the ones never tuned on; all")
     ap.add_argument("--model", default="0.5b")
     ap.add_argument("--code", default=str(ROOT), help="the checkout whose code runs (default: this one)")
     ap.add_argument("--max-new-tokens", type=int, default=64)
@@ -299,7 +361,7 @@ def main() -> None:
     from assistant.config import EngineConfig, Profile
     from assistant.engine import Engine
 
-    scripts = [s for s in SCRIPTS[:: args.every] if args.only is None or args.only in s.name][: args.limit]
+    scripts = [s for s in SETS[args.set][:: args.every] if args.only is None or args.only in s.name][: args.limit]
     config = EngineConfig(profile=Profile.OFFLINE, model=args.model)
     engine = Engine(load_cascade_backend(config), config)
     from assistant.session import Session
@@ -320,7 +382,7 @@ def main() -> None:
     wall = time.perf_counter() - t0
     med = statistics.median
     figures = {
-        "code": args.code, "scripts": len(scripts), "right": tally.right, "checks": tally.total,
+        "code": args.code, "set": args.set, "scripts": len(scripts), "right": tally.right, "checks": tally.total,
         "share": tally.right / max(1, tally.total), "turns": len(tally.total_s),
         "first_audio_p50_s": med(tally.first_audio_s) if tally.first_audio_s else None,
         "turn_p50_s": med(tally.total_s) if tally.total_s else None,
