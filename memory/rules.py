@@ -20,13 +20,14 @@ _WORD = r"[^\W\d_][\w'\-]*"
 _CAP = r"(?-i:[A-Z])[\w'\-]*"  # a capitalised word: a name
 _END = r"(?=\s*(?:[.!?,;]|$)|\s+(?:and|but|from|by|who|which)\b)"
 _VALUE = r"([^.!?;,]{2,60})"
+_HEDGE = r"(?:(?:actually|really|in fact|truly|now|still),?\s+)?"  # "my name is actually Dmitry": not "Actually Dmitry"
 REL = (
     "sister|brother|wife|husband|mother|mom|mum|father|dad|son|daughter|partner|girlfriend|boyfriend|"
     "friend|boss|cat|dog|grandmother|grandfather|grandma|grandpa|aunt|uncle|cousin|niece|nephew|baby"
 )
 _SLOTS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(rf"\b(?:my name is|my name's|call me|i am called|i'm called)\s+({_WORD}(?:\s+{_WORD})?){_END}", re.I),
-     "name"),
+    (re.compile(rf"\b(?:my name is|my name's|call me|i am called|i'm called)\s+{_HEDGE}({_WORD}(?:\s+{_WORD})?){_END}",
+                re.I), "name"),
     (re.compile(rf"\b(?:i'm|i am)\s+({_CAP}){_END}", re.I), "name"),
     (re.compile(rf"\bi (?:live|am living|now live|still live|currently live) in\s+{_VALUE}", re.I), "city"),
     (re.compile(rf"\bi'm (?:now )?living in\s+{_VALUE}", re.I), "city"),

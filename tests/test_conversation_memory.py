@@ -29,6 +29,7 @@ def embedder() -> Embedder:
     ("said", "stored"),
     [
         ("No, my name is Igor.", ["The user's name is Igor."]),
+        ("Sorry, my name is actually Dmitry.", ["The user's name is Dmitry."]),  # not "Actually Dmitry"
         ("Hi, I'm Marta and I like tea.", ["The user's name is Marta.", "The user likes tea."]),
         ("Actually I live in Bergen now.", ["The user lives in Bergen."]),
         ("I moved to Madrid last week.", ["The user lives in Madrid."]),
