@@ -11,6 +11,7 @@ Call it off the reply's latency path (a worker thread); it never raises for a ba
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 
 import numpy as np
@@ -31,6 +32,9 @@ CORRECTS_SIM = 0.75  # a stated `replaces` text must match a stored fact at leas
 FORGET_SIM = 0.6  # "forget that X" removes stored facts at least this close to X
 KNOWN_FOR_PROMPT = 8  # related memories shown to the extractor
 RULE_KEYS = frozenset({"user.name"})  # slots only the explicit-statement rules write
+# A fact about the user's own name, whatever key the model gave it ("My name is a secret." came
+# back keyed "user.secret"): only the rules, which know a name from "a secret", store names.
+_OWN_NAME = re.compile(r"\b(?:my|the user's|user's) name\b|\b(?:call me|i am called|i'm called)\b", re.I)
 
 
 def remember(
@@ -118,8 +122,8 @@ def _checked(
         why = grounded(fact, exchange.user_text)
         if why is None and (fact.key in seen or _norm(fact.text) in seen):
             continue
-        if why is None and fact.key in RULE_KEYS:
-            why = f"{fact.key} is read from the user's words by the rules only"
+        if why is None and (fact.key in RULE_KEYS or _OWN_NAME.search(fact.text)):
+            why = "the user's name is read from their words by the rules only"
         if why is None and fact.action == "add" and _norm(fact.text) in deleted:
             why = "the user deleted or corrected this fact"
         if why is None:

@@ -54,6 +54,19 @@ def test_a_fact_the_user_did_not_say_is_not_grounded():
     assert grounded(Fact("The user lives in Rome.", action="delete"), "I love Rome.")  # never asked to forget
 
 
+def test_a_name_the_rules_did_not_read_is_not_stored_whatever_its_key(tmp_path, embedder):
+    """"My name is a secret." came back from the 0.5B as a fact of its own key ("user.secret"),
+    in the user's very words, and was stored as if it were a name."""
+    store = open_store(tmp_path, embedder=embedder)
+    user = store.user("u")
+    said = json.dumps({"facts": [{"text": "My name is a secret.", "key": "user.secret"},
+                                 {"text": "The user's name is a secret.", "key": "user.identity"}]})  # fmt: skip
+    remember(store, user, Exchange("My name is a secret."), extract=lambda prompt: said)
+    remember(store, user, Exchange("I live in Lisbon."), extract=lambda prompt: json.dumps({"facts": []}))
+    assert [m.text for m in store.memories(user)] == ["The user lives in Lisbon."]
+    store.close()
+
+
 def test_a_model_answer_with_facts_never_said_stores_nothing(tmp_path, embedder):
     """The extractor's answer (here the 0.5B's own failure: its prompt's example copied, and a city
     of 'now') is checked against the user's words; and an extractor that fails loses nothing."""
