@@ -54,6 +54,7 @@ ABOUT_THE_USER = (
 )
 # A message says something about the user only if it speaks of them (I, my, me...): others (a
 # question about the sea) are not given to the model's fact extraction at all.
+_ASKS_NAME = re.compile(r"\b(?:what(?:'s| is) my name|who am i|do you (?:know|remember) my name|my name\?)", re.I)
 _FIRST_PERSON = re.compile(r"\b(?:i|i'm|i've|i'd|i'll|my|me|mine|myself|we|our|us)\b", re.I)
 
 
@@ -129,9 +130,15 @@ class Session:
             return ""
         known = recall(self.store, self._user, query, instance=self._instance, k=self.memory_k,
                        token_budget=self.memory_tokens)
-        if not known:
+        lines = [f"- {m.text}" for m in known]
+        # the 0.5B, asked a name nobody told it, answered "My name is Owl." after a chat about owls
+        if _ASKS_NAME.search(query) and not any(m.key == "user.name" for m in known) and not self.store.read(
+                "SELECT 1 FROM memories WHERE user_id = ? AND key = 'user.name' AND status = 'active' LIMIT 1",
+                (self._user.id,)):
+            lines.append("- They have not told you their name. Asked it, answer: I don't know your name yet.")
+        if not lines:
             return ""
-        facts = "\n".join(f"- {m.text}" for m in known)
+        facts = "\n".join(lines)
         # Said as current and newer than the history: the offline 0.5B otherwise answered "What is
         # my name?" with the name the history corrected (0/5 phrasings right before, 5/5 after).
         return ("What you know about the user you are talking to now (true, and newer than the conversation "
