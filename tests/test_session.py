@@ -74,6 +74,20 @@ def test_instances_share_user_facts_but_not_conversations(engine, tmp_path):
     store.close()
 
 
+def test_asked_a_name_never_given_the_model_is_told_it_is_unknown(engine, tmp_path):
+    """The offline 0.5B, asked "What is my name?" by a user who never said it, made one up ("My name
+    is Owl." after a chat about owls). It is told the name is unknown, until the user says it."""
+    store = open_store(tmp_path)
+    s = Session(engine, store, user="nameless", max_new_tokens=6)
+    say(s, "Tell me a fun fact about owls.")
+    assert "not told you their name" in (s.request_for(Turn(text="What is my name?")).context or "")
+    assert "not told you their name" not in (s.request_for(Turn(text="What is an owl?")).context or "")
+    say(s, "My name is Ada.")
+    context = s.request_for(Turn(text="Do you know my name?")).context or ""
+    assert "Ada" in context and "not told you their name" not in context
+    store.close()
+
+
 def test_another_user_never_sees_it(engine, tmp_path):
     store = open_store(tmp_path)
     say(Session(engine, store, user="igor", max_new_tokens=6), "My name is Igor.")
