@@ -13,9 +13,7 @@ import getpass
 import logging
 import re
 import threading
-import weakref
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -223,7 +221,7 @@ class Session:
         """Store one exchange: what the user said and the reply (as far as it was heard when
         `interrupted`); then extract facts from it off the latency path. Needs a running loop.
 
-        The writes run on the store's writer thread (`_writer`), never on the event loop (a commit
+        The writes run on the store's writer thread (`Store.writer`), never on the event loop (a commit
         is synced to disk, and a write may wait for another process's lock), one exchange after
         another; the next turn waits for them (`stored()`). Returns the future of the writes: it raises what they raised
         (a full disk), and the conversation goes on either way.
@@ -255,7 +253,7 @@ class Session:
             return user_msg
 
         # queued now, on the store's one writer thread: written in the order recorded
-        written = loop.run_in_executor(_writer(self.store), write)
+        written = loop.run_in_executor(self.store.writer(), write)
 
         async def store_then_remember() -> None:
             try:
@@ -321,22 +319,6 @@ class Session:
         # the writes add their extraction task when they finish: wait again until nothing is left
         while pending := [t for t in self._pending if not t.done()]:
             await asyncio.gather(*pending, return_exceptions=True)
-
-
-_writers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # store -> its writer thread
-_writers_lock = threading.Lock()
-
-
-def _writer(store: Store) -> ThreadPoolExecutor:
-    """The one thread that writes a store's exchanges, for every session on it: writes run in the
-    order they were recorded, and a write that waits for a lock (another process writing) holds
-    this thread only, never the loop's default executor (recall, uploads, encoding run there: with
-    it, eight sessions' writes waiting for one lock held every one of its threads)."""
-    with _writers_lock:
-        pool = _writers.get(store)
-        if pool is None:
-            pool = _writers[store] = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
-        return pool
 
 
 def _log_failed_write(task: asyncio.Future) -> None:

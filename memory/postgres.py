@@ -231,6 +231,8 @@ class PgStore(Store):
         self._vectors: dict[int, tuple[float, VectorIndex]] = {}
         self._embedder = embedder
         self._embedder_lock = threading.Lock()
+        self._writer_pool = None  # see Store.writer
+        self._writer_lock = threading.Lock()
         self._locked_users: set[int] | None = None  # inside a transaction: users whose lock is held
         self._stats: tuple[float, int, float] = (0.0, 0, 1.0)  # (when, documents, mean tokens)
         self._df: dict[str, tuple[float, int]] = {}  # term -> (when, documents), kept STATS_TTL_S

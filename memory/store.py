@@ -13,6 +13,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +95,8 @@ class Store:
         self._vectors: dict[int, tuple[float, VectorIndex]] = {}  # user id -> (user's created_at, index)
         self._embedder = embedder
         self._embedder_lock = threading.Lock()
+        self._writer_pool: ThreadPoolExecutor | None = None
+        self._writer_lock = threading.Lock()
         migrate(self._conn)
 
     @property
@@ -104,7 +107,21 @@ class Store:
                 self._embedder = Embedder()
             return self._embedder
 
+    def writer(self) -> ThreadPoolExecutor:
+        """The one thread that writes this store's exchanges, for every session on it: writes run in
+        the order they were queued, and one that waits for a lock (another process writing) holds
+        this thread only, never the event loop's default executor (recall, uploads and encoding run
+        there: eight sessions' writes waiting for one lock once held every one of its threads)."""
+        with self._writer_lock:  # not self._lock: a write holds that, and the event loop calls this
+            if self._writer_pool is None:
+                self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
+            return self._writer_pool
+
     def close(self) -> None:
+        with self._writer_lock:
+            pool, self._writer_pool = self._writer_pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)  # the writes queued land before the connection closes
         with self._lock:
             self._conn.close()
 
